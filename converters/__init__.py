@@ -1,0 +1,7 @@
+"""ANN -> QANN -> SNN conversion: signed IF neurons, spiking ops, activity traces, backends."""
+from converters.neurons import IFNeuron, if_neuron_reference, track_counts
+from converters.snn import ConversionError, SNNResult, SpikingModel, convert
+from converters.trace import ActivityTrace, SiteActivity
+
+__all__ = ["ActivityTrace", "ConversionError", "IFNeuron", "SNNResult", "SiteActivity",
+           "SpikingModel", "convert", "if_neuron_reference", "track_counts"]

@@ -1,0 +1,112 @@
+"""Signed integrate-and-fire neurons (ST-BIF, as in SpikeZIP-TF, You et al., ICML 2024).
+
+State of one neuron: membrane V, running spike count n.  Threshold s (the quantizer step),
+range [qmin, qmax] (the quantizer's integer range).
+
+    V_0 = s / 2,  n_0 = 0
+    V  <- V + x_t                                   (integrate this step's input)
+    if V >= s and n < qmax:  emit +1, V <- V - s, n <- n + 1      (reset by subtraction)
+    elif V < 0 and n > qmin: emit -1, V <- V + s, n <- n - 1
+    else:                    emit 0
+
+Why it is exact.  Write S_t = x_1 + ... + x_t.  By induction V_t = s/2 + S_t - n_t s, so "+1"
+fires exactly when floor(S_t/s + 1/2) > n_{t-1} and "-1" exactly when floor(S_t/s + 1/2) < n_{t-1}
+(within the range).  Hence with r_t = clamp(floor(S_t/s + 1/2), qmin, qmax), the QANN quantizer
+applied to the accumulated input,
+
+    n_t = n_{t-1} + sign(r_t - n_{t-1})
+
+the count walks one step per time step towards the quantizer's output.  Once the inputs stop
+changing, n equals the QANN code: SNN == QANN.  `IFNeuron` computes this count form, in which the
+accumulated input S_t is the QANN's own pre-activation evaluated on the accumulated integer spike
+counts upstream, so no float is ever summed over time; `if_neuron_reference` is the literal
+membrane form above, used to test that the two agree.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snmfm.nn import Quantizer
+
+
+def if_neuron_reference(x_steps: torch.Tensor, s: float, qmin: int, qmax: int) -> torch.Tensor:
+    """Literal ST-BIF dynamics: x_steps [T, ...] input per step -> spikes [T, ...] in {-1, 0, 1}."""
+    v = torch.full_like(x_steps[0], s / 2, dtype=torch.float64)
+    n = torch.zeros_like(v)
+    out = []
+    for x in x_steps.to(torch.float64):
+        v = v + x
+        up = (v >= s) & (n < qmax)
+        down = (v < 0) & (n > qmin) & ~up
+        o = up.to(v.dtype) - down.to(v.dtype)
+        v = v - o * s
+        n = n + o
+        out.append(o)
+    return torch.stack(out)
+
+
+def track_counts(targets: torch.Tensor, n0: torch.Tensor) -> torch.Tensor:
+    """Counts [T, ...] of a neuron that moves one step per time step towards `targets` [T, ...],
+    starting from the count `n0` [...] it had before this chunk."""
+    out = torch.empty_like(targets)
+    n = n0.clone()
+    for t in range(targets.shape[0]):
+        n += torch.sign(targets[t] - n)
+        out[t] = n
+    return out
+
+
+class IFNeuron(nn.Module):
+    """A signed IF neuron layer standing where a QANN `Quantizer` stood.
+
+    The spiking model runs a chunk of `steps` time steps as one batch of size steps * B (time-major);
+    the layer receives each step's accumulated pre-activation and returns each step's accumulated
+    spike count (times s, like the quantizer), keeping its count between chunks.  It records its
+    spikes into the ActivityTrace of the running model."""
+
+    def __init__(self, q: Quantizer, name: str = ""):
+        super().__init__()
+        if q.mode != "int":
+            raise ValueError(f"quantizer {name!r} is not quantized (mode {q.mode!r}); "
+                             "convert a QANN made by snmfm.compress.quantize")
+        self.name = name
+        self.signed = q.signed
+        self.bits = q.bits
+        self.qmin, self.qmax = q.qmin, q.qmax
+        self.register_buffer("scale", q.scale.clone())
+        self.mode = "int"  # consumers check quant.mode == "int" and call codes()
+        self.steps = 1
+        self.recorder = None
+        self.count: torch.Tensor | None = None  # [B, ...] count after the last step run
+        self.last_step_quiet = False
+
+    @property
+    def threshold(self) -> float:
+        return float(self.scale)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold:.4g}, range=[{self.qmin}, {self.qmax}]"
+
+    def reset(self) -> None:
+        self.count = None
+        self.last_step_quiet = False
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.floor(x.to(torch.float64) / self.scale + 0.5), self.qmin, self.qmax)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        T = self.steps
+        r = self.targets(x)
+        r = r.reshape(T, r.shape[0] // T, *r.shape[1:])
+        n0 = self.count if self.count is not None else torch.zeros_like(r[0])
+        n = track_counts(r, n0)
+        if self.recorder is not None:
+            self.recorder.neuron(self.name, n, n0, r)
+        before_last = n[-2] if T > 1 else n0
+        self.last_step_quiet = bool((n[-1] == before_last).all())
+        self.count = n[-1].clone()
+        return n.reshape(-1, *n.shape[2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.codes(x) * self.scale

@@ -1,0 +1,198 @@
+"""QANN -> SNN: `convert` and the time-batched `SpikingModel`.
+
+`convert(qann)` deep-copies the QANN and puts a signed IF neuron (`IFNeuron`) wherever a quantizer
+stood.  Every other operation is unchanged, and in the spiking model each of them is applied to the
+*accumulated* spike counts of its inputs at each time step:
+
+* linear / conv / embedding layers on counts: W @ n_t = sum over steps of W @ spikes, exactly (integer
+  arithmetic), so the layer's output increments are the event-driven accumulates of its input spikes;
+* a product of two spiking tensors A_t B_t: its increments are a_t B_{t-1} + A_{t-1} b_t + a_t b_t
+  (the increment identity), again exact integers;
+* non-spiking units (softmax, LayerNorm, GELU, tanh) evaluate f(X_t) on the accumulated input; their
+  differenced output f(X_t) - f(X_{t-1}) is what a digital unit would send, and the next neuron
+  integrates it.  They are recorded as unit calls, never as spikes.
+
+Time-batched: a chunk of `steps` time steps runs as one batch of steps * B inputs (time-major), so
+each layer does one big matmul per chunk and only the neurons loop over steps.  Chunks continue until
+the network is quiet (no spike in a step: from then on nothing changes) or until a fixed T.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from converters.neurons import IFNeuron
+from converters.trace import ActivityTrace, TraceRecorder
+from snmfm.nn import NonSpiking, Quantizer, quantizers
+
+
+class ConversionError(ValueError):
+    """The model cannot be converted; the message names the module and what is supported."""
+
+
+SUPPORTED = ("snmfm.nn: QuantLinear, QuantConv2d, QuantFeatureEmbed, QuantMatMul, Quantizer, "
+             "LayerNorm, Softmax, GELU, Tanh; torch.nn: Embedding, ReLU, Dropout (eval), Identity, "
+             "Flatten, Sequential, ModuleList, ModuleDict, Conv2d/Linear only inside Quant* layers")
+
+_ALLOWED_TORCH = (nn.Embedding, nn.ReLU, nn.Dropout, nn.Identity, nn.Flatten, nn.Sequential,
+                  nn.ModuleList, nn.ModuleDict, nn.LayerNorm, nn.Linear, nn.Conv2d)
+
+
+def _check_supported(qann: nn.Module) -> None:
+    import snmfm.nn as snn_ops
+    for name, m in qann.named_modules():
+        mod = type(m).__module__
+        if mod.startswith("snmfm.") or isinstance(m, _ALLOWED_TORCH):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                parent = name.rsplit(".", 1)[0] if "." in name else ""
+                owner = qann.get_submodule(parent) if parent else qann
+                if not isinstance(owner, (snn_ops.QuantLinear, snn_ops.QuantConv2d)):
+                    raise ConversionError(
+                        f"unsupported module {name!r} ({type(m).__name__}): a bare {type(m).__name__} "
+                        f"has no input quantizer. Build the model from snmfm.nn layers or map it with "
+                        f"converters.from_hf / converters.from_sequential. Supported: {SUPPORTED}")
+            continue
+        if name == "":
+            continue  # the root may be any container class that only wires children
+        if list(m.children()):
+            continue  # user containers are fine; their leaves are checked
+        raise ConversionError(f"unsupported module {name!r} of type {type(m).__module__}.{type(m).__name__}. "
+                              f"Supported: {SUPPORTED}")
+
+
+def convert(qann: nn.Module) -> "SpikingModel":
+    """Convert a QANN (from `snmfm.compress.quantize`) into a SpikingModel that reproduces it exactly."""
+    qs = quantizers(qann)
+    if not qs:
+        raise ConversionError("model has no Quantizer sites: quantize it first "
+                              "(snmfm.compress.calibrate + snmfm.compress.quantize)")
+    for name, q in qs:
+        if q.mode != "int":
+            raise ConversionError(f"quantizer {name!r} is in mode {q.mode!r}, not 'int': the model is "
+                                  "not a QANN; run snmfm.compress.quantize on the calibrated model")
+    _check_supported(qann)
+    net = copy.deepcopy(qann).eval()
+    for name, q in quantizers(net):
+        parent_name, _, attr = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        setattr(parent, attr, IFNeuron(q, name))
+    return SpikingModel(net, meta=dict(getattr(qann, "snmfm_quant", {})))
+
+
+@dataclass
+class SNNResult:
+    """What a run returns: the output after the last step, optionally every step's output, and the
+    activity trace.  `t_settle` is the last step with a spike (None if still spiking at the end)."""
+
+    output: torch.Tensor
+    steps: int
+    t_settle: int | None
+    trace: ActivityTrace | None
+    per_step: torch.Tensor | None = None  # [steps, B, ...] when keep_steps
+    extra: dict = field(default_factory=dict)
+
+
+class SpikingModel(nn.Module):
+    """A converted model.  `run(*inputs, T=None)` simulates it; `T=None` runs until quiet."""
+
+    def __init__(self, net: nn.Module, meta: dict | None = None):
+        super().__init__()
+        self.net = net
+        self.meta = meta or {}
+
+    def neurons(self) -> list[tuple[str, IFNeuron]]:
+        return [(n, m) for n, m in self.net.named_modules() if isinstance(m, IFNeuron)]
+
+    def units(self) -> list[tuple[str, NonSpiking]]:
+        return [(n, m) for n, m in self.net.named_modules() if isinstance(m, NonSpiking)]
+
+    def forward(self, *inputs, **kw):
+        return self.run(*inputs, **kw).output
+
+    @torch.no_grad()
+    def run(self, *inputs, T: int | None = None, max_T: int = 4096, chunk: int | None = None,
+            record: bool = True, keep_steps: bool = False, step_fn=None) -> SNNResult:
+        """Simulate on a batch of inputs (the model's positional inputs, batch first).
+
+        T: fixed number of time steps; None runs until the network is quiet (at most max_T steps).
+        chunk: time steps per batched chunk (default: as many as fit ~64M elements per activation).
+        keep_steps: also return the output of every step ([steps, B, ...]).
+        step_fn: called as step_fn(t0, outputs[chunk, B, ...]) after each chunk (accuracy per step
+        without keeping every output)."""
+        if T is not None and (not isinstance(T, int) or T < 1):
+            raise ValueError(f"T must be an integer >= 1 (or None to run until quiet), got {T!r}")
+        if max_T < 1:
+            raise ValueError(f"max_T must be >= 1, got {max_T}")
+        tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
+        if not tensors:
+            raise ValueError("run needs at least one input tensor")
+        for x in tensors:
+            if torch.is_floating_point(x) and not torch.isfinite(x).all():
+                raise ValueError("input contains NaN or Inf; the SNN (like the QANN) needs finite inputs")
+        B = tensors[0].shape[0]
+        limit = T if T is not None else max_T
+        if chunk is None:
+            per_step = max(int(x[:1].numel()) for x in tensors) * max(1, B) * 256
+            chunk = int(max(1, min(64, 2**26 // max(per_step, 1))))
+        chunk = max(1, min(chunk, limit))
+        neurons = self.neurons()
+        recorder = TraceRecorder(B) if record else None
+        hooks = []
+        for name, n in neurons:
+            n.reset()
+            n.recorder = recorder
+        if record:
+            for name, u in self.units():
+                hooks.append(u.register_forward_pre_hook(self._unit_hook(recorder, name, u.kind)))
+            for name, m in self.net.named_modules():
+                if isinstance(m, nn.Embedding):
+                    hooks.append(m.register_forward_pre_hook(self._embed_hook(recorder, name)))
+        # Quiet = no neuron spiked in the last step run.  Inputs are constant after step 1, so every
+        # count then equals its target and no target can move again: the network stays quiet.
+        kept, done, quiet, out = [], 0, False, None
+        try:
+            while done < limit and not quiet:
+                steps = min(chunk, limit - done)
+                self._steps = steps
+                for _, n in neurons:
+                    n.steps = steps
+                if recorder is not None:
+                    recorder.step0 = done
+                big = [x.repeat(steps, *([1] * (x.dim() - 1))) if isinstance(x, torch.Tensor) else x
+                       for x in inputs]
+                y = self.net(*big)
+                y = y.reshape(steps, B, *y.shape[1:])
+                if keep_steps:
+                    kept.append(y)
+                if step_fn is not None:
+                    step_fn(done, y)
+                out = y[-1]
+                done += steps
+                if T is None:
+                    quiet = all(n.last_step_quiet for _, n in neurons)
+        finally:
+            for h in hooks:
+                h.remove()
+            for _, n in neurons:
+                n.recorder = None
+        trace = recorder.finish(done) if recorder is not None else None
+        t_settle = trace.t_settle if trace is not None else None
+        if T is None and not quiet:
+            raise RuntimeError(f"the SNN did not go quiet within max_T={max_T} steps; raise max_T")
+        if T is None and trace is None:
+            t_settle = done
+        return SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
+                         per_step=torch.cat(kept) if keep_steps else None)
+
+    def _unit_hook(self, recorder, name, kind):
+        def hook(module, args):
+            recorder.unit(name, kind, args[0], self._steps)
+        return hook
+
+    def _embed_hook(self, recorder, name):
+        def hook(module, args):
+            recorder.embed(name, args[0], self._steps)
+        return hook

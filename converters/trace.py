@@ -1,0 +1,170 @@
+"""ActivityTrace: what the SNN did, per site and per time step, as counts (not tensors).
+
+Sites are named by module path in the QANN:
+* neuron sites (a former quantizer, e.g. ``trunk.blocks.0.attn.qkv.quant``): +1 and -1 spikes,
+  active rows (vectors over the last dim with at least one spike), neuron updates (neurons whose
+  input changed or that spiked this step);
+* non-spiking units (``trunk.blocks.0.ln1``, ``...attn.softmax``, ``...mlp.act``): calls, the rows
+  whose input changed this step and so were re-evaluated by the digital unit;
+* embeddings (``embed.tok``): lookups (at step 1 only: tokens are presented once).
+All counts are summed over the `n_samples` inputs of the run.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SITE_KINDS = ("neuron", "nonspiking", "embed")
+
+
+@dataclass
+class SiteActivity:
+    kind: str
+    shape: tuple  # per-sample shape of the site's tensor
+    pos: np.ndarray = None          # +1 spikes per step
+    neg: np.ndarray = None          # -1 spikes per step
+    active_rows: np.ndarray = None  # rows with >= 1 spike (neurons) / re-evaluated rows (units)
+    updates: np.ndarray = None      # neuron updates (neurons) / element evaluations (units)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spikes(self) -> np.ndarray:
+        return self.pos + self.neg
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind, "shape": list(self.shape)}
+        for k in ("pos", "neg", "active_rows", "updates"):
+            d[k] = getattr(self, k).tolist()
+        d["extra"] = self.extra
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SiteActivity":
+        return cls(kind=d["kind"], shape=tuple(d["shape"]),
+                   **{k: np.asarray(d[k], dtype=np.int64) for k in ("pos", "neg", "active_rows", "updates")},
+                   extra=d.get("extra", {}))
+
+
+@dataclass
+class ActivityTrace:
+    n_samples: int
+    steps: int
+    t_settle: int | None  # last step with any spike (None: not settled within `steps`)
+    sites: dict[str, SiteActivity] = field(default_factory=dict)
+    t_settle_per_sample: list[int] = field(default_factory=list)
+
+    def total_spikes(self) -> int:
+        return int(sum(s.spikes.sum() for s in self.sites.values() if s.kind == "neuron"))
+
+    def spikes_per_step(self) -> np.ndarray:
+        out = np.zeros(self.steps, dtype=np.int64)
+        for s in self.sites.values():
+            if s.kind == "neuron":
+                out += s.spikes
+        return out
+
+    def to_dict(self) -> dict:
+        return {"schema": "snmfm.activity_trace/1", "n_samples": self.n_samples, "steps": self.steps,
+                "t_settle": self.t_settle, "t_settle_per_sample": list(self.t_settle_per_sample),
+                "sites": {k: v.to_dict() for k, v in self.sites.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ActivityTrace":
+        if d.get("schema") != "snmfm.activity_trace/1":
+            raise ValueError(f"not an snmfm activity trace (schema {d.get('schema')!r})")
+        return cls(n_samples=d["n_samples"], steps=d["steps"], t_settle=d["t_settle"],
+                   sites={k: SiteActivity.from_dict(v) for k, v in d["sites"].items()},
+                   t_settle_per_sample=list(d.get("t_settle_per_sample", [])))
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path) -> "ActivityTrace":
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"activity trace {p} not found")
+        try:
+            return cls.from_dict(json.loads(p.read_text()))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"activity trace {p} is corrupt: {e}") from e
+
+
+class TraceRecorder:
+    """Collects counts while a SpikingModel runs chunk after chunk."""
+
+    def __init__(self, n_samples: int):
+        self.n_samples = n_samples
+        self.rows: dict[str, dict[str, list]] = {}
+        self.kinds: dict[str, str] = {}
+        self.shapes: dict[str, tuple] = {}
+        self.last_spike_step = torch.full((n_samples,), -1, dtype=torch.long)
+        self.step0 = 0  # global index of the chunk's first step
+        self.prev_inputs: dict[str, torch.Tensor] = {}
+
+    def _append(self, name, kind, shape, **counts):
+        if name not in self.rows:
+            self.rows[name] = {k: [] for k in ("pos", "neg", "active_rows", "updates")}
+            self.kinds[name] = kind
+            self.shapes[name] = shape
+        for k, v in counts.items():
+            self.rows[name][k].append(v)
+
+    def neuron(self, name: str, n: torch.Tensor, n0: torch.Tensor, r: torch.Tensor) -> None:
+        """n [T, B, ...] counts after each step, n0 [B, ...] count before the chunk, r targets."""
+        prev = torch.cat([n0[None], n[:-1]], 0)
+        o = n - prev  # spikes, in {-1, 0, 1}
+        T, B = o.shape[:2]
+        spk = o != 0
+        pos = (o > 0).reshape(T, -1).sum(1)
+        neg = (o < 0).reshape(T, -1).sum(1)
+        rows = spk.reshape(T, B, -1, o.shape[-1]).any(-1).reshape(T, -1).sum(1) if o.dim() > 2 \
+            else spk.reshape(T, -1).sum(1)
+        # a neuron is updated when its input changed or it spiked (event-driven update)
+        rprev = self.prev_inputs.get(name)
+        rprev = torch.cat([(rprev if rprev is not None else torch.zeros_like(r[0]))[None], r[:-1]], 0)
+        upd = ((r != rprev) | spk).reshape(T, -1).sum(1)
+        self.prev_inputs[name] = r[-1].clone()
+        per_sample = spk.reshape(T, B, -1).any(-1)  # [T, B]
+        steps = torch.arange(T)[:, None].expand(T, B) + self.step0
+        last = torch.where(per_sample, steps, torch.full_like(steps, -1)).amax(0)
+        self.last_spike_step = torch.maximum(self.last_spike_step, last)
+        self._append(name, "neuron", tuple(o.shape[2:]), pos=pos.numpy(), neg=neg.numpy(),
+                     active_rows=rows.numpy(), updates=upd.numpy())
+
+    def unit(self, name: str, kind: str, x: torch.Tensor, T: int) -> None:
+        """Non-spiking unit input x [T*B, ..., D]: rows whose input changed are re-evaluated."""
+        x = x.detach().reshape(T, x.shape[0] // T, *x.shape[1:])
+        prev = self.prev_inputs.get(name)
+        first = torch.full_like(x[0], float("nan")) if prev is None else prev
+        prevs = torch.cat([first[None], x[:-1]], 0)
+        changed = ~((x == prevs) | (torch.isnan(x) & torch.isnan(prevs)))
+        rows = changed.reshape(T, -1, x.shape[-1]).any(-1)
+        n_rows = rows.sum(1)
+        self.prev_inputs[name] = x[-1].clone()
+        z = np.zeros(T, dtype=np.int64)
+        self._append(name, kind, tuple(x.shape[2:]), pos=z, neg=z, active_rows=n_rows.numpy(),
+                     updates=(n_rows * x.shape[-1]).numpy())
+
+    def embed(self, name: str, ids: torch.Tensor, T: int) -> None:
+        B = ids.shape[0] // T
+        z = np.zeros(T, dtype=np.int64)
+        look = z.copy()
+        if self.step0 == 0:
+            look[0] = ids[:B].numel()
+        self._append(name, "embed", tuple(ids.shape[1:]), pos=z, neg=z, active_rows=look, updates=look)
+
+    def finish(self, steps: int) -> ActivityTrace:
+        sites = {}
+        for name, r in self.rows.items():
+            arrs = {k: np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in v])
+                    for k, v in r.items()}
+            sites[name] = SiteActivity(kind=self.kinds[name], shape=self.shapes[name], **arrs)
+        last = self.last_spike_step + 1  # steps are 1-based: t_settle = last step with a spike
+        t_settle = int(last.max()) if steps > int(last.max()) else None
+        return ActivityTrace(n_samples=self.n_samples, steps=steps, t_settle=t_settle, sites=sites,
+                             t_settle_per_sample=[int(v) for v in last])

@@ -1,0 +1,319 @@
+"""The few operations every snmfm model is built from, each one a *site* the QANN and SNN can see.
+
+A reference model is ordinary float32 PyTorch.  Every activation that may become spikes enters a
+`Quantizer`, and the quantizer sits *inside* the module that consumes it (`QuantLinear`,
+`QuantConv2d`, `QuantMatMul`, `QuantFeatureEmbed`), so pairing a scale with the integer weights that
+read it is structural, not bookkeeping.
+
+Modes of a `Quantizer` (set by `snmfm.compress`):
+
+* ``off``   -- identity; the float model.
+* ``calib`` -- identity that records the values it sees (for scale search on real inputs).
+* ``fake``  -- float fake quantisation with a learned step size (LSQ, Esser et al., ICLR 2020),
+  used for quantisation-aware fine-tuning.
+* ``int``   -- the QANN: ``codes(x) = clamp(floor(x / s + 1/2), qmin, qmax)``, integers.
+
+In ``int`` mode the consumer multiplies integer codes by integer weights in float64.  Products and
+sums of integers below 2**53 are exact in float64 whatever order BLAS adds them in, so the
+accumulator is the same integer in the QANN (one pass) and in the SNN (sum over time steps); the
+scale is applied once, after the integer accumulation.  That is what makes SNN == QANN exact
+(see ../DESIGN: "Exact means integer").  Rounding is half-up (floor(x/s + 1/2)) because that is
+what a signed IF neuron with initial membrane s/2 and threshold s computes.
+
+Non-spiking units (`LayerNorm`, `Softmax`, `GELU`, `Tanh`) are thin modules so the hardware
+models can find and charge them as digital units.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANT_MODES = ("off", "calib", "fake", "int")
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """Integer range of a `bits`-bit quantizer: signed [-2^(b-1), 2^(b-1)-1], unsigned [0, 2^b-1]."""
+    if bits < 1:
+        raise ValueError(f"bit width must be >= 1, got {bits}")
+    if signed:
+        if bits < 2:
+            raise ValueError("a signed quantizer needs at least 2 bits")
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+class _LSQRound(torch.autograd.Function):
+    """round with a straight-through gradient (LSQ)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x + 0.5)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class Quantizer(nn.Module):
+    """Activation quantizer  q(x) = s * clamp(floor(x/s + 1/2), qmin, qmax).
+
+    `signed` says whether the site can be negative (transformer activations are; softmax
+    probabilities and ReLU outputs are not).  The scale `s` is a float64 buffer; `qmin`/`qmax`
+    are Python ints, so they survive `deepcopy` and are saved in the model's JSON config.
+    """
+
+    def __init__(self, signed: bool = True):
+        super().__init__()
+        self.signed = signed
+        self.mode = "off"
+        self.bits: int | None = None
+        self.qmin = 0
+        self.qmax = 0
+        self.register_buffer("scale", torch.tensor(1.0, dtype=torch.float64))
+        self.samples: list[torch.Tensor] = []  # calibration reservoir (calib mode only)
+        self.max_samples = 1 << 18
+        self.log_scale: nn.Parameter | None = None  # fake mode (LSQ) only
+
+    def extra_repr(self) -> str:
+        return f"signed={self.signed}, mode={self.mode}, bits={self.bits}"
+
+    def set_bits(self, bits: int) -> None:
+        self.bits = int(bits)
+        self.qmin, self.qmax = qrange(self.bits, self.signed)
+
+    @property
+    def levels(self) -> int:
+        return self.qmax - self.qmin + 1
+
+    # -- the QANN -----------------------------------------------------------------------------
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes (float64 tensor holding integers) of `x`; QANN mode only."""
+        if self.mode != "int":
+            raise RuntimeError(f"Quantizer.codes needs mode 'int', this one is '{self.mode}'")
+        x = x.to(torch.float64)
+        return torch.clamp(torch.floor(x / self.scale + 0.5), self.qmin, self.qmax)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "off":
+            return x
+        if self.mode == "calib":
+            self._observe(x)
+            return x
+        if self.mode == "fake":
+            s = torch.exp(self.log_scale).to(x.dtype)
+            # LSQ gradient scale g = 1/sqrt(numel * qmax) (Esser et al. 2020, sec. 2.2)
+            g = 1.0 / math.sqrt(max(1, x.numel()) * max(1, self.qmax))
+            s = s * g + (s - s * g).detach()
+            return _LSQRound.apply(torch.clamp(x / s, self.qmin, self.qmax)) * s
+        return self.codes(x) * self.scale
+
+    def _observe(self, x: torch.Tensor) -> None:
+        flat = x.detach().reshape(-1).to(torch.float32)
+        if not torch.isfinite(flat).all():
+            raise ValueError("calibration saw NaN or Inf activations; check the calibration inputs")
+        per_call = max(1, self.max_samples // 16)
+        if flat.numel() > per_call:
+            idx = torch.randint(0, flat.numel(), (per_call,), generator=_calib_gen(flat.numel()))
+            flat = flat[idx]
+        self.samples.append(flat.cpu())
+        total = sum(s.numel() for s in self.samples)
+        if total > self.max_samples:
+            cat = torch.cat(self.samples)
+            keep = torch.randperm(cat.numel(), generator=_calib_gen(cat.numel()))[: self.max_samples]
+            self.samples = [cat[keep]]
+
+
+def _calib_gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(1234 + seed % 100003)
+    return g
+
+
+class _IntWeight(nn.Module):
+    """Shared machinery of layers whose weights become integers in the QANN."""
+
+    w_bits: int | None
+
+    def _init_int(self) -> None:
+        self.w_bits = None
+        self.register_buffer("w_int", None)
+        self.register_buffer("w_scale", None)  # per output channel
+
+    @property
+    def is_int(self) -> bool:
+        return self.w_int is not None
+
+    def set_int_weight(self, w_int: torch.Tensor, w_scale: torch.Tensor, bits: int) -> None:
+        self.w_bits = int(bits)
+        self.w_int = w_int.to(torch.float64)
+        self.w_scale = w_scale.to(torch.float64)
+
+    def weight_scale_view(self, ndim: int) -> torch.Tensor:
+        return self.w_scale
+
+
+class QuantLinear(_IntWeight):
+    """y = W q(x) + b, the quantizer on the input.  QANN: acc = W_int @ codes (exact integers),
+    y = acc * (s_x * s_w[c]) + b[c]."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, signed: bool = True):
+        super().__init__()
+        self.quant = Quantizer(signed=signed)
+        self.linear = nn.Linear(d_in, d_out, bias=bias)
+        self._init_int()
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quant.mode != "int":
+            x = self.quant(x)
+            if self.is_int and self.quant.mode == "fake":
+                w = self.w_int.to(x.dtype) * self.w_scale.to(x.dtype)[:, None]
+                return F.linear(x, w, self.linear.bias)
+            return self.linear(x)
+        if not self.is_int:
+            raise RuntimeError("QuantLinear in int mode has no integer weights; call snmfm.compress.quantize")
+        acc = self.quant.codes(x) @ self.w_int.t()
+        y = acc * (self.quant.scale * self.w_scale)
+        if self.linear.bias is not None:
+            y = y + self.linear.bias.to(torch.float64)
+        return y
+
+
+class QuantConv2d(_IntWeight):
+    """Conv2d with a quantizer on its input (ViT patch embedding, conv nets)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True, signed: bool = True):
+        super().__init__()
+        self.quant = Quantizer(signed=signed)
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=bias)
+        self._init_int()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quant.mode != "int":
+            x = self.quant(x)
+            if self.is_int and self.quant.mode == "fake":
+                w = self.w_int.to(x.dtype) * self.w_scale.to(x.dtype)[:, None, None, None]
+                return F.conv2d(x, w, self.conv.bias, self.conv.stride, self.conv.padding)
+            return self.conv(x)
+        if not self.is_int:
+            raise RuntimeError("QuantConv2d in int mode has no integer weights; call snmfm.compress.quantize")
+        acc = F.conv2d(self.quant.codes(x), self.w_int, None, self.conv.stride, self.conv.padding)
+        y = acc * (self.quant.scale * self.w_scale)[None, :, None, None]
+        if self.conv.bias is not None:
+            y = y + self.conv.bias.to(torch.float64)[None, :, None, None]
+        return y
+
+
+class QuantFeatureEmbed(_IntWeight):
+    """Tabular features as tokens: token_f = x_f * W_f + b_f (one learned vector per feature).
+    The feature values pass an input quantizer, so in the SNN each feature is an IF neuron whose
+    spikes fetch the row W_f (a 1-input linear layer per feature)."""
+
+    def __init__(self, n_features: int, d_model: int):
+        super().__init__()
+        self.quant = Quantizer(signed=True)
+        self.weight = nn.Parameter(torch.randn(n_features, d_model) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(n_features, d_model))
+        self._init_int()
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, F]
+        if self.quant.mode != "int":
+            x = self.quant(x)
+            w = self.weight
+            if self.is_int and self.quant.mode == "fake":
+                w = self.w_int.to(x.dtype) * self.w_scale.to(x.dtype)[:, None]
+            return x[..., None] * w + self.bias
+        if not self.is_int:
+            raise RuntimeError("QuantFeatureEmbed in int mode has no integer weights; call snmfm.compress.quantize")
+        acc = self.quant.codes(x)[..., None] * self.w_int
+        return acc * (self.quant.scale * self.w_scale[:, None]) + self.bias.to(torch.float64)
+
+
+class QuantMatMul(nn.Module):
+    """Product of two activations, a @ b (Q K^T, attn V), each through its own quantizer.
+
+    QANN: (codes_a @ codes_b) * s_a * s_b * out_scale.  In the SNN both operands are spike trains
+    and the product is computed by the increment identity (converters.spiking_ops)."""
+
+    def __init__(self, signed_a: bool = True, signed_b: bool = True, out_scale: float = 1.0):
+        super().__init__()
+        self.quant_a = Quantizer(signed=signed_a)
+        self.quant_b = Quantizer(signed=signed_b)
+        self.out_scale = float(out_scale)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.quant_a.mode != "int":
+            return (self.quant_a(a) @ self.quant_b(b)) * self.out_scale
+        acc = self.quant_a.codes(a) @ self.quant_b.codes(b)
+        return acc * (self.quant_a.scale * self.quant_b.scale * self.out_scale)
+
+
+# ---- non-spiking units: charged as digital units by both hardware models -------------------
+class NonSpiking(nn.Module):
+    """Marker base class: a nonlinearity evaluated by a digital unit, never a spike."""
+
+    kind = "nonspiking"
+
+
+class LayerNorm(NonSpiking):
+    kind = "layernorm"
+
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.ln = nn.LayerNorm(d, eps=eps)
+
+    def forward(self, x):
+        return F.layer_norm(x, self.ln.normalized_shape, self.ln.weight.to(x.dtype),
+                            self.ln.bias.to(x.dtype), self.ln.eps)
+
+
+class Softmax(NonSpiking):
+    kind = "softmax"
+
+    def forward(self, x):
+        return torch.softmax(x, dim=-1)
+
+
+class GELU(NonSpiking):
+    kind = "gelu"
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, approximate=self.approximate)
+
+
+class Tanh(NonSpiking):
+    kind = "tanh"
+
+    def forward(self, x):
+        return torch.tanh(x)
+
+
+def quantizers(model: nn.Module):
+    """(name, Quantizer) pairs of a model, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, Quantizer)]
+
+
+def set_quant_mode(model: nn.Module, mode: str) -> None:
+    if mode not in QUANT_MODES:
+        raise ValueError(f"unknown quantizer mode {mode!r}; allowed: {', '.join(QUANT_MODES)}")
+    for _, q in quantizers(model):
+        q.mode = mode
