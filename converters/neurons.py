@@ -48,13 +48,22 @@ def if_neuron_reference(x_steps: torch.Tensor, s: float, qmin: int, qmax: int) -
 
 def track_counts(targets: torch.Tensor, n0: torch.Tensor) -> torch.Tensor:
     """Counts [T, ...] of a neuron that moves one step per time step towards `targets` [T, ...],
-    starting from the count `n0` [...] it had before this chunk."""
+    starting from the count `n0` [...] it had before this chunk.  Integer tensors; the loop over
+    steps is the only sequential part of the simulation, so it works in place on small integers."""
     out = torch.empty_like(targets)
-    n = n0.clone()
+    n = n0.to(targets.dtype).clone()
+    d = torch.empty_like(n)
     for t in range(targets.shape[0]):
-        n += torch.sign(targets[t] - n)
+        torch.sub(targets[t], n, out=d)
+        d.clamp_(-1, 1)
+        n.add_(d)
         out[t] = n
     return out
+
+
+def _count_dtype(qmin: int, qmax: int) -> torch.dtype:
+    """Smallest integer type holding the spike count (int16 up to 15-bit codes)."""
+    return torch.int16 if -(2**15) <= qmin and qmax < 2**15 else torch.int32
 
 
 class IFNeuron(nn.Module):
@@ -93,7 +102,11 @@ class IFNeuron(nn.Module):
         self.last_step_quiet = False
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(torch.floor(x.to(torch.float64) / self.scale + 0.5), self.qmin, self.qmax)
+        """The QANN code of the accumulated input: clamp(floor(x/s + 1/2)), as small integers.
+        Same float64 operations as Quantizer.codes, so the same integers."""
+        r = torch.div(x.to(torch.float64), self.scale)
+        r.add_(0.5).floor_().clamp_(self.qmin, self.qmax)
+        return r.to(_count_dtype(self.qmin, self.qmax))
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         T = self.steps
@@ -104,9 +117,9 @@ class IFNeuron(nn.Module):
         if self.recorder is not None:
             self.recorder.neuron(self.name, n, n0, r)
         before_last = n[-2] if T > 1 else n0
-        self.last_step_quiet = bool((n[-1] == before_last).all())
+        self.last_step_quiet = bool(torch.equal(n[-1], before_last))
         self.count = n[-1].clone()
-        return n.reshape(-1, *n.shape[2:])
+        return n.reshape(-1, *n.shape[2:]).to(torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.codes(x) * self.scale

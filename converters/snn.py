@@ -79,7 +79,10 @@ def convert(qann: nn.Module) -> "SpikingModel":
         parent_name, _, attr = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
         setattr(parent, attr, IFNeuron(q, name))
-    return SpikingModel(net, meta=dict(getattr(qann, "snmfm_quant", {})))
+    snn = SpikingModel(net, meta=dict(getattr(qann, "snmfm_quant", {})))
+    # keep the QANN (not as a submodule) so the spiking model can be saved and its Workload extracted
+    object.__setattr__(snn, "source_qann", qann)
+    return snn
 
 
 @dataclass

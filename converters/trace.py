@@ -115,19 +115,23 @@ class TraceRecorder:
             self.rows[name][k].append(v)
 
     def neuron(self, name: str, n: torch.Tensor, n0: torch.Tensor, r: torch.Tensor) -> None:
-        """n [T, B, ...] counts after each step, n0 [B, ...] count before the chunk, r targets."""
-        prev = torch.cat([n0[None], n[:-1]], 0)
-        o = n - prev  # spikes, in {-1, 0, 1}
-        T, B = o.shape[:2]
-        spk = o != 0
-        pos = (o > 0).reshape(T, -1).sum(1)
-        neg = (o < 0).reshape(T, -1).sum(1)
-        rows = spk.reshape(T, B, -1, o.shape[-1]).any(-1).reshape(T, -1).sum(1) if o.dim() > 2 \
-            else spk.reshape(T, -1).sum(1)
+        """n [T, B, ...] integer counts after each step, n0 [B, ...] count before the chunk,
+        r [T, B, ...] the targets (QANN codes of the accumulated input)."""
+        T, B = n.shape[:2]
+        o = torch.diff(n, dim=0, prepend=n0[None].to(n.dtype))  # spikes in {-1, 0, 1}
+        spk = o.ne(0)
+        nnz = spk.reshape(T, -1).sum(1)
+        net = o.reshape(T, -1).sum(1, dtype=torch.int64)
+        pos, neg = (nnz + net) // 2, (nnz - net) // 2
+        if o.dim() > 2:
+            rows = spk.reshape(T, -1, o.shape[-1]).any(-1).reshape(T, -1).sum(1)
+        else:
+            rows = nnz
         # a neuron is updated when its input changed or it spiked (event-driven update)
         rprev = self.prev_inputs.get(name)
-        rprev = torch.cat([(rprev if rprev is not None else torch.zeros_like(r[0]))[None], r[:-1]], 0)
-        upd = ((r != rprev) | spk).reshape(T, -1).sum(1)
+        r0 = rprev if rprev is not None else torch.zeros_like(r[0])
+        changed = torch.diff(r, dim=0, prepend=r0[None]).ne_(0)
+        upd = changed.logical_or_(spk).reshape(T, -1).sum(1)
         self.prev_inputs[name] = r[-1].clone()
         per_sample = spk.reshape(T, B, -1).any(-1)  # [T, B]
         steps = torch.arange(T)[:, None].expand(T, B) + self.step0

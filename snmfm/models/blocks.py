@@ -29,27 +29,35 @@ class Attention(nn.Module):
     `attn="softmax"` is standard attention (softmax is a non-spiking unit);
     `attn="relu"` is the spike-friendly softmax-free variant attn = ReLU(QK^T/sqrt(d)) / L_k,
     whose output is non-negative and enters an unsigned quantizer directly (no digital unit).
+
+    `n_heads` overrides the config's head count for this block (a head-pruned block keeps
+    head_dim = d_model / cfg.n_heads, so its inner width n_heads * head_dim may be < d_model).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_heads: int | None = None):
         super().__init__()
         d, h = cfg.d_model, cfg.n_heads
         if d % h:
             raise ValueError(f"d_model={d} is not divisible by n_heads={h}")
-        self.n_heads, self.head_dim, self.causal = h, d // h, cfg.causal
+        self.head_dim, self.causal = d // h, cfg.causal
+        self.n_heads = h if n_heads is None else int(n_heads)
+        if self.n_heads < 1:
+            raise ValueError(f"an attention block needs at least one head, got n_heads={self.n_heads}")
+        inner = self.n_heads * self.head_dim
         self.attn_kind = cfg.attn
-        self.qkv = QuantLinear(d, 3 * d)
+        self.qkv = QuantLinear(d, 3 * inner)
         self.qk = QuantMatMul(out_scale=1.0 / math.sqrt(self.head_dim))
         self.softmax = Softmax()
         self.av = QuantMatMul(signed_a=False)
-        self.proj = QuantLinear(d, d)
+        self.proj = QuantLinear(inner, d)
 
     def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
                 cache: dict | None = None) -> torch.Tensor:
         """x [B, L, d]; pad_mask [B, Lk] bool (True = real token); cache: dict with 'k','v' of
         earlier positions (real-valued, pre-quantization), updated in place (incremental decoding)."""
-        B, L, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=-1)
+        B, L, _ = x.shape
+        inner = self.n_heads * self.head_dim
+        q, k, v = self.qkv(x).split(inner, dim=-1)
         q, k, v = (t.reshape(B, L, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         past = 0
         if cache is not None:
@@ -78,7 +86,7 @@ class Attention(nn.Module):
                 attn = attn.masked_fill(~mask, 0.0)
             attn = attn / Lk
         ctx = self.av(attn, v)  # [B, H, L, hd]
-        ctx = ctx.transpose(1, 2).reshape(B, L, d)
+        ctx = ctx.transpose(1, 2).reshape(B, L, inner)
         return self.proj(ctx)
 
 
@@ -86,15 +94,18 @@ class MLP(nn.Module):
     """fc1 -> GELU (non-spiking unit) -> fc2, or fc1 -> ReLU -> fc2 where the ReLU is absorbed into
     fc2's unsigned quantizer (qmin = 0), so the spiking version needs no digital unit."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, d_ff: int | None = None):
         super().__init__()
         self.act_kind = cfg.act
-        self.fc1 = QuantLinear(cfg.d_model, cfg.d_ff)
+        d_ff = cfg.d_ff if d_ff is None else int(d_ff)
+        if d_ff < 1:
+            raise ValueError(f"an MLP needs at least one hidden channel, got d_ff={d_ff}")
+        self.fc1 = QuantLinear(cfg.d_model, d_ff)
         if cfg.act == "relu":
             self.act = None
         else:
             self.act = GELU(approximate="tanh" if cfg.act == "gelu_tanh" else "none")
-        self.fc2 = QuantLinear(cfg.d_ff, cfg.d_model, signed=cfg.act != "relu")
+        self.fc2 = QuantLinear(d_ff, cfg.d_model, signed=cfg.act != "relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)
@@ -103,13 +114,13 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_heads: int | None = None, d_ff: int | None = None):
         super().__init__()
         self.pre_norm = cfg.norm == "pre"
         self.ln1 = LayerNorm(cfg.d_model, eps=cfg.ln_eps)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, n_heads)
         self.ln2 = LayerNorm(cfg.d_model, eps=cfg.ln_eps)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg, d_ff)
 
     def forward(self, x, pad_mask=None, cache=None):
         if self.pre_norm:
@@ -119,12 +130,24 @@ class Block(nn.Module):
         return self.ln2(x + self.mlp(x))
 
 
+def block_shapes(cfg: ModelConfig) -> list[dict]:
+    """Per-block {"n_heads", "d_ff"}: from ``cfg.extra["block_shapes"]`` (written by
+    `snmfm.compress.prune`), else the config's uniform sizes."""
+    shapes = cfg.extra.get("block_shapes")
+    if shapes is None:
+        return [{"n_heads": cfg.n_heads, "d_ff": cfg.d_ff} for _ in range(cfg.n_layers)]
+    if len(shapes) != cfg.n_layers:
+        raise ValueError(f"invalid model config: extra.block_shapes has {len(shapes)} entries "
+                         f"for n_layers={cfg.n_layers}")
+    return [{"n_heads": int(s["n_heads"]), "d_ff": int(s["d_ff"])} for s in shapes]
+
+
 class Trunk(nn.Module):
     """A stack of blocks, with the final LayerNorm of pre-LN models."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, s["n_heads"], s["d_ff"]) for s in block_shapes(cfg))
         self.ln_f = LayerNorm(cfg.d_model, eps=cfg.ln_eps) if cfg.norm == "pre" else None
 
     def forward(self, x, pad_mask=None, caches=None):

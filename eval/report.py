@@ -1,0 +1,90 @@
+"""Writing a report folder, and re-rendering one from a saved report.json (`snmfm report RESULTS`).
+
+A report folder holds report.json (schema "snmfm.report/1": the measured results and the derived
+comparison), report.md, report.html (self-contained) and the PNG plots.  It is written into a
+temporary sibling folder and renamed into place at the end, so a failure never leaves a partial
+report behind, and an existing report folder is replaced only by a complete one.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from eval.compare import Report, compare
+from eval.plots import render_plots
+from eval.report_doc import build_document
+from eval.report_html import render_html
+from eval.report_md import render_markdown
+from eval.results import load_results, read_report_json
+from eval.validate import validate_report
+
+REPORT_FILES = ("report.json", "report.md", "report.html")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old.rmdir()
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        old.rename(out)  # put the previous report back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(report: Report, out_dir) -> Path:
+    """Write report.json, report.md, report.html and the PNG plots into `out_dir` (replacing an
+    earlier report there); returns the folder.  Refuses a non-empty folder that is not a report."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"report folder {out} exists and is a file; choose another output folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").exists():
+        raise FileExistsError(f"{out} exists, is not empty and holds no report.json: refusing to replace "
+                              "it; choose another output folder")
+    d = report.to_dict()
+    validate_report(d, source="the report being written")
+    text = json.dumps(d, indent=1, allow_nan=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a report folder is meant to be shared
+    try:
+        (tmp / "report.json").write_text(text)
+        plots = render_plots(report)
+        files = {}
+        for name, png in plots.items():
+            (tmp / f"{name}.png").write_bytes(png)
+            files[name] = f"{name}.png"
+        doc = build_document(report)
+        (tmp / "report.md").write_text(render_markdown(doc, files))
+        (tmp / "report.html").write_text(render_html(doc, plots))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_report(path) -> Report:
+    """The Report of a saved report.json (or report folder): its results, compared again with the
+    tolerance it was written with."""
+    d = read_report_json(path)
+    results = load_results(path)
+    return compare(results, tolerance=d["comparison"]["tolerance"])
+
+
+def report_from_results(path, out_dir=None, tolerance: float | None = None) -> Report:
+    """Re-render md/html/plots (and report.json) from a saved report.json into `out_dir` (default:
+    the folder holding it).  Missing file -> FileNotFoundError; wrong schema -> ValueError."""
+    p = Path(path)
+    d = read_report_json(p)
+    results = load_results(p)
+    report = compare(results, tolerance=d["comparison"]["tolerance"] if tolerance is None else tolerance)
+    target = Path(out_dir) if out_dir is not None else (p if p.is_dir() else p.parent)
+    write_report(report, target)
+    return report

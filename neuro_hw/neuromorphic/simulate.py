@@ -1,0 +1,351 @@
+"""`simulate_neuromorphic(workload, trace, cfg) -> HwReport`: energy and latency of one inference.
+
+Energy, per event (all arithmetic and memory energies from the shared technology table):
+
+* synaptic op, per input spike (spike-aware dataflow): fetch the spike's weight row from synapse
+  SRAM, in `word_bits` words, on each core that holds a slice of the outputs; accumulate the
+  fan-out targets (one add at `acc_bits` per synaptic op) with a read-modify-write of the
+  accumulator words in neuron memory.  matmul_act uses the increment identity scheduled as
+  b_t first, then a_t:  A_t B_t - A_{t-1} B_{t-1} = A_{t-1} b_t + a_t B_t  (equal to
+  a_t B_{t-1} + A_{t-1} b_t + a_t b_t): a spike of B fetches a column of the stored A_{t-1}
+  (M values) and accumulates M outputs, then the stored B is updated, and a spike of A fetches a
+  row of the stored B_t (N values); each spike also updates its own stored operand;
+* neuron update (per `updates` of the trace): read state + input accumulator, add, two compares
+  (+ threshold and 0), write state; per spike one more add (reset by subtraction) and a count add;
+* packets: one per spike and destination core, local router energy + per hop energy;
+* non-spiking units: per re-evaluated element the fp operations of the unit (UNIT_RECIPES, with
+  the table's exp / div / sqrt), reading its accumulated input and its previous output, writing
+  the output; they run on the per-core digital units and are charged as what they are;
+* residual add: per changed element one fp multiply (the producer's scale) and one fp add into
+  the residual stream (read-modify-write);
+* embedding: per lookup one row read and an fp add per element;
+* fixed costs: a barrier per time step (per pipeline tick when pipelined), host I/O of the input
+  and output, static power (leakage of every powered core) times the latency;
+* off chip: the spilled fraction of a group's memory is read/written as DRAM bits instead.
+
+Latency: per time step, the work of each core in cycles (synaptic fetches at one word or
+`accumulate_lanes` targets per cycle, neuron updates at `neuron_lanes` per cycle, one packet
+injected per cycle, unit fp operations at `units.lanes` per cycle).  Without pipelining, ops run
+one after another in each step and the step ends with a barrier.  With pipelining, op i works on
+step t - stage(i) in tick t (Loihi's one-step synaptic delay), ticks last as long as their busiest
+core plus the longest route, and there are (steps + stages - 1) ticks.  The trace's counts are
+those of the exact SNN: pipelining only moves the same events into ticks.  Latency uses the mean
+activity per step over the trace's samples.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neuro_hw.neuromorphic.config import NeuromorphicConfig
+from neuro_hw.neuromorphic.events import Activity, activity, analytical_totals, exact_totals, fanout
+from neuro_hw.neuromorphic.mapping import Mapping, map_workload, operand_bits, stored_weight_bits
+from neuro_hw.report import HwReport
+from neuro_hw.tech import get_tech
+from neuro_hw.workload import NONSPIKING_KINDS, Workload
+
+PARTS = ("synaptic_sram", "accumulate", "neuron_update", "noc", "nonspiking_units", "residual_add",
+         "embed", "offchip", "sync", "host_io", "static")
+
+# Floating-point operations per element (and per row) of each non-spiking unit, including the
+# subtraction that forms the differenced output f(X_t) - f(X_{t-1}).  A compare counts as an add.
+UNIT_RECIPES = {
+    # max (compare), x - max, exp, running sum, x / sum as x * (1/sum), difference; per row 1/sum
+    "softmax": ({"add": 4, "mul": 1, "exp": 1}, {"div": 1}),
+    # sum, centre, square, sum of squares, * rstd, * gamma, + beta, difference;
+    # per row: mean and variance scaled by 1/d, + eps, 1/sqrt
+    "layernorm": ({"add": 5, "mul": 3}, {"mul": 2, "add": 1, "sqrt": 1}),
+    # tanh form: x^2, x^3, 0.044715 x^3, + x, * sqrt(2/pi), tanh(u) = 1 - 2/(exp(2u)+1),
+    # 1 + tanh, 0.5 x * (...), difference
+    "gelu": ({"add": 5, "mul": 7, "exp": 1, "div": 1}, {}),
+    # tanh(x) = 1 - 2/(exp(2x)+1), difference
+    "tanh": ({"add": 3, "mul": 1, "exp": 1, "div": 1}, {}),
+}
+# cycles of one unit lane per operation: exp, div, sqrt are the multi-op sequences of neuro_hw.tech
+UNIT_OP_CYCLES = {"add": 1, "mul": 1, "exp": 9, "div": 7, "sqrt": 9}
+
+
+def _split(n: int, parts: int) -> np.ndarray:
+    parts = max(1, min(parts, n)) if n > 0 else 1
+    base, extra = divmod(n, parts)
+    return np.array([base + 1] * extra + [base] * (parts - extra))
+
+
+class _Costs:
+    """Per-event energies (pJ) of one config on its technology table."""
+
+    def __init__(self, cfg: NeuromorphicConfig):
+        t = get_tech(cfg.tech)
+        k, u = cfg.cores, cfg.units
+        self.tech = t
+        self.syn_word = t.sram_read_pj(k.synapse_mem_bytes, k.word_bits)
+        self.syn_word_rw = self.syn_word + t.sram_write_pj(k.synapse_mem_bytes, k.word_bits)
+        self.neu_word_rw = (t.sram_read_pj(k.neuron_mem_bytes, k.word_bits)
+                            + t.sram_write_pj(k.neuron_mem_bytes, k.word_bits))
+        self.add_acc = t.add_pj(k.acc_bits)
+        self.cmp_acc = t.cmp_pj(k.acc_bits)
+        self.state_rw = (t.sram_read_pj(k.neuron_mem_bytes, k.neuron_state_bits + k.acc_bits)
+                         + t.sram_write_pj(k.neuron_mem_bytes, k.neuron_state_bits))
+        self.state_bits_rw = 2 * k.neuron_state_bits + k.acc_bits
+        self.update = self.state_rw + self.add_acc + 2 * self.cmp_acc + cfg.overhead.neuron_update_pj * t.scale
+        self.spike = self.add_acc + t.add_pj(8)
+        self.dram_bit = t.dram_pj_per_bit
+        pb = cfg.noc.packet_bits
+        self.packet = pb * cfg.noc.local_pj_per_bit * t.scale + cfg.overhead.packet_pj * t.scale
+        self.hop = pb * cfg.noc.hop_pj_per_bit * t.scale
+        self.synop_overhead = cfg.overhead.synop_pj * t.scale
+        fb = u.fp_bits
+        self.fp = {"add": t.fp_add_pj(fb), "mul": t.fp_mul_pj(fb), "exp": t.exp_pj(fb),
+                   "div": t.div_pj(fb), "sqrt": t.sqrt_pj(fb)}
+        self.unit_mem = (t.sram_read_pj(k.neuron_mem_bytes, k.acc_bits + fb)
+                         + t.sram_write_pj(k.neuron_mem_bytes, fb))
+        self.unit_mem_bits = k.acc_bits + 2 * fb
+        self.resid_mem = (t.sram_read_pj(k.neuron_mem_bytes, fb) + t.sram_write_pj(k.neuron_mem_bytes, fb))
+
+    def recipe(self, kind: str, width: int) -> tuple[float, float, float]:
+        """(energy pJ, lane cycles, operations) per element of a unit of row width `width`."""
+        per_el, per_row = UNIT_RECIPES[kind]
+        e = sum(self.fp[o] * n for o, n in per_el.items()) + sum(self.fp[o] * n for o, n in per_row.items()) / width
+        cyc = (sum(UNIT_OP_CYCLES[o] * n for o, n in per_el.items())
+               + sum(UNIT_OP_CYCLES[o] * n for o, n in per_row.items()) / width)
+        ops = sum(per_el.values()) + sum(per_row.values()) / width
+        return e, cyc, ops
+
+
+def _fetch_shape(n_targets: int, n_cores: int, elem_bits: int, cfg) -> tuple[int, int, int]:
+    """Per input spike, over the op's cores: synapse words read, accumulator words
+    read-modified-written, and cycles of the busiest core."""
+    k = cfg.cores
+    sizes = _split(n_targets, n_cores)
+    words = np.ceil(sizes * elem_bits / k.word_bits)
+    acc_words = np.ceil(sizes * k.acc_bits / k.word_bits)
+    cyc = np.maximum(words, np.ceil(sizes / k.accumulate_lanes)).max()
+    return int(words.sum()), int(acc_words.sum()), int(cyc)
+
+
+def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | None = None, *,
+                          record=None, mapping: Mapping | None = None) -> HwReport:
+    """One inference of `workload` driven by the SNN's ActivityTrace `trace` (counts summed over
+    trace.n_samples inputs; the report is per inference).  `record`: a SpikeRecord of the same
+    run, required when cfg.mode.event_exact.  `mapping`: reuse a `map_workload` result."""
+    cfg = cfg or NeuromorphicConfig.default()
+    mapping = mapping or map_workload(workload, cfg)
+    act = activity(workload, trace, mapping, cfg)
+    meta = {"utilisation": mapping.utilisation(cfg), "mean_steps": act.mean_steps}
+    if cfg.mode.event_exact:
+        if record is None:
+            raise ValueError("mode.event_exact needs the spikes themselves: pass record= "
+                             "(neuro_hw.neuromorphic.record_spikes(snn, *inputs))")
+        meta["event_exact_check"] = _apply_exact(workload, act, record, mapping)
+    c = _Costs(cfg)
+    k, fb = cfg.cores, cfg.units.fp_bits
+    clock = cfg.clock_hz
+    parts = dict.fromkeys(PARTS, 0.0)
+    ops_count = {"synaptic": 0.0, "neuron": 0.0, "nonspiking": 0.0, "residual": 0.0, "embed": 0.0}
+    syn_event_pj = 0.0  # event-driven synaptic energy (on and off chip)
+    items = []          # (stage, cores, per-step cycles per core)
+    route_cycles = []   # (per-step activity, route latency in cycles)
+    rows = []
+    stage_of = {o.name: i for i, o in enumerate(workload.ops)}
+    for op in workload.ops:
+        g = mapping.groups[mapping.group_of[op.name]]
+        cores = g.cores
+        e = dict.fromkeys(PARTS, 0.0)
+        cyc = np.zeros(act.steps)
+        row = {"name": op.name, "kind": op.kind, "cores": len(cores), "core_first": int(cores[0]),
+               "offchip": bool(g.spill_syn > 0 or g.spill_neuron > 0),
+               "offchip_fraction": round(max(g.spill_syn, g.spill_neuron), 6)}
+        a = act.ops.get(op.name, {})
+        if op.kind in ("linear", "conv", "feature_embed", "matmul_act"):
+            if op.kind == "matmul_act":
+                b, M, K, N = op.gemm
+                ba, bb = operand_bits(op)
+                fetches = [(a["fetch_a"], N, bb), (a["fetch_b"], M, ba)]
+            else:
+                fetches = [(a["fetch_a"], fanout(op), stored_weight_bits(op.w_bits, k.weight_bits))]
+            for f, n_t, bits in fetches:
+                words, acc_words, cyc_f = _fetch_shape(n_t, len(cores), bits, cfg)
+                F = float(f.sum())
+                e["synaptic_sram"] += F * words * c.syn_word * (1 - g.spill_syn)
+                e["accumulate"] += F * acc_words * c.neu_word_rw * (1 - g.spill_neuron)
+                e["offchip"] += F * (words * g.spill_syn + 2 * acc_words * g.spill_neuron) * k.word_bits * c.dram_bit
+                cyc = cyc + f * cyc_f + f * words * k.word_bits * g.spill_syn / len(cores) / cfg.memory.dram_bits_per_cycle
+            synops = float(a["synops"].sum())
+            e["accumulate"] += synops * (c.add_acc + c.synop_overhead)
+            syn_event_pj += e["synaptic_sram"] + e["accumulate"] + e["offchip"]
+            if op.kind == "matmul_act":
+                upd = a["operand_updates"]
+                e["synaptic_sram"] += float(upd.sum()) * c.syn_word_rw * (1 - g.spill_syn)
+                e["offchip"] += float(upd.sum()) * 2 * k.word_bits * c.dram_bit * g.spill_syn
+                cyc = cyc + 2 * upd
+            ops_count["synaptic"] += synops
+            row.update(synops=synops, row_fetches=float(sum(f.sum() for f, _, _ in fetches)),
+                       weight_kib=round(g.syn_bytes / 1024, 3))
+            items.append((stage_of[op.name], cores, cyc))
+            # the op's input neurons: updates, spikes, packets (charged to this op's row)
+            sp_tot = pk_tot = hop_tot = upd_tot = 0.0
+            for s in op.spike_inputs:
+                sa = act.sites[s]
+                sg = mapping.groups[mapping.group_of[s]]
+                upd, spk = sa["updates"], sa["spikes"]
+                U, S = float(upd.sum()), float(spk.sum())
+                e["neuron_update"] += U * (c.update - c.state_rw * sg.spill_neuron) + S * c.spike
+                e["offchip"] += U * c.state_bits_rw * c.dram_bit * sg.spill_neuron
+                P, H = float(sa["packets"].sum()), float((sa["hops_x"] + sa["hops_y"]).sum())
+                e["noc"] += P * c.packet + H * c.hop
+                ops_count["neuron"] += 3 * U + 2 * S
+                ns = len(sg.cores)
+                items.append((stage_of[op.name], sg.cores, (upd / k.neuron_lanes + sa["packets"]) / ns))
+                route = _max_route(mapping, sg.cores, cores, cfg) * clock
+                route_cycles.append((stage_of[op.name], spk, route))
+                sp_tot, pk_tot, hop_tot, upd_tot = sp_tot + S, pk_tot + P, hop_tot + H, upd_tot + U
+            row.update(spikes=sp_tot, packets=pk_tot, hops=hop_tot, neuron_updates=upd_tot)
+        elif op.kind in NONSPIKING_KINDS:
+            ep, cp, opn = c.recipe(op.kind, a["width"])
+            el = a["elems"]
+            E = float(el.sum())
+            e["nonspiking_units"] += E * (ep + c.unit_mem * (1 - g.spill_neuron))
+            e["offchip"] += E * c.unit_mem_bits * c.dram_bit * g.spill_neuron
+            ops_count["nonspiking"] += E * opn
+            items.append((stage_of[op.name], cores, el * cp / cfg.units.lanes / len(cores)))
+            row.update(elements=E, rows=float(a["rows"].sum()))
+        elif op.kind == "add":
+            el = a["elems"]
+            E = float(el.sum())
+            e["residual_add"] += E * (c.fp["mul"] + c.fp["add"] + c.resid_mem * (1 - g.spill_neuron))
+            e["offchip"] += E * 2 * fb * c.dram_bit * g.spill_neuron
+            ops_count["residual"] += 2 * E
+            items.append((stage_of[op.name], cores, el * 2 / cfg.units.lanes / len(cores)))
+            row.update(elements=E)
+        elif op.kind == "embed":
+            look, width = a["lookups"], a["width"]
+            L = float(look.sum())
+            words = math.ceil(width * stored_weight_bits(op.w_bits, k.weight_bits) / k.word_bits)
+            e["embed"] += L * (words * c.syn_word * (1 - g.spill_syn) + width * (c.fp["add"] + c.resid_mem))
+            e["offchip"] += L * words * k.word_bits * c.dram_bit * g.spill_syn
+            ops_count["embed"] += L * width
+            items.append((stage_of[op.name], cores, look * words / len(cores)))
+            row.update(lookups=L, weight_kib=round(g.syn_bytes / 1024, 3))
+        row["energy_pj"] = sum(e.values())
+        row["cycles"] = 0.0
+        for p in PARTS:
+            parts[p] += e[p]
+        rows.append(row)
+
+    # ---- latency --------------------------------------------------------------------------
+    mx, my = k.mesh
+    barrier_ns = cfg.sync.barrier_fixed_ns + 2 * ((mx - 1) * cfg.noc.hop_ns_x + (my - 1) * cfg.noc.hop_ns_y)
+    barrier_cycles = barrier_ns * 1e-9 * clock
+    work_cycles, ticks, per_item_cycles = _schedule(items, route_cycles, act, k.count, cfg.mode.pipeline)
+    stages = len({s for s, _, _ in items})
+    barriers = act.mean_steps + (stages - 1 if cfg.mode.pipeline else 0)
+    host_in_bits = _host_input_bits(workload, mapping, fb)
+    host_out_bits = workload.ops[-1].out_elems * k.acc_bits if workload.ops else 0
+    host_bits = host_in_bits + host_out_bits
+    host_cycles = host_bits / (cfg.sync.host_io_gbps * 1e9) * clock
+    cycles = work_cycles + barriers * barrier_cycles + host_cycles
+    latency_s = cycles / clock
+    n_tiles = mx * my
+    parts["sync"] = barriers * 2 * n_tiles * (c.packet + c.hop)
+    parts["host_io"] = host_bits * cfg.sync.host_io_pj_per_bit
+    powered = mapping.used_cores if cfg.mode.power_gate_unused else k.count
+    t = c.tech
+    static_w = (t.sram_leak_w(powered * (k.synapse_mem_bytes + k.neuron_mem_bytes))
+                + t.logic_leak_w(powered * k.logic_mm2 * t.area_scale))
+    parts["static"] = static_w * latency_s * 1e12
+    for row in rows:
+        row["cycles"] = per_item_cycles.get(stage_of[row["name"]], 0.0)
+    total = sum(parts.values())
+    all_ops = sum(ops_count.values())
+    sdf = {"ops": ops_count["synaptic"] / all_ops if all_ops else 0.0,
+           "energy": syn_event_pj / total if total else 0.0}
+    notes = list(mapping.notes)
+    if parts["offchip"] > 0:
+        notes.append(f"off-chip DRAM traffic: {parts['offchip'] / total:.1%} of the energy")
+    if not cfg.mode.spike_aware:
+        notes.append("spike-aware dataflow OFF: every synapse row fetched and every neuron updated "
+                     "at every step")
+    meta.update({"barriers": barriers, "barrier_ns": barrier_ns, "ticks": ticks, "stages": stages,
+                 "static_power_w": static_w, "host_io_bits": host_bits, "ops_by_class": ops_count,
+                 "tech": t.name, "events": analytical_totals(workload, act)["_all"],
+                 "placement": {g.host: [int(g.cores[0]), len(g.cores)] for g in mapping.groups.values()}})
+    return HwReport(accelerator="neuromorphic", energy_pj=total, breakdown_pj=parts, cycles=cycles,
+                    latency_s=latency_s, per_op=rows, config=cfg.to_dict(),
+                    spike_driven_fraction=sdf, notes=notes, meta=meta)
+
+
+def _max_route(mapping: Mapping, src, dst, cfg) -> float:
+    """Seconds for a packet on the longest route from `src` to `dst` cores."""
+    xy = mapping.core_xy
+    dx = np.abs(xy[src, 0][:, None] - xy[dst, 0][None, :]).max()
+    dy = np.abs(xy[src, 1][:, None] - xy[dst, 1][None, :]).max()
+    return (dx * cfg.noc.hop_ns_x + dy * cfg.noc.hop_ns_y) * 1e-9
+
+
+def _host_input_bits(workload: Workload, mapping: Mapping, fp_bits: int) -> float:
+    """Input values of the sites driven by the host (fp_bits each) and embedding ids (32 b)."""
+    bits = 0.0
+    for op in workload.ops:
+        if op.kind == "embed":
+            bits += 32 * op.extra.get("lookups", op.in_elems)
+        for j, s in enumerate(op.spike_inputs):
+            if mapping.group_of.get(s) == op.name and mapping.groups[op.name].order == 0:
+                bits += fp_bits * op.in_elems
+    return bits
+
+
+def _schedule(items, routes, act: Activity, n_cores: int, pipeline: bool):
+    """Work cycles per inference (without barriers), number of ticks, and cycles per op row."""
+    T = act.steps
+    stages = sorted({s for s, _, _ in items})
+    rank = {s: i for i, s in enumerate(stages)}
+    per_stage = {}
+    for s, _, w in items:
+        per_stage[s] = per_stage.get(s, 0.0) + float(w.sum())
+    if not pipeline:
+        # ops one after another in each step; each op's cores work in parallel
+        total = sum(float(w.sum()) for _, _, w in items)
+        for s, spk, route in routes:
+            total += route * float((spk > 0).sum())
+        ticks = T
+    else:
+        S = len(stages)
+        L = T + S - 1
+        used = np.unique(np.concatenate([np.asarray(cores) for _, cores, _ in items]))
+        col = {cc: i for i, cc in enumerate(used)}
+        work = np.zeros((len(used), L))
+        for s, cores, w in items:
+            r = rank[s]
+            idx = [col[cc] for cc in cores]
+            work[idx, r:r + T] += w[None, :]
+        busy = np.zeros(L)
+        for s, spk, route in routes:
+            r = rank[s]
+            busy[r:r + T] = np.maximum(busy[r:r + T], np.where(spk > 0, route, 0.0))
+        total = float(work.max(0).sum() + busy.sum())
+        ticks = L
+    return total, ticks, per_stage
+
+
+def _apply_exact(workload: Workload, act: Activity, record, mapping: Mapping) -> dict:
+    """Replace the analytical hop (and conv synop) counts by those of the routed spike events;
+    return the comparison of the event totals."""
+    ana = analytical_totals(workload, act)
+    ex = exact_totals(workload, record, mapping)
+    for op in workload.ops:
+        if op.name not in ex or op.name == "_all":
+            continue
+        h_a, h_e = ana[op.name]["hops"], ex[op.name]["hops"]
+        for s in op.spike_inputs:
+            f = h_e / h_a if h_a > 0 else 0.0
+            act.sites[s]["hops_x"] = act.sites[s]["hops_x"] * f
+            act.sites[s]["hops_y"] = act.sites[s]["hops_y"] * f
+            if h_a == 0 and h_e > 0:  # cannot rescale zero: spread the exact hops over the spikes
+                sp = act.sites[s]["spikes"]
+                act.sites[s]["hops_x"] = sp / max(sp.sum(), 1e-30) * h_e / len(op.spike_inputs)
+        s_a, s_e = ana[op.name]["synops"], ex[op.name]["synops"]
+        if s_a > 0 and s_a != s_e:
+            act.ops[op.name]["synops"] = act.ops[op.name]["synops"] * (s_e / s_a)
+    return {k: {"analytical": ana["_all"][k], "exact": ex["_all"][k]}
+            for k in ("synops", "packets", "hops", "neuron_updates", "spikes")}

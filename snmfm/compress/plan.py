@@ -1,0 +1,398 @@
+"""Mixed precision: choose each layer's w_bits and a_bits by an exact integer program.
+
+`plan_bits(model, budget, costs, target, sensitivity)` solves
+
+    minimise    sum_l sum_o  x[l,o] * sens[l,o]
+    subject to  sum_o x[l,o] = 1                      (one option o = (w_bits, a_bits) per layer)
+                sum_l sum_o x[l,o] * cost[l,o] + sum_A z[A] * fixed[A] <= budget
+                sum_A z[A] = 1,   x[l,o] <= sum_{A >= a_bits(o)} z[A]
+                x, z binary
+
+with scipy.optimize.milp (HiGHS, zero MIP gap: the optimum, not a heuristic).  sens[l,o] is the
+measured sensitivity of quantising layer l's weights to w_bits plus that of its input activations to
+a_bits (`snmfm.compress.sensitivity`; additive, as in HAWQ-v2/v3), made non-increasing in bits.
+z selects the *largest* activation bit width in the model, A: on the neuromorphic chip the number of
+time steps -- and with it synchronisation and static energy -- grows with the largest number of
+activation levels anywhere in the network, so that cost is charged once, for the whole model.
+
+Costs are data (../DESIGN: "Layers talk through data"): a cost table
+
+    {"schema": "snmfm.costs/1", "target": "size" | "conventional" | "neuromorphic", "unit": "bits" | "pJ",
+     "layers": {layer path: {"w4a8": cost, ...}},   # "a8": activation-only; "w4": any a_bits; "any"
+     "fixed": {"a8": cost, ...} or {"any": cost},    # bit-independent part, by largest a_bits
+     "meta": {...}}
+
+`size_costs(model)` makes the "size" table here; `neuro_hw.costs` makes the energy tables from
+Workloads and the hardware models.  The plan is a `BitPlan`, a JSON file a user can read and edit;
+``quantize(model, overrides=plan.layers)`` applies it.
+
+Granularity: per layer.  Per-head bit widths would need a scale and bit width per head in the QANN
+(`Quantizer` and the integer weights have one bit width per layer), so they are left out; the head
+level of the sensitivity table shows where they would pay.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from snmfm.compress.quant import WEIGHT_LAYERS, quant_layers
+from snmfm.compress.sensitivity import SensitivityTable, monotone
+
+TARGETS = ("size", "conventional", "neuromorphic")
+COSTS_SCHEMA = "snmfm.costs/1"
+_KEY = re.compile(r"^(?:w(\d+))?(?:a(\d+))?$")
+
+
+class InfeasibleBudget(ValueError):
+    """No bit plan fits the budget; `min_budget` is the smallest budget that has one."""
+
+    def __init__(self, msg: str, min_budget: float):
+        super().__init__(msg)
+        self.min_budget = min_budget
+
+
+@dataclass
+class BitPlan:
+    """Per-layer bit widths plus how they were chosen.  `layers`: {layer: {"w_bits", "a_bits"}}
+    (activation-only layers have just "a_bits"): the ``overrides`` of `quantize`."""
+
+    layers: dict[str, dict[str, int]]
+    target: str = "size"
+    budget: float | None = None
+    cost: float | None = None
+    objective: float | None = None
+    meta: dict = field(default_factory=dict)
+
+    SCHEMA = "snmfm.bitplan/1"
+
+    def __post_init__(self):
+        for name, o in self.layers.items():
+            bad = set(o) - {"w_bits", "a_bits"}
+            if bad:
+                raise ValueError(f"bit plan layer {name!r} has unknown key(s) {sorted(bad)}; allowed: a_bits, w_bits")
+            for k, v in o.items():
+                if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+                    raise ValueError(f"bit plan layer {name!r}: {k} must be an integer >= 2, got {v!r}")
+
+    def to_dict(self) -> dict:
+        return {"schema": self.SCHEMA, "target": self.target, "budget": self.budget, "cost": self.cost,
+                "objective": self.objective, "layers": self.layers, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BitPlan":
+        if d.get("schema") != cls.SCHEMA:
+            raise ValueError(f"not an snmfm bit plan (schema {d.get('schema')!r}, expected {cls.SCHEMA!r})")
+        if not isinstance(d.get("layers"), dict):
+            raise ValueError("bit plan needs 'layers': {layer: {'w_bits': b, 'a_bits': b}}")
+        return cls(layers={k: dict(v) for k, v in d["layers"].items()}, target=d.get("target", "size"),
+                   budget=d.get("budget"), cost=d.get("cost"), objective=d.get("objective"),
+                   meta=d.get("meta", {}))
+
+    def save(self, path) -> Path:
+        p = Path(path)
+        p.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return p
+
+    @classmethod
+    def load(cls, path) -> "BitPlan":
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"bit plan {p} not found")
+        try:
+            return cls.from_dict(json.loads(p.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"bit plan {p} is not valid JSON: {e}") from None
+
+    def check(self, model: nn.Module) -> None:
+        """Every layer of the plan exists in `model` (as `quantize` will require)."""
+        layers = quant_layers(model)
+        unknown = [k for k in self.layers if k not in layers]
+        if unknown:
+            raise ValueError(f"bit plan names unknown layer(s) {unknown}; layers: {', '.join(layers)}")
+
+
+# ---- costs -------------------------------------------------------------------------------------
+def parse_key(key: str) -> tuple[int | None, int | None]:
+    m = _KEY.match(str(key))
+    if not m or (m.group(1) is None and m.group(2) is None):
+        raise ValueError(f"cost key {key!r} is not of the form 'w<bits>a<bits>', 'w<bits>' or 'a<bits>'")
+    return (int(m.group(1)) if m.group(1) else None, int(m.group(2)) if m.group(2) else None)
+
+
+def option_key(w_bits: int | None, a_bits: int | None) -> str:
+    return (f"w{w_bits}" if w_bits else "") + (f"a{a_bits}" if a_bits else "")
+
+
+def size_costs(model: nn.Module, choices=(2, 3, 4, 5, 6, 7, 8), embed_bits: int = 8) -> dict:
+    """Cost table of model size in bits: weight-layer parameters x w_bits; fixed: embedding tables at
+    `embed_bits` and every other parameter (biases, norms, positions) at 32 bits."""
+    layers = quant_layers(model)
+    table, owned = {}, set()
+    for name, layer in layers.items():
+        if isinstance(layer, WEIGHT_LAYERS):
+            from snmfm.compress.quant import _weight_of
+            w = _weight_of(layer)
+            owned.add(id(w))
+            table[name] = {f"w{b}": float(w.numel() * b) for b in choices}
+        else:
+            table[name] = {"any": 0.0}  # activation x activation: no stored weights
+    fixed = 0.0
+    emb = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    seen = set()
+    for p in model.parameters():
+        if id(p) in owned or id(p) in seen:
+            continue
+        seen.add(id(p))
+        fixed += p.numel() * (embed_bits if id(p) in emb else 32)
+    return {"schema": COSTS_SCHEMA, "target": "size", "unit": "bits", "layers": table,
+            "fixed": {"any": fixed}, "meta": {"embed_bits": embed_bits}}
+
+
+def check_costs(costs: Mapping) -> None:
+    if costs.get("schema") != COSTS_SCHEMA:
+        raise ValueError(f"not an snmfm cost table (schema {costs.get('schema')!r}, expected {COSTS_SCHEMA!r})")
+    if costs.get("target") not in TARGETS:
+        raise ValueError(f"cost table target {costs.get('target')!r} unknown; targets: {', '.join(TARGETS)}")
+    for name, opts in costs["layers"].items():
+        for k, v in opts.items():
+            if k != "any":
+                parse_key(k)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"cost of {name!r} option {k!r} is {v}: must be finite and >= 0")
+
+
+def _lookup(opts: Mapping, w: int | None, a: int, name: str) -> float:
+    for key in (option_key(w, a), option_key(w, None), option_key(None, a), "any"):
+        if key and key in opts:
+            return float(opts[key])
+    raise KeyError(f"cost table has no option w_bits={w}, a_bits={a} for layer {name!r} "
+                   f"(has {', '.join(opts)})")
+
+
+def _fixed(costs: Mapping, a_max: int) -> float:
+    fx = costs.get("fixed") or {}
+    if not fx:
+        return 0.0
+    if "any" in fx:
+        return float(fx["any"])
+    key = f"a{a_max}"
+    if key not in fx:
+        raise KeyError(f"cost table 'fixed' has no entry for largest a_bits={a_max} (has {', '.join(fx)})")
+    # More activation levels never make the fixed part cheaper (more time steps): take it
+    # non-decreasing, so the program cannot gain by declaring a larger maximum than it uses.
+    return max(float(v) for k, v in fx.items() if parse_key(k)[1] <= a_max)
+
+
+def uniform_cost(costs: Mapping, w_bits: int, a_bits: int) -> float:
+    """Total cost of uniform W{w_bits}A{a_bits} under a cost table."""
+    total = _fixed(costs, a_bits)
+    for name, opts in costs["layers"].items():
+        has_w = any(k != "any" and parse_key(k)[0] is not None for k in opts)
+        total += _lookup(opts, w_bits if has_w else None, a_bits, name)
+    return total
+
+
+def parse_budget(budget, costs: Mapping) -> float:
+    """A number (in the table's unit), or 'w4a4' / 'W8A8': the cost of that uniform plan."""
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool):
+        return float(budget)
+    s = str(budget).strip().lower()
+    m = re.fullmatch(r"w(\d+)a(\d+)", s)
+    if m:
+        return uniform_cost(costs, int(m.group(1)), int(m.group(2)))
+    try:
+        return float(s)
+    except ValueError:
+        raise ValueError(f"budget {budget!r}: give a number in {costs.get('unit', 'cost units')} "
+                         "or a uniform plan such as 'w4a4'") from None
+
+
+# ---- the integer program -----------------------------------------------------------------------
+@dataclass
+class _Problem:
+    layers: list[str]
+    options: list[list[tuple[int | None, int]]]
+    sens: list[np.ndarray]
+    cost: list[np.ndarray]
+    a_levels: list[int]
+    fixed: np.ndarray  # per a_levels entry
+
+
+def _layer_sens(table: dict[str, dict[int, float]], name: str, bits, kind: str) -> dict[int, float]:
+    if name not in table:
+        raise KeyError(f"sensitivity table has no {kind} entry for layer {name!r}")
+    got = monotone(table[name])
+    missing = [b for b in bits if b not in got]
+    if missing:
+        raise KeyError(f"sensitivity table has no {kind} value at {missing} bits for layer {name!r} "
+                       f"(has {sorted(got)}); measure those bit widths")
+    return got
+
+
+def build_problem(model: nn.Module, costs: Mapping, sens: SensitivityTable, w_choices, a_choices,
+                  fixed_layers: Mapping | None = None) -> _Problem:
+    layers = quant_layers(model)
+    sw, sa = sens.layer_table("w"), sens.layer_table("a")
+    fixed_layers = dict(fixed_layers or {})
+    names, options, s_list, c_list = [], [], [], []
+    for name, layer in layers.items():
+        has_w = isinstance(layer, WEIGHT_LAYERS)
+        if name not in costs["layers"]:
+            raise KeyError(f"cost table has no entry for layer {name!r}; make it from this model")
+        opts_w = [None] if not has_w else list(w_choices)
+        opts_a = list(a_choices)
+        if name in fixed_layers:
+            f = fixed_layers[name]
+            opts_w = [f["w_bits"]] if has_w and "w_bits" in f else opts_w
+            opts_a = [f["a_bits"]] if "a_bits" in f else opts_a
+        ws = _layer_sens(sw, name, [w for w in opts_w if w], "weight") if has_w else {}
+        as_ = _layer_sens(sa, name, opts_a, "activation")
+        opts = list(itertools.product(opts_w, opts_a))
+        names.append(name)
+        options.append(opts)
+        s_list.append(np.array([(ws[w] if w else 0.0) + as_[a] for w, a in opts]))
+        c_list.append(np.array([_lookup(costs["layers"][name], w, a, name) for w, a in opts]))
+    a_levels = sorted({a for opts in options for _, a in opts})
+    fixed = np.array([_fixed(costs, A) for A in a_levels])
+    return _Problem(names, options, s_list, c_list, a_levels, fixed)
+
+
+def min_cost(p: _Problem) -> float:
+    """Smallest total cost of any plan (the smallest feasible budget)."""
+    best = np.inf
+    for A, f in zip(p.a_levels, p.fixed):
+        tot = f
+        for opts, c in zip(p.options, p.cost):
+            ok = [ci for (w, a), ci in zip(opts, c) if a <= A]
+            if not ok:
+                tot = np.inf
+                break
+            tot += min(ok)
+        best = min(best, tot)
+    return float(best)
+
+
+def solve(p: _Problem, budget: float) -> tuple[list[int], int, float, float]:
+    """Exact MILP.  Returns (option index per layer, index of the largest-a level, objective, cost)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    n_x = sum(len(o) for o in p.options)
+    n_z = len(p.a_levels)
+    n = n_x + n_z
+    scale = max(abs(budget), 1e-30)
+    sens = np.concatenate(p.sens)
+    cost = np.concatenate([*p.cost, p.fixed])
+    # Secondary objective: among plans of equal sensitivity, the cheaper one (weight far below the
+    # smallest sensitivity difference that matters, so the primary optimum is unchanged).
+    s_span = max(float(sens.max() - sens.min()), 1e-30) if len(sens) else 1.0
+    tie = 1e-9 * s_span / max(float(cost.sum()), 1e-30)
+    c = np.concatenate([sens, np.zeros(n_z)]) + tie * cost
+    rows, lo, hi = [], [], []
+    off = 0
+    for opts in p.options:  # one option per layer
+        r = np.zeros(n)
+        r[off:off + len(opts)] = 1
+        rows.append(r)
+        lo.append(1)
+        hi.append(1)
+        off += len(opts)
+    r = np.zeros(n)
+    r[n_x:] = 1  # one largest-a level
+    rows.append(r)
+    lo.append(1)
+    hi.append(1)
+    off = 0
+    for opts in p.options:  # a layer's a_bits cannot exceed the largest level chosen
+        for j, (_, a) in enumerate(opts):
+            r = np.zeros(n)
+            r[off + j] = 1
+            for k, A in enumerate(p.a_levels):
+                if A >= a:
+                    r[n_x + k] = -1
+            rows.append(r)
+            lo.append(-np.inf)
+            hi.append(0)
+        off += len(opts)
+    rows.append(cost / scale)  # the budget
+    lo.append(-np.inf)
+    hi.append(budget / scale)
+    res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(n),
+               bounds=Bounds(0, 1), options={"mip_rel_gap": 0.0, "presolve": True})
+    if res.status != 0 or res.x is None:
+        raise RuntimeError(f"MILP solver failed: {res.message}")
+    x = np.round(res.x).astype(int)
+    choice, off = [], 0
+    for opts in p.options:
+        choice.append(int(np.argmax(x[off:off + len(opts)])))
+        off += len(opts)
+    # the largest level actually used (z may sit above it when that costs nothing extra)
+    k = p.a_levels.index(max(p.options[i][j][1] for i, j in enumerate(choice)))
+    obj = float(sum(p.sens[i][j] for i, j in enumerate(choice)))
+    total = float(sum(p.cost[i][j] for i, j in enumerate(choice)) + p.fixed[k])
+    return choice, k, obj, total
+
+
+def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: str = "size", *,
+              sensitivity: SensitivityTable | None = None, data=None, choices=(2, 4, 8), a_choices=None,
+              fixed_layers: Mapping | None = None, **sensitivity_kw) -> BitPlan:
+    """The per-layer bit plan of least total sensitivity whose cost fits `budget`.
+
+    budget: a number in the cost table's unit, or 'w4a4'-style (the cost of that uniform plan).
+    costs: a cost table (see the module docstring); None for target 'size' (computed here).
+    sensitivity: a SensitivityTable with layer-level w and a rows at every bit width in the
+    choices; or pass `data` (batches of model inputs) to measure one now.
+    choices / a_choices: bit widths to choose from for weights / activations (a_choices defaults to
+    choices).  fixed_layers: {layer: {"w_bits"?, "a_bits"?}} pinned (e.g. keep the head at 8 bits).
+
+    Raises InfeasibleBudget (with the smallest feasible budget) and ValueError for an unknown target."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    w_choices = tuple(sorted({int(b) for b in choices}))
+    a_choices = tuple(sorted({int(b) for b in (a_choices or choices)}))
+    if costs is None:
+        if target != "size":
+            raise ValueError(f"target {target!r} needs a cost table from the hardware models: "
+                             f"neuro_hw.costs.cost_table(model, inputs, {target!r})")
+        costs = size_costs(model, w_choices)
+    check_costs(costs)
+    if costs["target"] != target:
+        raise ValueError(f"cost table is for target {costs['target']!r}, not {target!r}")
+    if sensitivity is None:
+        if data is None:
+            raise ValueError("plan_bits needs a sensitivity table or data (batches of model inputs) to measure one")
+        from snmfm.compress.sensitivity import sensitivity as measure
+        sensitivity = measure(model, data, bits=sorted(set(w_choices) | set(a_choices)), levels=("layer",),
+                              **sensitivity_kw)
+    p = build_problem(model, costs, sensitivity, w_choices, a_choices, fixed_layers)
+    b = parse_budget(budget, costs)
+    smallest = min_cost(p)
+    unit = costs.get("unit", "")
+    if b < smallest * (1 - 1e-12):
+        raise InfeasibleBudget(f"no bit plan fits a budget of {b:.6g} {unit} for target {target!r}; "
+                               f"the smallest feasible budget is {smallest:.6g} {unit} "
+                               f"(choices w={list(w_choices)}, a={list(a_choices)})", smallest)
+    choice, k, obj, total = solve(p, max(b, smallest))
+    layers = {}
+    for name, opts, j in zip(p.layers, p.options, choice):
+        w, a = opts[j]
+        layers[name] = {"a_bits": int(a)} if w is None else {"w_bits": int(w), "a_bits": int(a)}
+    meta = {"unit": unit, "solver": "scipy.optimize.milp (HiGHS), mip_rel_gap=0",
+            "w_choices": list(w_choices), "a_choices": list(a_choices), "max_a_bits": int(p.a_levels[k]),
+            "min_budget": smallest, "sensitivity_metric": sensitivity.metric,
+            "uniform_costs": {f"w{c}a{c}": uniform_cost(costs, c, c) for c in sorted(set(w_choices) & set(a_choices))},
+            "budget_spec": budget if isinstance(budget, str) else None}
+    return BitPlan(layers=layers, target=target, budget=b, cost=total, objective=obj, meta=meta)
+
+
+def plan_cost(plan: BitPlan | Mapping, costs: Mapping) -> float:
+    """Total cost of a plan (layers dict or BitPlan) under a cost table."""
+    layers = plan.layers if isinstance(plan, BitPlan) else plan
+    a_max = max(o["a_bits"] for o in layers.values())
+    return _fixed(costs, a_max) + sum(_lookup(costs["layers"][n], o.get("w_bits"), o["a_bits"], n)
+                                      for n, o in layers.items())

@@ -1,0 +1,253 @@
+"""Recovery fine-tuning: quantisation-aware training with learned step sizes, distilled from FP32.
+
+Three plain functions, so each step can be inspected:
+
+* `prepare_qat(calibrated, w_bits, a_bits, overrides)` -- a trainable copy whose activation
+  quantizers are in ``fake`` mode (LSQ: the step size is a parameter, Esser et al., ICLR 2020) and
+  whose weights are fake-quantised per output channel with their own learned steps (a
+  `torch.nn.utils.parametrize` parametrisation, straight-through rounding).  Initial steps are
+  exactly those `quantize` would choose (MSE search on the calibration samples; max-abs weights).
+* `finetune(student, teacher, sample, steps)` -- AdamW on weights and steps; loss =
+  alpha * tau^2 * KL(teacher || student at temperature tau) + (1 - alpha) * task loss
+  (knowledge distillation, Hinton et al. 2015); CPU or GPU (`device`).
+* `freeze(student)` -- the QANN in the same ``int`` form `quantize` returns: integer codes with the
+  learned scales, integer weights round(w / s_w) with the learned per-channel steps, float64.
+  `converters.convert` takes it as it takes any QANN, and the SNN reproduces it exactly.
+
+`freeze(prepare_qat(m, ...))` without training equals `quantize(m, ...)` (to the last ulp of a step
+size), so `prepare_qat` + `freeze` is also a fast way to build many QANNs from one calibration:
+scales are cached per (quantizer, bits) in the `scales` dict.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from snmfm.compress.quant import (CALIB_METHODS, WEIGHT_LAYERS, _as_args, quant_layers,
+                                  quantize_weight, search_scale)
+from snmfm.nn import QuantConv2d, QuantFeatureEmbed, QuantLinear, QuantMatMul, quantizers
+
+
+class _RoundSTE(torch.autograd.Function):
+    """torch.round (what `quantize_weight` uses) with a straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class LSQWeight(nn.Module):
+    """Weight fake quantiser (a parametrisation): w_q = s * round(clamp(w / s, -qmax, qmax)) with a
+    learned step s per output channel and the LSQ gradient scale 1 / sqrt(fan_in * qmax)."""
+
+    def __init__(self, step: torch.Tensor, bits: int):
+        super().__init__()
+        self.bits = int(bits)
+        self.qmax = 2 ** (self.bits - 1) - 1
+        self.log_scale = nn.Parameter(step.detach().to(torch.float64).log())
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        s = self.log_scale.exp().to(w.dtype).reshape(-1, *([1] * (w.dim() - 1)))
+        g = 1.0 / math.sqrt(max(1, w[0].numel()) * self.qmax)
+        s = s * g + (s - s * g).detach()
+        return _RoundSTE.apply(torch.clamp(w / s, -self.qmax, self.qmax)) * s
+
+
+def _weight_owner(layer) -> tuple[nn.Module, str]:
+    if isinstance(layer, QuantLinear):
+        return layer.linear, "weight"
+    if isinstance(layer, QuantConv2d):
+        return layer.conv, "weight"
+    return layer, "weight"  # QuantFeatureEmbed
+
+
+def _check_overrides(layers: Mapping, overrides: Mapping) -> None:
+    for name, o in overrides.items():
+        if name not in layers:
+            raise ValueError(f"bit override for unknown layer {name!r}; layers: {', '.join(layers)}")
+        bad = set(o) - {"w_bits", "a_bits"}
+        if bad:
+            raise ValueError(f"override for {name!r} has unknown key(s) {sorted(bad)}; allowed: a_bits, w_bits")
+
+
+def prepare_qat(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *,
+                overrides: Mapping[str, Mapping[str, int]] | None = None, method: str = "mse",
+                percentile: float = 99.99, scales: dict | None = None, embed_bits: int | None = None) -> nn.Module:
+    """Trainable fake-quantised copy (float32) of a calibrated float model.
+
+    scales: optional cache {(quantizer path, bits): step} read and filled here, so sweeping many
+    bit plans over one calibration searches each scale once."""
+    if method not in CALIB_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(CALIB_METHODS)}")
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    _check_overrides(quant_layers(model), overrides)
+    scales = {} if scales is None else scales
+    student = copy.deepcopy(model).float()
+    src = dict(quantizers(model))
+    for name, layer in quant_layers(student).items():
+        o = overrides.get(name, {})
+        ab = int(o.get("a_bits", a_bits))
+        qn = [f"{name}.quant_a", f"{name}.quant_b"] if isinstance(layer, QuantMatMul) else [f"{name}.quant"]
+        qs = [layer.quant_a, layer.quant_b] if isinstance(layer, QuantMatMul) else [layer.quant]
+        for qname, q in zip(qn, qs):
+            q.set_bits(ab)
+            key = (qname, ab, method, percentile)
+            if key not in scales:
+                samples = src[qname].samples
+                if not samples:
+                    raise ValueError(f"uncalibrated model: quantizer {qname!r} saw no data; "
+                                     "call snmfm.compress.calibrate(model, data) first")
+                scales[key] = search_scale(torch.cat(samples), q.qmin, q.qmax, method, percentile)
+            q.samples = []
+            q.log_scale = nn.Parameter(torch.tensor(scales[key], dtype=torch.float64).log())
+            q.mode = "fake"
+        if isinstance(layer, WEIGHT_LAYERS):
+            wb = int(o.get("w_bits", w_bits))
+            owner, attr = _weight_owner(layer)
+            _, step = quantize_weight(getattr(owner, attr), wb)
+            parametrize.register_parametrization(owner, attr, LSQWeight(step, wb))
+            layer.w_bits = wb
+    for _, q in quantizers(student):
+        if q.mode != "fake":
+            raise ValueError("a Quantizer outside a QuantLinear/QuantConv2d/QuantMatMul/QuantFeatureEmbed "
+                             "cannot be paired with integer weights")
+    student.snmfm_qat = {"w_bits": w_bits, "a_bits": a_bits, "method": method, "percentile": percentile,
+                         "overrides": overrides,
+                         "embed_bits": embed_bits if embed_bits is not None else w_bits}
+    return student
+
+
+@torch.no_grad()
+def freeze(student: nn.Module) -> nn.Module:
+    """The QANN (``int`` mode, float64, integer weights) of a `prepare_qat` model."""
+    info = getattr(student, "snmfm_qat", None)
+    if info is None:
+        raise ValueError("freeze needs a model from prepare_qat (fake-quantised, learned steps)")
+    qann = copy.deepcopy(student)
+    for name, layer in quant_layers(qann).items():
+        qs = [layer.quant_a, layer.quant_b] if isinstance(layer, QuantMatMul) else [layer.quant]
+        for q in qs:
+            q.scale = q.log_scale.detach().exp().to(torch.float64).reshape(())
+            q.log_scale = None
+            q.mode = "int"
+        if isinstance(layer, WEIGHT_LAYERS):
+            owner, attr = _weight_owner(layer)
+            lsq = owner.parametrizations[attr][0]
+            w = owner.parametrizations[attr].original.detach().to(torch.float64)
+            step = lsq.log_scale.detach().exp().to(torch.float64)
+            flat = w.reshape(w.shape[0], -1)
+            w_int = torch.clamp(torch.round(flat / step[:, None]), -lsq.qmax, lsq.qmax).reshape(w.shape)
+            parametrize.remove_parametrizations(owner, attr, leave_parametrized=False)
+            layer.set_int_weight(w_int, step, lsq.bits)
+    qann = qann.double().eval()
+    eb = info["embed_bits"]
+    for m in qann.modules():
+        if isinstance(m, nn.Embedding):
+            w_int, s = quantize_weight(m.weight, eb)
+            m.weight.copy_(w_int * s[:, None])
+    del qann.snmfm_qat
+    qann.snmfm_quant = {**info, "overrides": {k: dict(v) for k, v in info["overrides"].items()},
+                        "qat": info.get("trained", {})}
+    return qann
+
+
+def distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """tau^2 * KL(softmax(t/tau) || softmax(s/tau)), averaged over all leading positions."""
+    t = teacher_out.reshape(-1, teacher_out.shape[-1]).float() / temperature
+    s = student_out.reshape(-1, student_out.shape[-1]).float() / temperature
+    return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True,
+                    reduction="batchmean") * temperature**2
+
+
+def finetune(student: nn.Module, teacher: nn.Module, sample: Callable, *, steps: int = 200,
+             lr: float = 2e-4, scale_lr: float | None = None, weight_decay: float = 0.0,
+             alpha: float | None = None, temperature: float = 1.0, task_loss: Callable | None = None,
+             inputs_of: Callable = _as_args, device: str | torch.device | None = None, seed: int = 0,
+             log_every: int = 0) -> dict:
+    """Fine-tune a `prepare_qat` student in place against a float `teacher`.
+
+    sample(gen, step) -> a training batch; inputs_of(batch) -> the model's positional inputs;
+    task_loss(student_output, batch) -> scalar (omit for pure distillation).  alpha: weight of the
+    distillation term (default 1 without a task loss, else 0.5).  Returns training stats."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if alpha is None:
+        alpha = 1.0 if task_loss is None else 0.5
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if alpha < 1.0 and task_loss is None:
+        raise ValueError("alpha < 1 weights a task loss: pass task_loss")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    student.to(dev).train()
+    teacher = teacher.to(dev).float().eval()
+    scale_params = [p for n, p in student.named_parameters() if n.endswith("log_scale")]
+    ids = {id(p) for p in scale_params}
+    other = [p for p in student.parameters() if id(p) not in ids]
+    opt = torch.optim.AdamW([{"params": other, "weight_decay": weight_decay},
+                             {"params": scale_params, "weight_decay": 0.0,
+                              "lr": scale_lr if scale_lr is not None else lr}], lr=lr)
+    base = [g["lr"] for g in opt.param_groups]
+    gen = torch.Generator().manual_seed(seed)
+    t0, losses = time.time(), []
+    for step in range(steps):
+        batch = sample(gen, step)
+        batch = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in batch) \
+            if isinstance(batch, tuple) else batch.to(dev)
+        args = inputs_of(batch)
+        with torch.no_grad():
+            t_out = teacher(*args)
+        s_out = student(*args)
+        loss = alpha * distill_loss(s_out, t_out, temperature) if alpha > 0 else 0.0
+        if alpha < 1.0:
+            loss = loss + (1.0 - alpha) * task_loss(s_out, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        frac = 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))  # cosine decay
+        for g, b in zip(opt.param_groups, base):
+            g["lr"] = b * frac
+        opt.step()
+        losses.append(float(loss.detach()))
+        if log_every and (step + 1) % log_every == 0:
+            print(f"qat step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}")
+    student.cpu().eval()
+    teacher.cpu()
+    stats = {"steps": steps, "lr": lr, "alpha": alpha, "temperature": temperature,
+             "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])) if losses else None,
+             "time_s": time.time() - t0, "device": str(dev)}
+    if hasattr(student, "snmfm_qat"):
+        student.snmfm_qat["trained"] = stats
+    return stats
+
+
+def task_adapter(task, batch_size: int = 64) -> dict:
+    """`finetune` keyword arguments for a classify or lm task of `snmfm.tasks`: sample from the
+    task's training stream, inputs = all but the last element, loss = cross-entropy on the last."""
+    if task.kind not in ("classify", "lm"):
+        return {"sample": lambda g, s: task.sample(g, batch_size, s), "inputs_of": lambda b: tuple(b[:-1])}
+
+    def loss(out, batch):
+        y = batch[-1]
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+    return {"sample": lambda g, s: task.sample(g, batch_size, s), "inputs_of": lambda b: tuple(b[:-1]),
+            "task_loss": loss}
+
+
+def qat(model: nn.Module, sample: Callable, w_bits: int = 8, a_bits: int = 8, *,
+        overrides: Mapping | None = None, steps: int = 200, scales: dict | None = None,
+        **finetune_kw) -> nn.Module:
+    """calibrated float model -> QAT-fine-tuned QANN (prepare_qat, finetune against the float
+    model itself as teacher, freeze)."""
+    student = prepare_qat(model, w_bits, a_bits, overrides=overrides, scales=scales)
+    finetune(student, model, sample, steps=steps, **finetune_kw)
+    return freeze(student)

@@ -1,0 +1,110 @@
+"""`text-minilm`: the real pretrained all-MiniLM-L6-v2 sentence encoder (no training here).
+
+The model comes from `snmfm.models.hf.load_minilm()` and the sentences from
+`snmfm.data.sentences.load_sentences()`, both imported lazily so every other task works without
+them.  Targets are the FP32 model's sentence embeddings, so "accuracy" is embedding fidelity: the
+mean cosine between `fn`'s embeddings and the FP32 ones (1.0 for the FP32 model itself)."""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snmfm.data.splits import TensorData, check_split, order, split_indices
+from snmfm.tasks.base import Batch, Task, TaskError
+
+SPLIT = (0.6, 0.1, 0.3)
+PRETRAINED = "pretrained"
+
+
+class TextMiniLM(Task):
+    name = "text-minilm"
+    model_name = "minilm"
+    default_size = PRETRAINED
+    kind = "embed"
+    description = ("pretrained all-MiniLM-L6-v2 sentence embeddings on shipped English sentences; "
+                   "accuracy = mean cosine to the FP32 model's embeddings")
+    eval_batch_size = 64
+
+    def __init__(self):
+        self._loaded = None
+        self._cache: dict[str, TensorData] = {}
+
+    def _minilm(self):
+        if self._loaded is None:
+            try:
+                from snmfm.models.hf import load_minilm
+            except ImportError as e:
+                raise TaskError(f"text-minilm needs snmfm.models.hf and the 'transformers' extra "
+                                f"(pip install 'snmfm[transformers]'): {e}") from e
+            self._loaded = load_minilm()
+        return self._loaded
+
+    def _sentences(self) -> list[str]:
+        try:
+            from snmfm.data.sentences import load_sentences
+        except ImportError as e:
+            raise TaskError(f"text-minilm needs snmfm.data.sentences: {e}") from e
+        return load_sentences()
+
+    def build_model(self, size: str | None = None, seed: int = 0) -> nn.Module:
+        """The pretrained model (a fresh copy; `seed` is unused: nothing is initialised)."""
+        if size not in (None, PRETRAINED):
+            raise TaskError(f"text-minilm has one size, {PRETRAINED!r} (the published "
+                            f"all-MiniLM-L6-v2), not {size!r}")
+        import copy
+        return copy.deepcopy(self._minilm()[0])
+
+    def data(self, split: str, seed: int = 0) -> TensorData:
+        """inputs (input_ids [N, L], attention_mask [N, L]) padded to the split's longest sentence,
+        targets the FP32 embeddings [N, d]; `seed` orders the sentences."""
+        check_split(split)
+        if split not in self._cache:
+            model, tok = self._minilm()
+            sentences = self._sentences()
+            idx = split_indices(len(sentences), SPLIT)[split]
+            max_len = model.config.extra.get("max_seq_length") or model.config.max_len
+            enc = tok([sentences[i] for i in idx], padding=True, truncation=True,
+                      max_length=max_len, return_tensors="pt")
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            with torch.no_grad():
+                model.eval()
+                targets = torch.cat([model(ids[i:i + 64], mask[i:i + 64])
+                                     for i in range(0, len(ids), 64)])
+            self._cache[split] = TensorData((ids, mask), targets, tuple(int(i) for i in idx))
+        d = self._cache[split]
+        return d.take(order(len(d), seed))
+
+    def batches(self, split, batch_size, seed=0, limit=None):
+        """As Task.batches, with padding columns beyond the batch's longest sentence removed."""
+        for b in super().batches(split, batch_size, seed, limit):
+            ids, mask = b
+            keep = int(mask.sum(1).max())
+            yield Batch((ids[:, :keep], mask[:, :keep]), b.targets, b.ids)
+
+    def train(self, model=None, seed=0, steps=None, progress=True, size=None, config=None):
+        raise TaskError("text-minilm is the pretrained all-MiniLM-L6-v2 and is not trained by "
+                        "snmfm; evaluate it directly (snmfm evaluate text-minilm) or compress it")
+
+    def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, int]:
+        """(sum of cosines to the FP32 embeddings, n): accuracy is the mean cosine."""
+        out = outputs.to(torch.float64)
+        if out.dim() == 3:  # token states: pool like the FP32 model (mean over real tokens)
+            m = batch[1].to(out.dtype)[..., None]
+            out = (out * m).sum(1) / m.sum(1).clamp_min(1)
+        cos = F.cosine_similarity(out, batch.targets.to(out), dim=-1)
+        return float(cos.sum()), int(cos.numel())
+
+    def load(self, checkpoint=None):
+        if checkpoint is not None:
+            return super().load(checkpoint)
+        return self.build_model(), {"task": self.name, "source": "pretrained all-MiniLM-L6-v2",
+                                    "metrics": {}}
+
+    def info(self) -> dict:
+        sentences = self._sentences()
+        h = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+        return {"model": "all-MiniLM-L6-v2 (pretrained)", "sentences": len(sentences),
+                "sentences_sha256": h, "split": SPLIT}

@@ -1,0 +1,268 @@
+"""SNN == QANN, exactly: neurons, every spiking op, whole random blocks and models; bad inputs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from converters import (ConversionError, convert, if_neuron_reference, load_qann, load_spiking,
+                        save_qann, track_counts)
+from snmfm.compress import calibrate, quantize
+from snmfm.models import Block, ModelConfig, build_model
+from snmfm.nn import QuantLinear, QuantMatMul
+
+FAST = settings(max_examples=25, deadline=None)
+
+
+def _qann(model, *inputs, w_bits=8, a_bits=8, **kw):
+    calibrate(model.eval(), [inputs])
+    return quantize(model, w_bits, a_bits, **kw)
+
+
+# ---- the neuron --------------------------------------------------------------------------------
+@FAST
+@given(st.integers(1, 40), st.integers(2, 8), st.booleans(), st.integers(0, 2**31 - 1))
+def test_if_neuron_count_form_equals_literal_membrane_dynamics(T, bits, signed, seed):
+    """The count form n_t = n_{t-1} + sign(r_t - n_{t-1}) is the ST-BIF membrane dynamics."""
+    g = torch.Generator().manual_seed(seed)
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    s = 4.0  # inputs are multiples of 1/4 and s = 4: every float operation below is exact
+    x = torch.randint(-24, 25, (T, 50), generator=g).to(torch.float64) / 4
+    spikes = if_neuron_reference(x, s, qmin, qmax)
+    S = torch.cumsum(x, 0)
+    r = torch.clamp(torch.floor(S / s + 0.5), qmin, qmax)
+    counts = track_counts(r, torch.zeros(50, dtype=torch.float64))
+    assert torch.equal(torch.cumsum(spikes, 0), counts)
+
+
+def test_neuron_settles_to_quantizer_output_within_range_steps():
+    x = torch.tensor([[10.3, -7.9, 0.2, 100.0, -100.0]], dtype=torch.float64)
+    steps = torch.cat([x, torch.zeros(20, 5, dtype=torch.float64)])
+    n = torch.cumsum(if_neuron_reference(steps, 1.0, -8, 7), 0)[-1]
+    assert n.tolist() == [7.0, -8.0, 0.0, 7.0, -8.0]
+
+
+# ---- single spiking ops -----------------------------------------------------------------------
+class _LinearNet(nn.Module):
+    def __init__(self, d_in, d_out, signed):
+        super().__init__()
+        self.l1 = QuantLinear(d_in, d_out, signed=signed)
+        self.l2 = QuantLinear(d_out, 3)
+
+    def forward(self, x):
+        return self.l2(self.l1(x))
+
+
+class _MatMulNet(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.mm = QuantMatMul(out_scale=0.5)
+        self.out = QuantLinear(d, 2)
+
+    def forward(self, a, b):
+        return self.out(self.mm(a, b))
+
+
+@FAST
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(2, 8), st.integers(2, 8), st.booleans(),
+       st.integers(0, 2**31 - 1))
+def test_snn_matches_qann_on_random_linear_layers(d_in, d_out, w_bits, a_bits, signed, seed):
+    torch.manual_seed(seed)
+    net = _LinearNet(d_in, d_out, signed)
+    x = torch.randn(6, 5, d_in) * 3
+    q = _qann(net, x, w_bits=w_bits, a_bits=a_bits)
+    r = convert(q).run(x)
+    assert torch.equal(r.output, q(x))
+    assert r.t_settle is not None and r.t_settle <= r.steps
+
+
+@FAST
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6), st.integers(2, 8), st.integers(0, 2**31 - 1))
+def test_snn_matches_qann_on_random_activation_products(M, K, N, a_bits, seed):
+    """Q K^T and attn V: both operands are spike trains (increment identity)."""
+    torch.manual_seed(seed)
+    net = _MatMulNet(N)
+    a, b = torch.randn(3, 2, M, K) * 2, torch.randn(3, 2, K, N) * 2
+    q = _qann(net, a, b, a_bits=a_bits)
+    assert torch.equal(convert(q).run(a, b).output, q(a, b))
+
+
+class _BlockNet(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.inp = QuantLinear(5, cfg.d_model)
+        self.block = Block(cfg)
+        self.out = QuantLinear(cfg.d_model, 3)
+
+    def forward(self, x, mask):
+        return self.out(self.block(self.inp(x), mask))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([(8, 2), (12, 3), (16, 4)]), st.integers(1, 9), st.sampled_from(["pre", "post"]),
+       st.sampled_from(["gelu", "gelu_tanh", "relu"]), st.sampled_from(["softmax", "relu"]), st.booleans(),
+       st.sampled_from([3, 4, 6]), st.integers(0, 2**31 - 1))
+def test_snn_matches_qann_on_random_attention_blocks(dh, L, norm, act, attn, causal, a_bits, seed):
+    torch.manual_seed(seed)
+    d, h = dh
+    cfg = ModelConfig(kind="text", d_model=d, n_heads=h, d_ff=2 * d, norm=norm, act=act, attn=attn,
+                      causal=causal, vocab_size=4, max_len=16)
+    net = _BlockNet(cfg)
+    x = torch.randn(4, L, 5)
+    mask = torch.ones(4, L, dtype=torch.bool)
+    mask[0, L // 2 + 1:] = False  # padding
+    q = _qann(net, x, mask, a_bits=a_bits)
+    r = convert(q).run(x, mask)
+    assert torch.equal(r.output, q(x, mask))
+
+
+@pytest.mark.parametrize("name,size,a_bits", [
+    ("vit", "tiny", 4), ("features", "tiny", 4), ("text", "tiny", 4), ("decoder", "tiny", 4),
+    ("multimodal", "tiny", 4), ("vit", "small", 4), ("vit", "tiny", 8), ("decoder", "tiny", 8)])
+def test_snn_matches_qann_on_every_reference_model(name, size, a_bits):
+    torch.manual_seed(0)
+    m = build_model(name, size)
+    inputs = {"vit": (torch.rand(3, 1, 8, 8) * 16,), "features": (torch.randn(3, 30),),
+              "text": (torch.randint(0, 256, (3, 7)), torch.ones(3, 7, dtype=torch.bool)),
+              "decoder": (torch.randint(0, 256, (3, 9)),),
+              "multimodal": (torch.rand(3, 1, 8, 8) * 16, torch.randint(0, 64, (3, 4)))}[name]
+    q = _qann(m, *inputs, a_bits=a_bits)
+    r = convert(q).run(*inputs, keep_steps=True)
+    ref = q(*inputs)
+    assert torch.equal(r.output, ref)
+    # after T_settle every step's output is the QANN's; before it, it is not yet
+    assert torch.equal(r.per_step[r.t_settle - 1], ref)
+    assert r.t_settle >= 2 ** (a_bits - 1) - 1 or r.t_settle <= r.steps
+    # fixed T past settling gives the same answer
+    assert torch.equal(convert(q).run(*inputs, T=r.t_settle + 3).output, ref)
+
+
+def test_trace_counts_are_consistent_with_final_spike_counts():
+    torch.manual_seed(1)
+    m = build_model("vit", "tiny")
+    x = torch.rand(2, 1, 8, 8) * 16
+    q = _qann(m, x, a_bits=4)
+    r = convert(q).run(x)
+    site = r.trace.sites["patch.quant"]
+    codes = q.patch.quant.codes(x)
+    # each neuron reaches its code by |code| net spikes: +1 minus -1 spikes sum to the codes' sum
+    assert int(site.pos.sum() - site.neg.sum()) == int(codes.sum())
+    assert site.pos.sum() + site.neg.sum() >= codes.abs().sum()
+    assert r.trace.t_settle == r.t_settle
+    assert max(r.trace.t_settle_per_sample) == r.t_settle
+    for s in r.trace.sites.values():
+        assert len(s.pos) == r.steps
+
+
+# ---- bad input --------------------------------------------------------------------------------
+def test_unsupported_module_is_named_with_supported_list():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = QuantLinear(4, 4)
+            self.pool = nn.MaxPool1d(2)
+
+        def forward(self, x):
+            return self.pool(self.lin(x))
+
+    m = Odd()
+    x = torch.randn(2, 3, 4)
+    q = _qann(m, x)
+    with pytest.raises(ConversionError, match=r"'pool'.*MaxPool1d.*Supported"):
+        convert(q)
+
+
+def test_bare_linear_without_quantizer_is_rejected():
+    class Bare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = QuantLinear(4, 4)
+            self.b = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    q = _qann(Bare(), torch.randn(2, 4))
+    with pytest.raises(ConversionError, match=r"'b'.*no input quantizer"):
+        convert(q)
+
+
+def test_uncalibrated_and_unquantized_models_are_rejected():
+    m = build_model("vit", "tiny")
+    with pytest.raises(ValueError, match="uncalibrated model"):
+        quantize(m, 8, 8)
+    with pytest.raises(ConversionError, match="not 'int'"):
+        convert(m)
+
+
+@pytest.mark.parametrize("T", [0, -3, 2.5])
+def test_timesteps_below_one_are_rejected(T):
+    m = build_model("vit", "tiny")
+    x = torch.rand(2, 1, 8, 8)
+    snn = convert(_qann(m, x))
+    with pytest.raises(ValueError, match="T must be an integer >= 1"):
+        snn.run(x, T=T)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_inf_inputs_are_rejected(bad):
+    m = build_model("vit", "tiny")
+    x = torch.rand(2, 1, 8, 8)
+    snn = convert(_qann(m, x))
+    x[0, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        snn.run(x)
+
+
+def test_not_quiet_within_max_T_is_an_error():
+    m = build_model("vit", "tiny")
+    x = torch.rand(2, 1, 8, 8) * 16
+    snn = convert(_qann(m, x, a_bits=8))
+    with pytest.raises(RuntimeError, match="did not go quiet within max_T=3"):
+        snn.run(x, max_T=3)
+
+
+def test_qann_and_snn_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = build_model("decoder", "tiny")
+    x = torch.randint(0, 256, (2, 6))
+    q = _qann(m, x, a_bits=4)
+    save_qann(q, tmp_path / "q")
+    q2 = load_qann(tmp_path / "q.json")
+    assert torch.equal(q2(x), q(x))
+    assert torch.equal(load_spiking(tmp_path / "q").run(x).output, q(x))
+
+
+def test_mismatched_or_corrupt_checkpoint_gives_clear_errors(tmp_path):
+    m = build_model("decoder", "tiny")
+    x = torch.randint(0, 256, (2, 6))
+    save_qann(_qann(m, x), tmp_path / "q")
+    import json
+    doc = json.loads((tmp_path / "q.json").read_text())
+    doc["config"]["d_ff"] = 96
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    (tmp_path / "bad.safetensors").write_bytes((tmp_path / "q.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="mismatched checkpoint"):
+        load_qann(tmp_path / "bad")
+    (tmp_path / "c.json").write_text("{not json")
+    (tmp_path / "c.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_qann(tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_qann(tmp_path / "missing")
+
+
+def test_qann_w8a8_tracks_fp32_and_integer_weights_are_integers():
+    torch.manual_seed(0)
+    m = build_model("vit", "small")
+    x = torch.rand(16, 1, 8, 8) * 16
+    q = _qann(m, x)
+    fp, qo = m(x), q(x)
+    assert (fp - qo).abs().max() / fp.abs().max() < 0.1
+    w = q.trunk.blocks[0].attn.qkv.w_int
+    assert torch.equal(w, torch.round(w)) and w.abs().max() <= 127
+    assert math.isclose(float(q.trunk.blocks[0].attn.qkv.quant.qmax), 127)
