@@ -171,12 +171,13 @@ def measure_snn(task, qann, snn, n_examples: int, T: int | None = None, seed: in
 
 
 # ---- one task ----------------------------------------------------------------------------------
-def _checkpoint_info(task, size, meta: dict, trained_now: bool) -> dict:
+def _checkpoint_info(task, size, meta: dict, trained_now: bool, base=None) -> dict:
+    """Where the weights came from: path and sha256 of the tensors file (and of its JSON record)."""
     info = {"path": None, "sha256": None, "json_sha256": None, "trained_now": trained_now,
             "size": size, "source": meta.get("source"), "seed": meta.get("seed"),
             "train_metrics": {k: v for k, v in (meta.get("metrics") or {}).items()
                               if isinstance(v, (int, float, str)) or v is None}}
-    if task.kind == "embed":
+    if base is None and task.kind == "embed":
         try:
             from snmfm.models.hf import minilm_path
             w = minilm_path() / "model.safetensors"
@@ -184,27 +185,31 @@ def _checkpoint_info(task, size, meta: dict, trained_now: bool) -> dict:
         except (ImportError, FileNotFoundError):
             pass
         return info
-    if trained_now and size != task.default_size:
+    if base is None:
         return info
-    from snmfm.checkpoint import checkpoint_files, default_checkpoint
-    base = default_checkpoint(task.name)
+    from snmfm.checkpoint import checkpoint_files
     tensors, js = checkpoint_files(base)
     info.update(path=str(tensors), sha256=sha256_file(tensors), json_sha256=sha256_file(js))
     return info
 
 
-def _load_model(task, size, seed, progress):
-    """(fp32 model, checkpoint info): the default checkpoint for the default size, else train."""
+def _load_model(task, size, seed, progress, checkpoint=None, train_steps=None):
+    """(fp32 model, checkpoint info): `checkpoint` if given; the task's default checkpoint for its
+    default size (trained and cached on first use); otherwise a model of `size` trained now."""
+    if checkpoint is not None:
+        model, meta = task.load(checkpoint)
+        return model.float().eval(), _checkpoint_info(task, meta.get("size", size), meta, False, checkpoint)
     if size in (None, task.default_size):
-        trained_now = False
-        if task.kind != "embed":
-            from snmfm.checkpoint import cache_dir, checkpoint_files, shipped_checkpoint
-            have = [all(f.is_file() for f in checkpoint_files(p))
-                    for p in (shipped_checkpoint(task.name), cache_dir() / "checkpoints" / task.name)]
-            trained_now = not any(have)
-        model, meta = task.load()
-        return model.float().eval(), _checkpoint_info(task, task.default_size, meta, trained_now)
-    model, metrics = task.train(seed=seed, progress=progress, size=size)
+        if task.kind == "embed":
+            model, meta = task.load()
+            return model.float().eval(), _checkpoint_info(task, task.default_size, meta, False)
+        from snmfm.checkpoint import cache_dir, checkpoint_files, default_checkpoint, shipped_checkpoint
+        have = [all(f.is_file() for f in checkpoint_files(p))
+                for p in (shipped_checkpoint(task.name), cache_dir() / "checkpoints" / task.name)]
+        base = default_checkpoint(task.name, progress=progress)
+        model, meta = task.load(base)
+        return model.float().eval(), _checkpoint_info(task, task.default_size, meta, not any(have), base)
+    model, metrics = task.train(seed=seed, progress=progress, size=size, steps=train_steps)
     return model.float().eval(), _checkpoint_info(task, size, {"seed": seed, "metrics": metrics}, True)
 
 
@@ -223,7 +228,8 @@ def _normalisation(task, batch) -> dict:
 def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]] = ((8, 8),),
              T: int | None = None, hw_neuromorphic="neuromorphic", hw_conventional="conventional",
              limit: int | None = None, snn_examples: int | None = None, seed: int = 0,
-             progress: bool = True, status: Callable[[str], None] | None = None) -> TaskResult:
+             progress: bool = True, status: Callable[[str], None] | None = None, checkpoint=None,
+             train_steps: int | None = None) -> TaskResult:
     """Measure one task end to end (see the module docstring); `bits` lists (w_bits, a_bits), the
     main configuration first."""
     from converters import convert
@@ -240,7 +246,7 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
 
     say("load checkpoint")
     with sw("load"):
-        model, ckpt = _load_model(task, size, seed, progress)
+        model, ckpt = _load_model(task, size, seed, progress, checkpoint, train_steps)
     say("FP32 eval")
     with sw("fp32_eval"):
         fp32 = task.evaluate(model, "test", limit=limit, seed=seed)
@@ -317,7 +323,7 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
              hw_conventional="conventional", out_dir: str | Path | None = DEFAULT_OUT_DIR,
              limit: int | None = None, seed: int = 0, progress: bool = True, variants=True,
              snn_examples: int | dict | None = None, tolerance: float | None = None,
-             console=None) -> Results:
+             checkpoints: dict | None = None, train_steps: int | None = None, console=None) -> Results:
     """Run the main job and (unless out_dir is None) write the report folder; returns `Results`.
 
     tasks: task names (default: `default_tasks()`); sizes: one size for all or {task: size}
@@ -325,7 +331,9 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     variants: True adds W{w}A4 and W4A4 for the iso-accuracy view, False measures only the main
     one, or a list of (w_bits, a_bits); T: fixed time steps (None: run the SNN until quiet);
     limit: cap on held-out examples for FP32/QANN; snn_examples: SNN held-out examples (int for
-    all, or {task: n}; default SNN_EXAMPLES)."""
+    all, or {task: n}; default SNN_EXAMPLES); checkpoints: {task: checkpoint path} to measure
+    instead of the default checkpoints; train_steps: training steps when a non-default size is
+    trained in the run (default: the task's)."""
     from snmfm.tasks import get_task
     from eval.compare import DEFAULT_TOLERANCE, compare
     from eval.report import write_report
@@ -349,7 +357,8 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
             bar.start(n)
             try:
                 r = run_task(n, size_of(n), bits, T, hw_neuromorphic, hw_conventional, limit,
-                             n_snn_of(n), seed, progress, status=bar.status)
+                             n_snn_of(n), seed, progress, status=bar.status,
+                             checkpoint=(checkpoints or {}).get(n), train_steps=train_steps)
             except Exception as e:
                 if hasattr(e, "add_note"):
                     e.add_note(f"(while running task {n!r} of the main job; no report was written)")

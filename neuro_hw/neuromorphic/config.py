@@ -47,6 +47,7 @@ PARK_2012 = ("Park et al., 'Approaching the theoretical limits of a mesh NoC wit
              "prototype in 45nm SOI', DAC 2012")
 
 STEPS_MODES = ("settle", "trace")
+SPLIT_MODES = ("memory", "balanced")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class CoreConfig:
     neuron_lanes: int = 1                 # neuron updates per cycle
     logic_mm2: float = 0.25               # core logic area at 45 nm (estimate: ~300k NAND2 eq.)
     pack_ops: bool = True                 # let small ops share a core
+    split: str = "memory"                 # memory: fewest cores that hold an op; balanced: spread
+                                          # all cores over the synaptic ops in proportion to MACs
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,10 @@ class OverheadConfig:
     0 = idealised datapath; `neuromorphic_loihi.toml` sets them so the 14 nm model reproduces
     Davies 2018's measured per-event energies."""
 
-    synop_pj: float = 0.0
-    neuron_update_pj: float = 0.0
-    packet_pj: float = 0.0
+    synop_pj: float = 0.0          # per synaptic operation
+    neuron_update_pj: float = 0.0  # per (event-driven) neuron update
+    idle_neuron_pj: float = 0.0    # per neuron per step NOT updated (chips that visit every neuron)
+    packet_pj: float = 0.0         # per packet sent
 
 
 SECTIONS = {"cores": CoreConfig, "noc": NocConfig, "units": UnitConfig, "sync": SyncConfig,
@@ -249,6 +253,8 @@ def _validate(c: NeuromorphicConfig) -> None:
             or not all(_is_int(b) and b >= 1 for b in k.weight_bits)
             or list(k.weight_bits) != sorted(set(k.weight_bits))):
         bad(f"cores.weight_bits must be increasing integers >= 1, got {k.weight_bits!r}")
+    if k.split not in SPLIT_MODES:
+        bad(f"cores.split {k.split!r} unknown; allowed: {', '.join(SPLIT_MODES)}")
     if k.logic_mm2 <= 0:
         bad(f"cores.logic_mm2 must be > 0, got {k.logic_mm2}")
     if k.neuron_state_bits > 8 * k.neuron_mem_bytes or k.acc_bits > 8 * k.neuron_mem_bytes:

@@ -125,6 +125,25 @@ def _site_neurons(op: Op, i: int) -> int:
     return op.in_elems
 
 
+def _balanced(order: list, need: dict, ops: dict, n_cores: int) -> dict:
+    """Spread the cores left after the memory-minimal allocation over the synaptic ops in
+    proportion to their dense MACs (a workload-only proxy of their spike work), at most one core
+    per output column."""
+    total = sum(need.values())
+    spare = n_cores - total
+    syn = [g for g in order if g.kind in SYNAPTIC_KINDS]
+    macs = {g.host: max(ops[g.host].macs, 1) for g in syn}
+    if spare <= 0 or not syn:
+        return need
+    m = sum(macs.values())
+    out = dict(need)
+    for g in syn:
+        op = ops[g.host]
+        cap = op.gemm[3] if op.kind != "matmul_act" else max(op.gemm[2], op.gemm[3])
+        out[g.host] = max(need[g.host], min(cap, need[g.host] + int(spare * macs[g.host] / m)))
+    return out
+
+
 def map_workload(workload: Workload, cfg) -> Mapping:
     """Assign the Workload's ops, units and neuron sites to cores (see the module docstring)."""
     k = cfg.cores
@@ -170,20 +189,24 @@ def map_workload(workload: Workload, cfg) -> Mapping:
 
     order = sorted(groups.values(), key=lambda g: (g.kind == "embed", g.order))
     C = k.count
+    need = {g.host: max(1, math.ceil(g.syn_bytes / k.synapse_mem_bytes),
+                        math.ceil(g.neuron_bytes / k.neuron_mem_bytes)) for g in order}
+    mem_need = dict(need)
+    if k.split == "balanced":
+        need = _balanced(order, need, {o.name: o for o in workload.ops}, C)
     syn_used = np.zeros(C)
     neu_used = np.zeros(C)
     notes = []
     nxt = 0          # next fresh core
     open_core = None  # core that small groups may share (pack_ops)
     for g in order:
-        need = max(1, math.ceil(g.syn_bytes / k.synapse_mem_bytes),
-                   math.ceil(g.neuron_bytes / k.neuron_mem_bytes))
-        if (k.pack_ops and need == 1 and open_core is not None
+        need_g = need[g.host]
+        if (k.pack_ops and k.split == "memory" and need_g == 1 and open_core is not None
                 and syn_used[open_core] + g.syn_bytes <= k.synapse_mem_bytes
                 and neu_used[open_core] + g.neuron_bytes <= k.neuron_mem_bytes):
             g.cores = np.array([open_core])
         elif nxt < C:
-            n = min(need, C - nxt)
+            n = min(need_g, C - nxt)
             g.cores = np.arange(nxt, nxt + n)
             nxt += n
             open_core = g.cores[-1] if n == 1 else None
@@ -202,7 +225,7 @@ def map_workload(workload: Workload, cfg) -> Mapping:
         syn_used[g.cores] += g.syn_bytes * (1 - g.spill_syn) / n
         neu_used[g.cores] += g.neuron_bytes * (1 - g.spill_neuron) / n
         if g.spill_syn > 0 or g.spill_neuron > 0:
-            notes.append(f"OFF-CHIP: {g.host} ({g.kind}) needs {need} core(s) "
+            notes.append(f"OFF-CHIP: {g.host} ({g.kind}) needs {mem_need[g.host]} core(s) "
                          f"({g.syn_bytes / 1024:.1f} KiB synapse, {g.neuron_bytes / 1024:.1f} KiB "
                          f"neuron memory), got {n}: {100 * g.spill_syn:.0f}% of its synapse memory "
                          f"and {100 * g.spill_neuron:.0f}% of its neuron memory are charged as DRAM "

@@ -95,6 +95,7 @@ class _Costs:
         self.packet = pb * cfg.noc.local_pj_per_bit * t.scale + cfg.overhead.packet_pj * t.scale
         self.hop = pb * cfg.noc.hop_pj_per_bit * t.scale
         self.synop_overhead = cfg.overhead.synop_pj * t.scale
+        self.idle_neuron = cfg.overhead.idle_neuron_pj * t.scale
         fb = u.fp_bits
         self.fp = {"add": t.fp_add_pj(fb), "mul": t.fp_mul_pj(fb), "exp": t.exp_pj(fb),
                    "div": t.div_pj(fb), "sqrt": t.sqrt_pj(fb)}
@@ -191,6 +192,9 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
                 upd, spk = sa["updates"], sa["spikes"]
                 U, S = float(upd.sum()), float(spk.sum())
                 e["neuron_update"] += U * (c.update - c.state_rw * sg.spill_neuron) + S * c.spike
+                if c.idle_neuron:  # neurons visited at every step although nothing changed
+                    idle = np.maximum(sa["neurons"] * act.run_weight - upd, 0.0)
+                    e["neuron_update"] += float(idle.sum()) * c.idle_neuron
                 e["offchip"] += U * c.state_bits_rw * c.dram_bit * sg.spill_neuron
                 P, H = float(sa["packets"].sum()), float((sa["hops_x"] + sa["hops_y"]).sum())
                 e["noc"] += P * c.packet + H * c.hop

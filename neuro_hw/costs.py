@@ -1,0 +1,167 @@
+"""Per-layer cost tables for `snmfm.compress.plan_bits`, computed from Workloads and hardware models.
+
+`plan_bits` lives in `snmfm`, which must not import `neuro_hw`; it reads costs as data (see
+snmfm/compress/plan.py for the table format).  This module makes those tables:
+
+* ``size``: bits of stored weights (delegated to `snmfm.compress.plan.size_costs`);
+* ``conventional``: for every uniform option (w_bits, a_bits) the QANN's Workload is extracted and
+  simulated on the conventional accelerator; a layer's cost for that option is the energy of its
+  op row (`HwReport.per_op`), and the rest of the total -- non-spiking units, residual adds,
+  embeddings -- is the fixed part;
+* ``neuromorphic``: the same, but driven by the SNN's ActivityTrace.  Fewer activation levels mean
+  fewer spikes *and* fewer time steps, so the traces are measured: the QANN at each uniform a_bits
+  is converted and run until quiet on `inputs`, and each layer's cost (its synaptic fetches,
+  accumulates, its input neurons' updates, spikes and packets) is read from the chip model's op row.
+  Everything charged per time step or per second -- barriers, static power, non-spiking units
+  re-evaluated every step -- depends on the *largest* activation bit width in the network, so it is
+  the fixed part, tabulated per largest a_bits (``fixed = {"a4": ..., "a8": ...}``).
+
+Approximations, stated: a layer's cost is taken from the uniform run at its own (w_bits, a_bits),
+i.e. layers are charged independently (a layer's spike count depends mostly on its own quantizer's
+levels); the fixed part at largest a_bits A comes from the uniform W{A}A{A} run (w_ref when A is not
+a weight choice), so the cost of every uniform plan is exactly its simulated energy.  For the
+neuromorphic chip the spike trace of option (w, a) is that of the W{w_ref}A{a} SNN (weights change
+spike counts only through rounding).  `plan_check` re-simulates a plan to measure its real energy.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from neuro_hw.workload import extract_workload
+
+TARGETS = ("size", "conventional", "neuromorphic")
+
+
+def _default_simulate(workload, trace, hw):
+    from neuro_hw import simulate
+    return simulate(workload, trace, hw)
+
+
+def _qann_factory(model: nn.Module, calib: Iterable | None, calibrated: bool):
+    """QANN builder with one calibration and a shared scale cache (fast sweep over bit plans)."""
+    from snmfm.compress import calibrate
+    from snmfm.compress.qat import freeze, prepare_qat
+    if not calibrated:
+        if calib is None:
+            raise ValueError("cost_table needs calibration batches (calib=...) or a calibrated model")
+        calibrate(model, calib)
+    cache: dict = {}
+
+    def make(w_bits: int, a_bits: int, overrides=None) -> nn.Module:
+        return freeze(prepare_qat(model, w_bits, a_bits, overrides=overrides, scales=cache))
+    return make
+
+
+@torch.no_grad()
+def snn_trace(qann: nn.Module, inputs: tuple, max_T: int = 4096):
+    """ActivityTrace of the converted QANN run until quiet on `inputs`."""
+    from converters import convert
+    return convert(qann).run(*inputs, max_T=max_T).trace
+
+
+def cost_table(model: nn.Module, inputs: tuple, target: str, *, hw=None, choices=(2, 4, 8),
+               a_choices=None, calib: Iterable | None = None, calibrated: bool = False, w_ref: int = 8,
+               simulate: Callable | None = None, name: str = "model") -> dict:
+    """Cost table of `model` (float, snmfm layers) for `plan_bits(..., target=target)`.
+
+    inputs: example model inputs (a tuple; a few samples: the SNN runs on them for 'neuromorphic',
+    counts are per inference).  calib: calibration batches (skipped if `calibrated`).
+    hw: hardware config (name, file or object; default: the target's bundled default).
+    simulate(workload, trace, hw) -> HwReport: defaults to `neuro_hw.simulate`."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    w_choices = tuple(sorted({int(b) for b in choices}))
+    a_choices = tuple(sorted({int(b) for b in (a_choices or choices)}))
+    if target == "size":
+        from snmfm.compress.plan import size_costs
+        return size_costs(model, w_choices)
+    if not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    sim = simulate or _default_simulate
+    hw = hw if hw is not None else target
+    make = _qann_factory(model, calib, calibrated)
+    from snmfm.compress.quant import quant_layers
+    layer_names = list(quant_layers(model))
+    traces = {}
+    if target == "neuromorphic":
+        for a in a_choices:
+            traces[a] = snn_trace(make(w_ref, a), inputs)
+    layers: dict[str, dict[str, float]] = {n: {} for n in layer_names}
+    fixed: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    for a in a_choices:
+        for w in sorted(set(w_choices) | {w_ref if a not in w_choices else a}):
+            qann = make(w, a)
+            wl = extract_workload(qann, *inputs, name=f"{name}-w{w}a{a}")
+            rep = sim(wl, traces.get(a), hw)
+            per_op = {r["name"]: float(r["energy_pj"]) for r in rep.per_op}
+            layer_sum = 0.0
+            for n in layer_names:
+                if n not in per_op:
+                    raise KeyError(f"hardware report has no op row for layer {n!r}")
+                layer_sum += per_op[n]
+                if w in w_choices:
+                    layers[n][f"w{w}a{a}"] = per_op[n]
+            totals[f"w{w}a{a}"] = float(rep.energy_pj)
+            if w == (a if a in w_choices else w_ref):
+                fixed[f"a{a}"] = float(rep.energy_pj) - layer_sum
+            if a in traces:
+                steps[f"a{a}"] = int(traces[a].steps)
+    # activation-only layers (Q K^T, attn V): keep only the a_bits key, the cost does not depend on w
+    for n in layer_names:
+        opts = layers[n]
+        by_a = {}
+        for k, v in opts.items():
+            a = int(k.split("a")[1])
+            by_a.setdefault(a, set()).add(v)
+        if all(len(vs) == 1 for vs in by_a.values()) and _is_act_only(model, n):
+            layers[n] = {f"a{a}": vs.pop() for a, vs in by_a.items()}
+    meta = {"hw": _hw_name(hw), "w_ref": w_ref, "n_inputs": int(inputs[0].shape[0]),
+            "simulated_totals_pj": totals, "approximation": "per-layer costs from uniform runs"}
+    if steps:
+        meta["snn_steps"] = steps
+    return {"schema": "snmfm.costs/1", "target": target, "unit": "pJ", "layers": layers,
+            "fixed": fixed, "meta": meta}
+
+
+def _is_act_only(model: nn.Module, name: str) -> bool:
+    from snmfm.nn import QuantMatMul
+    return isinstance(model.get_submodule(name), QuantMatMul)
+
+
+def _hw_name(hw) -> str:
+    if isinstance(hw, str):
+        return hw
+    return getattr(hw, "name", type(hw).__name__)
+
+
+def measure_plan(model: nn.Module, plan_layers: dict, inputs: tuple, target: str, *, hw=None,
+                 calib: Iterable | None = None, calibrated: bool = False, qann: nn.Module | None = None,
+                 simulate: Callable | None = None):
+    """Simulated HwReport of a bit plan (its real energy, to compare with the table's prediction).
+    `qann`: the plan's QANN when already built (e.g. after fine-tuning)."""
+    if target not in ("conventional", "neuromorphic"):
+        raise ValueError(f"measure_plan simulates hardware: target must be conventional or neuromorphic, "
+                         f"got {target!r}")
+    if not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    if qann is None:
+        qann = _qann_factory(model, calib, calibrated)(8, 8, overrides=plan_layers)
+    wl = extract_workload(qann, *inputs)
+    trace = snn_trace(qann, inputs) if target == "neuromorphic" else None
+    return (simulate or _default_simulate)(wl, trace, hw if hw is not None else target)
+
+
+def cost_fn(target: str, hw=None, n_inputs: int = 16, **kw) -> Callable:
+    """A callable (model, calib_batches) -> cost table, for `snmfm.compress.compress_checkpoint`
+    (which may not import neuro_hw itself): example inputs are the first `n_inputs` calibration
+    samples."""
+    def fn(model, calib):
+        calib = list(calib)
+        inputs = tuple(x[:n_inputs] for x in calib[0])
+        return cost_table(model, inputs, target, hw=hw, calib=calib, **kw)
+    return fn
