@@ -40,7 +40,7 @@ def _default_simulate(workload, trace, hw):
     return simulate(workload, trace, hw)
 
 
-def _qann_factory(model: nn.Module, calib: Iterable | None, calibrated: bool):
+def _qann_factory(model: nn.Module, calib: Iterable | None, calibrated: bool, scales: dict | None = None):
     """QANN builder with one calibration and a shared scale cache (fast sweep over bit plans)."""
     from snmfm.compress import calibrate
     from snmfm.compress.qat import freeze, prepare_qat
@@ -48,7 +48,7 @@ def _qann_factory(model: nn.Module, calib: Iterable | None, calibrated: bool):
         if calib is None:
             raise ValueError("cost_table needs calibration batches (calib=...) or a calibrated model")
         calibrate(model, calib)
-    cache: dict = {}
+    cache: dict = {} if scales is None else scales
 
     def make(w_bits: int, a_bits: int, overrides=None) -> nn.Module:
         return freeze(prepare_qat(model, w_bits, a_bits, overrides=overrides, scales=cache))
@@ -64,13 +64,14 @@ def snn_trace(qann: nn.Module, inputs: tuple, max_T: int = 4096):
 
 def cost_table(model: nn.Module, inputs: tuple, target: str, *, hw=None, choices=(2, 4, 8),
                a_choices=None, calib: Iterable | None = None, calibrated: bool = False, w_ref: int = 8,
-               simulate: Callable | None = None, name: str = "model") -> dict:
+               simulate: Callable | None = None, name: str = "model", scales: dict | None = None) -> dict:
     """Cost table of `model` (float, snmfm layers) for `plan_bits(..., target=target)`.
 
     inputs: example model inputs (a tuple; a few samples: the SNN runs on them for 'neuromorphic',
     counts are per inference).  calib: calibration batches (skipped if `calibrated`).
     hw: hardware config (name, file or object; default: the target's bundled default).
-    simulate(workload, trace, hw) -> HwReport: defaults to `neuro_hw.simulate`."""
+    simulate(workload, trace, hw) -> HwReport: defaults to `neuro_hw.simulate`.
+    scales: activation-step cache shared with `sensitivity` / `prepare_qat` (saves re-searching)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
     w_choices = tuple(sorted({int(b) for b in choices}))
@@ -82,7 +83,7 @@ def cost_table(model: nn.Module, inputs: tuple, target: str, *, hw=None, choices
         inputs = (inputs,)
     sim = simulate or _default_simulate
     hw = hw if hw is not None else target
-    make = _qann_factory(model, calib, calibrated)
+    make = _qann_factory(model, calib, calibrated, scales)
     from snmfm.compress.quant import quant_layers
     layer_names = list(quant_layers(model))
     traces = {}

@@ -137,6 +137,7 @@ def extract_workload(model: nn.Module, *inputs, name: str = "model") -> Workload
     B = tensors[0].shape[0]
     records: list[dict] = []
     owner: dict[int, str] = {}  # storage pointer of an op's output -> op name
+    alive: list[torch.Tensor] = []  # keep outputs alive so a freed pointer is never reused
     hooks = []
 
     def src(t: torch.Tensor) -> tuple:
@@ -147,8 +148,14 @@ def extract_workload(model: nn.Module, *inputs, name: str = "model") -> Workload
 
     def add(module_name: str, kind: str, args, out, **kw):
         producers = tuple(dict.fromkeys(p for a in args for p in src(a)))
+        if not producers and records:
+            # The input was made by a copy (reshape of a transpose, a residual add, a concat) that
+            # no hook sees: it comes from the op just before, or from that op's residual add.
+            prev = records[-1]["name"]
+            producers = (prev + ".residual",) if prev.endswith((".attn.proj", ".mlp.fc2")) else (prev,)
         records.append(dict(name=module_name, kind=kind, producers=producers, **kw))
         owner[out.untyped_storage().data_ptr()] = module_name
+        alive.append(out)
 
     names = {id(m): n for n, m in model.named_modules()}
 

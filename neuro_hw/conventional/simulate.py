@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from neuro_hw.conventional.config import ConventionalConfig
 from neuro_hw.conventional.systolic import ceil_div, compute_cycles, dram_tiling, sram_counts
-from neuro_hw.conventional.vector import EPILOGUE, ONLINE_RESCALE, REQUANT, Recipe, vector_cost
+from neuro_hw.conventional.vector import RECIPES, REQUANT, Recipe
 from neuro_hw.report import HwReport
 from neuro_hw.tech import TechTable, get_tech
 from neuro_hw.workload import OP_KINDS, Op, Workload
@@ -56,12 +56,26 @@ class _Model:
         self.R, self.C = cfg.array_rows, cfg.array_cols
         self.caps = {w: cfg.usable_bytes(w) for w in ("input", "weight", "output")}
         self.vb, self.acc = cfg.vector_bits, cfg.acc_bits
+        self._memo: dict = {}
+
+    def unit(self, fn: str, *args) -> float:
+        """tech.<fn>(*args), memoised (the table interpolates; a workload asks the same few)."""
+        key = (fn, args)
+        if key not in self._memo:
+            self._memo[key] = getattr(self.tech, fn)(*args)
+        return self._memo[key]
+
+    def recipe_pj(self, recipe: Recipe) -> float:
+        key = ("recipe", recipe)
+        if key not in self._memo:
+            self._memo[key] = recipe.energy_pj(self.tech, self.vb, self.acc)
+        return self._memo[key]
 
     def sram_rd(self, which: str, n_elems: float, bits: int) -> float:
-        return n_elems * self.tech.sram_read_pj(self.caps[which], bits) if n_elems else 0.0
+        return n_elems * self.unit("sram_read_pj", self.caps[which], bits) if n_elems else 0.0
 
     def sram_wr(self, which: str, n_elems: float, bits: int) -> float:
-        return n_elems * self.tech.sram_write_pj(self.caps[which], bits) if n_elems else 0.0
+        return n_elems * self.unit("sram_write_pj", self.caps[which], bits) if n_elems else 0.0
 
     def dram(self, c: _Cost, n_bytes: float, which: str, read: bool) -> None:
         """Charge a DRAM transfer and the SRAM write (fill) or read (drain) on chip."""
@@ -70,11 +84,11 @@ class _Model:
         c.dram_bytes += n_bytes
         c.parts["dram"] += self.tech.dram_pj(8 * n_bytes)
         # A transfer of B bytes is B*8 bits through the SRAM port; energy is linear in width.
-        pj = (self.tech.sram_write_pj if read else self.tech.sram_read_pj)(self.caps[which], 8)
+        pj = self.unit("sram_write_pj" if read else "sram_read_pj", self.caps[which], 8)
         c.parts["sram"] += n_bytes * pj
 
     def vector(self, c: _Cost, recipe: Recipe, n: float) -> None:
-        c.parts["vector"] += n * recipe.energy_pj(self.tech, self.vb, self.acc)
+        c.parts["vector"] += n * self.recipe_pj(recipe)
         c.vector_ops += n * recipe.ops
 
 
@@ -156,7 +170,7 @@ def _qkv_shares_input(ops: list[Op], i: int, cfg: ConventionalConfig) -> bool:
 
 def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool, repeat: int = 1) -> tuple:
     """Array work of a GEMM op (x `repeat` for recompute), DRAM reads of its operands."""
-    op, cfg, tech = c.op, m.cfg, m.tech
+    op, cfg = c.op, m.cfg
     batch, M, K, N = (int(x) for x in op.gemm)
     ab, bb = _gemm_bits(op)
     a_tr, b_tr, mt, nt, sched, rra, rrb = dram_tiling(M, K, N, ab, bb, m.acc, m.caps["input"],
@@ -165,9 +179,10 @@ def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool, repeat: 
     macs = batch * M * K * N
     c.macs += macs
     c.array_cycles += repeat * batch * compute_cycles(M, K, N, m.R, m.C, cfg.dataflow)
-    c.parts["mac"] += repeat * macs * tech.mac_pj(bb, ab, m.acc)
-    hop = tech.reg_pj(ab) + (tech.reg_pj(m.acc) if cfg.dataflow == "ws" else tech.reg_pj(bb))
-    load = (s.b_reads * tech.reg_pj(bb) if cfg.dataflow == "ws" else M * N * tech.reg_pj(m.acc))
+    c.parts["mac"] += repeat * macs * m.unit("mac_pj", bb, ab, m.acc)
+    reg = lambda bits: m.unit("reg_pj", bits)                           # noqa: E731
+    hop = reg(ab) + (reg(m.acc) if cfg.dataflow == "ws" else reg(bb))
+    load = s.b_reads * reg(bb) if cfg.dataflow == "ws" else M * N * reg(m.acc)
     c.parts["reg"] += repeat * batch * (M * K * N * hop + load * (m.R + 1) / 2)
     c.parts["sram"] += repeat * batch * (
         m.sram_rd("input", s.a_reads, ab) + m.sram_rd("weight", s.b_reads, bb)
@@ -191,14 +206,18 @@ def _vector_op(m: _Model, c: _Cost, requant: bool) -> None:
         rows, width = 1, op.out_elems
     else:
         rows, width = _rows_width(op)
-    e, ops = vector_cost(op.kind, rows, width, m.tech, m.vb, m.acc, requant=False)
-    c.parts["vector"] += e
-    c.vector_ops += ops
+    per_el, per_row = RECIPES[op.kind]
+    m.vector(c, per_el, rows * width)
+    m.vector(c, per_row, rows)
     if requant:
         m.vector(c, REQUANT, rows * width)
 
 
 def _out_bits(ops: list[Op], i: int, vb: int) -> int:
+    """Bits at which op i's output is stored: what the next op reads (an explicit
+    extra["out_bits"] wins; the last op's output is kept at the vector unit's precision)."""
+    if "out_bits" in ops[i].extra:
+        return int(ops[i].extra["out_bits"])
     return _in_bits(ops[i + 1], vb) if i + 1 < len(ops) else vb
 
 
@@ -252,7 +271,7 @@ def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int]) -> tuple[li
                 m.dram(c, c.op.out_elems * vb / 8, "output", read=True)
                 c.parts["sram"] += m.sram_rd("output", c.op.out_elems, vb)
             _vector_op(m, c, requant=_feeds_gemm(ops, i) and i == last)
-            c.parts["reg"] += m.tech.reg_pj(vb) * c.op.out_elems      # pipeline hand-off
+            c.parts["reg"] += m.unit("reg_pj", vb) * c.op.out_elems      # pipeline hand-off
             if c.op.kind == "add" and i != last:                       # residual stream persists
                 m.dram(c, c.op.out_elems * vb / 8, "output", read=False)
                 c.notes.append("residual stream written back (needed by a later add)")
@@ -310,6 +329,7 @@ def simulate_conventional(workload: Workload, cfg: ConventionalConfig | None = N
         accelerator="conventional", energy_pj=energy, breakdown_pj=breakdown, cycles=total_cycles,
         latency_s=total_cycles / cfg.clock_hz, per_op=rows, config=cfg.to_dict(),
         notes=notes,
-        meta={"workload": workload.name, "tech_table": tech.to_dict(), "macs": macs, "array_utilization": macs / peak if peak else 0.0,
+        meta={"workload": workload.name, "tech_table": tech.to_dict(), "macs": macs,
+              "array_utilization": macs / peak if peak else 0.0,
               "dram_bytes": sum(r["dram_bytes"] for r in rows), "static_power_w": p_static,
               "kernels": sum(1 for r in rows if r["cycles"] > 0)})

@@ -7,11 +7,12 @@ with its operand matrices: ifmap = A (M x K), filter = B (K x N), ofmap = C (M x
   ws: B is pinned, R x C at a time; folds = ceil(K/R) * ceil(N/C); per fold R cycles to load
       the weights, M rows streamed, R + C - 2 to drain: cycles = folds * (2R + C + M - 2).
       A is read once per column fold, B once, partial sums written once per row fold.
-  os: C is pinned; folds = ceil(M/R) * ceil(N/C); per fold K operand wavefronts plus fill/drain:
-      cycles = folds * (2R + C + K - 2).  A is read once per column fold, B once per row fold,
-      each output written once.
+  os: C is pinned; folds = ceil(M/R) * ceil(N/C); per fold K operand wavefronts skewed over the
+      array, the drain overlapping the next fold: cycles = folds * (K + R + C - 2).  A is read
+      once per column fold, B once per row fold, each output written once.
 
-(SCALE-Sim v3 reproduces these counts exactly; see neuro_hw.crosscheck.)
+(These are SCALE-Sim v3.0.0's counts to within one cycle, including non-square arrays; see
+neuro_hw.crosscheck.  SCALE-Sim writes every ws partial sum out; we read it back as well, c_reads.)
 
 DRAM traffic comes from tiling the GEMM to the buffers (tiles sized to the usable half of each
 double-buffered SRAM), minimised over a fixed candidate set of schedules, so a larger buffer can
@@ -41,7 +42,7 @@ def compute_cycles(M: int, K: int, N: int, R: int, C: int, dataflow: str) -> int
     if dataflow == "ws":
         return ceil_div(K, R) * ceil_div(N, C) * (2 * R + C + M - 2)
     if dataflow == "os":
-        return ceil_div(M, R) * ceil_div(N, C) * (2 * R + C + K - 2)
+        return ceil_div(M, R) * ceil_div(N, C) * (K + R + C - 2)
     raise ValueError(f"dataflow {dataflow!r}; allowed: ws, os")
 
 

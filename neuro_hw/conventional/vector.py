@@ -60,14 +60,6 @@ RECIPES: dict[str, tuple[Recipe, Recipe]] = {
 
 # Requantise one element for a GEMM input: multiply by 1/scale, round (add), clamp (2 compares).
 REQUANT = Recipe(fp_mul=1, fp_add=1, cmp=2)
-# GEMM epilogue per output: bias add (int) and the dequantising/requantising multiply by the
-# combined scale, round, clamp.
-EPILOGUE = Recipe(int_add=1, fp_mul=1, fp_add=1, cmp=2)
-# Online-softmax rescale per score row per extra key block (tiled attention when a score row does
-# not fit on chip): new max (cmp), exp(old - new), rescale the running sum (mul).  The output
-# accumulator rescale (head_dim multiplies) is added by the caller.
-ONLINE_RESCALE = Recipe(cmp=1, fp_add=1, exp=1, fp_mul=1)
-
 
 def vector_cost(kind: str, rows: int, width: int, tech: TechTable, bits: int, acc_bits: int,
                 requant: bool) -> tuple[float, float]:

@@ -107,7 +107,7 @@ class ModeConfig:
     spike_aware: bool = True     # off: every synapse row fetched, every neuron updated, every step
     pipeline: bool = True        # layers overlap across time steps (Loihi's 1-step synaptic delay)
     event_exact: bool = False    # route every recorded spike individually (needs a SpikeRecord)
-    steps: str = "settle"        # settle: each input runs until its t_settle; trace: all trace.steps
+    steps: str = "settle"        # settle: each input runs to its t_settle + 1 quiet step; trace: all
     power_gate_unused: bool = False  # unused cores leak (False) or are power-gated (True)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neuro_hw.neuromorphic.mapping import Mapping
+from neuro_hw.neuromorphic.mapping import Mapping, matmul_cores_per_head, matmul_dest
 from neuro_hw.workload import NONSPIKING_KINDS, Op, Workload
 
 
@@ -46,14 +46,15 @@ def fanout(op: Op) -> int:
 
 def run_weights(trace, mode_steps: str) -> tuple[np.ndarray, float]:
     """Fraction of inputs still running at each step, and the mean number of steps run.
-    settle: an input runs until its own t_settle (at least one step); trace: all trace.steps."""
+    settle: an input runs until its own t_settle plus the one quiet step that shows the chip is
+    quiet (at most trace.steps); trace: all trace.steps."""
     T = trace.steps
     if mode_steps == "trace":
         return np.ones(T), float(T)
     per = list(trace.t_settle_per_sample)
     if not per:
         per = [trace.t_settle if trace.t_settle is not None else T] * trace.n_samples
-    per = np.clip(np.asarray(per, dtype=np.int64), 1, T)
+    per = np.clip(np.asarray(per, dtype=np.int64) + 1, 1, T)
     w = (np.arange(T)[:, None] < per[None, :]).mean(1)
     return w, float(per.mean())
 
@@ -83,7 +84,10 @@ def activity(workload: Workload, trace, mapping: Mapping, cfg) -> Activity:
                 a_rows, b_rows = (w * b * M * K, w * b * K * N) if dense else (sp[0], sp[1])
                 rec["fetch_a"], rec["fetch_b"] = a_rows, b_rows  # A spike: row of B (N); B spike: col of A (M)
                 rec["synops"] = a_rows * N + b_rows * M
-                rec["operand_updates"] = sp[0] + sp[1]  # stored A, B follow the spikes in any mode
+                cph = matmul_cores_per_head(op, len(mapping.cores_of(op.name)))
+                rec["cores_per_head"] = cph
+                # stored A, B follow the spikes in any mode; B is kept on each of its head's cores
+                rec["operand_updates"] = sp[0] + sp[1] * cph
             else:
                 rows = w * op.in_elems if dense else sp[0]
                 rec["fetch_a"] = rows
@@ -94,14 +98,19 @@ def activity(workload: Workload, trace, mapping: Mapping, cfg) -> Activity:
                 n_neurons = int(np.prod(site.shape)) if site.shape else 1
                 src = mapping.cores_of(s)
                 dst = mapping.cores_of(op.name)
-                hx, hy = mapping.hops(src, dst)
+                if op.kind == "matmul_act":
+                    n_dest = 1 if j == 0 else rec["cores_per_head"]
+                else:
+                    n_dest = len(dst)  # split along the outputs: every core needs every input spike
+                mx, my = mapping.mean_hops(src, dst)
                 act.sites[s] = {
                     "spikes": sp[j],
                     "updates": w * n_neurons if dense else site.updates / ns,
-                    "packets": sp[j] * len(dst),
-                    "hops_x": sp[j] * hx.mean(),
-                    "hops_y": sp[j] * hy.mean(),
+                    "packets": sp[j] * n_dest,
+                    "hops_x": sp[j] * n_dest * mx,
+                    "hops_y": sp[j] * n_dest * my,
                     "neurons": n_neurons,
+                    "dests": n_dest,
                 }
         elif op.kind in NONSPIKING_KINDS:
             u = _site(trace, op.name, "non-spiking unit")
@@ -170,9 +179,14 @@ def exact_totals(workload: Workload, record, mapping: Mapping) -> dict:
             idx = np.nonzero(flat)[1]                  # neuron index of every spike event
             src = mapping.cores_of(s)
             src_core = src[idx * len(src) // n]        # the core each spiking neuron lives on
-            hx, hy = mapping.hops(np.arange(len(mapping.core_xy)), dst)
-            tot["hops"] += float((hx[src_core] + hy[src_core]).sum())
-            tot["packets"] += float(len(idx) * len(dst))
+            xy = mapping.core_xy
+            if op.kind == "matmul_act":
+                dests = matmul_dest(op, dst, j, idx)
+            else:
+                dests = [np.full(len(idx), d) for d in dst]
+            for d in dests:                             # one packet per spike and destination core
+                tot["hops"] += float(np.abs(xy[src_core] - xy[d]).sum())
+                tot["packets"] += float(len(idx))
             tot["spikes"] += float(len(idx))
             tot["neuron_updates"] += float(record.updates[s].sum())
             if op.kind == "matmul_act":

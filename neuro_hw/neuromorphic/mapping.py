@@ -6,9 +6,12 @@ spikes travel to the cores that hold the synapses they drive):
 * a synaptic op (linear, conv, feature_embed, matmul_act, embed) is a *group* on one or more cores:
   its weights in synapse memory (params x stored weight bits; for matmul_act the two accumulated
   operands A and B, which play the role of weights in the increment identity), its output
-  accumulators in neuron memory.  An op too big for one core is split along its outputs N (each
-  core holds all K rows for a slice of the outputs), so every input spike goes to every core of
-  the op: one packet per destination core;
+  accumulators in neuron memory.  A linear / conv op too big for one core is split along its
+  outputs N (each core holds all K rows for a slice of the outputs), so every input spike goes to
+  every core of the op: one packet per destination core.  A matmul_act is split by head first,
+  then by rows of A within a head (`matmul_cores_per_head`): a spike of A goes to the one core of
+  its row, a spike of B to every core of its head (each keeps that head's B; the copies' memory is
+  not counted);
 * non-spiking units and residual adds sit on the cores of the op before them in the Workload
   (they read its accumulators), with their state (previous output / residual stream) in neuron
   memory;
@@ -52,6 +55,30 @@ def operand_bits(op: Op) -> tuple[int, int]:
     return int(bits[0]), int(bits[1])
 
 
+def matmul_cores_per_head(op: Op, n_cores: int) -> int:
+    """matmul_act ops are split over their cores by head (gemm batch) first, then by rows M of A
+    within a head (each of a head's cores then keeps a copy of that head's B).  A spike of A
+    reaches the one core holding its row; a spike of B reaches every core of its head."""
+    return max(1, n_cores // max(1, op.gemm[0]))
+
+
+def matmul_dest(op: Op, cores: np.ndarray, operand: int, idx: np.ndarray) -> list:
+    """Destination cores of spikes of operand 0 (A [b, M, K]) or 1 (B [b, K, N]) with flat
+    per-sample neuron indices `idx`: a list of index arrays, one per destination of each spike."""
+    b, M, K, N = op.gemm
+    c = len(cores)
+    cph = matmul_cores_per_head(op, c)
+    per_head = M * K if operand == 0 else K * N
+    h = idx // per_head
+    if cph == 1:
+        return [cores[h * c // b]]
+    base = h * cph
+    if operand == 0:
+        m = (idx // K) % M
+        return [cores[base + m * cph // M]]
+    return [cores[base + i] for i in range(cph)]
+
+
 @dataclass
 class Group:
     """One synaptic op (the host) with the units, adds and neuron sites that live on its cores."""
@@ -85,6 +112,11 @@ class Mapping:
     @property
     def used_cores(self) -> int:
         return int(((self.syn_used > 0) | (self.neuron_used > 0)).sum())
+
+    def mean_hops(self, src: np.ndarray, dst: np.ndarray) -> tuple[float, float]:
+        """Mean x and y hop distance between a source core and a destination core."""
+        hx, hy = self.hops(src, dst)
+        return float(hx.mean() / len(dst)), float(hy.mean() / len(dst))
 
     def hops(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per source core: summed x and y hop counts to every destination core (unicast)."""

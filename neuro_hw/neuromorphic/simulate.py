@@ -12,7 +12,9 @@ Energy, per event (all arithmetic and memory energies from the shared technology
   row of the stored B_t (N values); each spike also updates its own stored operand;
 * neuron update (per `updates` of the trace): read state + input accumulator, add, two compares
   (+ threshold and 0), write state; per spike one more add (reset by subtraction) and a count add;
-* packets: one per spike and destination core, local router energy + per hop energy;
+* packets: one per spike and destination core (all cores of a linear/conv op; the row's core for
+  a spike of A and every core of the head for a spike of B of a matmul_act), local router energy
+  + per hop energy;
 * non-spiking units: per re-evaluated element the fp operations of the unit (UNIT_RECIPES, with
   the table's exp / div / sqrt), reading its accumulated input and its previous output, writing
   the output; they run on the per-core digital units and are charged as what they are;
@@ -107,7 +109,8 @@ class _Costs:
     def recipe(self, kind: str, width: int) -> tuple[float, float, float]:
         """(energy pJ, lane cycles, operations) per element of a unit of row width `width`."""
         per_el, per_row = UNIT_RECIPES[kind]
-        e = sum(self.fp[o] * n for o, n in per_el.items()) + sum(self.fp[o] * n for o, n in per_row.items()) / width
+        e = (sum(self.fp[o] * n for o, n in per_el.items())
+             + sum(self.fp[o] * n for o, n in per_row.items()) / width)
         cyc = (sum(UNIT_OP_CYCLES[o] * n for o, n in per_el.items())
                + sum(UNIT_OP_CYCLES[o] * n for o, n in per_row.items()) / width)
         ops = sum(per_el.values()) + sum(per_row.values()) / width
@@ -160,28 +163,34 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
         a = act.ops.get(op.name, {})
         if op.kind in ("linear", "conv", "feature_embed", "matmul_act"):
             if op.kind == "matmul_act":
+                # A spike: row of the stored B_t on its row's core; B spike: column of the stored
+                # A_{t-1} on each core of its head (rows of the head split over those cores)
                 b, M, K, N = op.gemm
                 ba, bb = operand_bits(op)
-                fetches = [(a["fetch_a"], N, bb), (a["fetch_b"], M, ba)]
+                fetches = [(a["fetch_a"], N, bb, 1), (a["fetch_b"], M, ba, a["cores_per_head"])]
             else:
-                fetches = [(a["fetch_a"], fanout(op), stored_weight_bits(op.w_bits, k.weight_bits))]
-            for f, n_t, bits in fetches:
-                words, acc_words, cyc_f = _fetch_shape(n_t, len(cores), bits, cfg)
+                wb = stored_weight_bits(op.w_bits, k.weight_bits)
+                fetches = [(a["fetch_a"], fanout(op), wb, len(cores))]
+            for f, n_t, bits, n_c in fetches:
+                words, acc_words, cyc_f = _fetch_shape(n_t, n_c, bits, cfg)
                 F = float(f.sum())
                 e["synaptic_sram"] += F * words * c.syn_word * (1 - g.spill_syn)
                 e["accumulate"] += F * acc_words * c.neu_word_rw * (1 - g.spill_neuron)
-                e["offchip"] += F * (words * g.spill_syn + 2 * acc_words * g.spill_neuron) * k.word_bits * c.dram_bit
-                cyc = cyc + f * cyc_f + f * words * k.word_bits * g.spill_syn / len(cores) / cfg.memory.dram_bits_per_cycle
+                dram_bits = (words * g.spill_syn + 2 * acc_words * g.spill_neuron) * k.word_bits
+                e["offchip"] += F * dram_bits * c.dram_bit
+                # per core: a matmul_act's spikes spread over its heads' cores; a linear's reach all
+                share = (1.0 / len(cores)) * n_c if op.kind == "matmul_act" else 1.0
+                cyc = cyc + share * f * (cyc_f + dram_bits / n_c / cfg.memory.dram_bits_per_cycle)
             synops = float(a["synops"].sum())
             e["accumulate"] += synops * (c.add_acc + c.synop_overhead)
-            syn_event_pj += e["synaptic_sram"] + e["accumulate"] + e["offchip"]
-            if op.kind == "matmul_act":
+            if op.kind == "matmul_act":  # each spike also updates its stored operand
                 upd = a["operand_updates"]
                 e["synaptic_sram"] += float(upd.sum()) * c.syn_word_rw * (1 - g.spill_syn)
                 e["offchip"] += float(upd.sum()) * 2 * k.word_bits * c.dram_bit * g.spill_syn
-                cyc = cyc + 2 * upd
+                cyc = cyc + 2 * upd / len(cores)
+            syn_event_pj += e["synaptic_sram"] + e["accumulate"] + e["offchip"]
             ops_count["synaptic"] += synops
-            row.update(synops=synops, row_fetches=float(sum(f.sum() for f, _, _ in fetches)),
+            row.update(synops=synops, row_fetches=float(sum(f.sum() for f, _, _, _ in fetches)),
                        weight_kib=round(g.syn_bytes / 1024, 3))
             items.append((stage_of[op.name], cores, cyc))
             # the op's input neurons: updates, spikes, packets (charged to this op's row)
@@ -231,7 +240,7 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
             ops_count["embed"] += L * width
             items.append((stage_of[op.name], cores, look * words / len(cores)))
             row.update(lookups=L, weight_kib=round(g.syn_bytes / 1024, 3))
-        row["energy_pj"] = sum(e.values())
+        row["energy_pj"] = float(sum(e.values()))
         row["cycles"] = 0.0
         for p in PARTS:
             parts[p] += e[p]
@@ -241,14 +250,15 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
     mx, my = k.mesh
     barrier_ns = cfg.sync.barrier_fixed_ns + 2 * ((mx - 1) * cfg.noc.hop_ns_x + (my - 1) * cfg.noc.hop_ns_y)
     barrier_cycles = barrier_ns * 1e-9 * clock
-    work_cycles, ticks, per_item_cycles = _schedule(items, route_cycles, act, k.count, cfg.mode.pipeline)
+    work_cycles, ticks, per_item_cycles, busy = _schedule(items, route_cycles, act, cfg.mode.pipeline)
+    meta["utilisation"]["core_busy"] = busy
     stages = len({s for s, _, _ in items})
     barriers = act.mean_steps + (stages - 1 if cfg.mode.pipeline else 0)
     host_in_bits = _host_input_bits(workload, mapping, fb)
     host_out_bits = workload.ops[-1].out_elems * k.acc_bits if workload.ops else 0
     host_bits = host_in_bits + host_out_bits
     host_cycles = host_bits / (cfg.sync.host_io_gbps * 1e9) * clock
-    cycles = work_cycles + barriers * barrier_cycles + host_cycles
+    cycles = float(work_cycles + barriers * barrier_cycles + host_cycles)
     latency_s = cycles / clock
     n_tiles = mx * my
     parts["sync"] = barriers * 2 * n_tiles * (c.packet + c.hop)
@@ -259,18 +269,22 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
                 + t.logic_leak_w(powered * k.logic_mm2 * t.area_scale))
     parts["static"] = static_w * latency_s * 1e12
     for row in rows:
-        row["cycles"] = per_item_cycles.get(stage_of[row["name"]], 0.0)
+        row["cycles"] = float(per_item_cycles.get(stage_of[row["name"]], 0.0))
+    parts = {p: float(v) for p, v in parts.items()}
     total = sum(parts.values())
     all_ops = sum(ops_count.values())
-    sdf = {"ops": ops_count["synaptic"] / all_ops if all_ops else 0.0,
-           "energy": syn_event_pj / total if total else 0.0}
+    sdf = {"ops": float(ops_count["synaptic"] / all_ops) if all_ops else 0.0,
+           "energy": float(syn_event_pj / total) if total else 0.0}
     notes = list(mapping.notes)
     if parts["offchip"] > 0:
         notes.append(f"off-chip DRAM traffic: {parts['offchip'] / total:.1%} of the energy")
     if not cfg.mode.spike_aware:
         notes.append("spike-aware dataflow OFF: every synapse row fetched and every neuron updated "
                      "at every step")
-    meta.update({"barriers": barriers, "barrier_ns": barrier_ns, "ticks": ticks, "stages": stages,
+    meta.update({"run_steps": (f"{cfg.mode.steps}: " + ("each input runs until its own t_settle + 1 "
+                                "quiet step (the host stops it when the chip is quiet)"
+                                if cfg.mode.steps == "settle" else "every input runs all trace.steps")),
+                 "barriers": barriers, "barrier_ns": barrier_ns, "ticks": ticks, "stages": stages,
                  "static_power_w": static_w, "host_io_bits": host_bits, "ops_by_class": ops_count,
                  "tech": t.name, "events": analytical_totals(workload, act)["_all"],
                  "placement": {g.host: [int(g.cores[0]), len(g.cores)] for g in mapping.groups.values()}})
@@ -299,14 +313,17 @@ def _host_input_bits(workload: Workload, mapping: Mapping, fp_bits: int) -> floa
     return bits
 
 
-def _schedule(items, routes, act: Activity, n_cores: int, pipeline: bool):
-    """Work cycles per inference (without barriers), number of ticks, and cycles per op row."""
+def _schedule(items, routes, act: Activity, pipeline: bool):
+    """Work cycles per inference (without barriers), number of ticks, cycles per op (by stage),
+    and the mean busy fraction of the used cores over the work cycles."""
     T = act.steps
     stages = sorted({s for s, _, _ in items})
     rank = {s: i for i, s in enumerate(stages)}
     per_stage = {}
     for s, _, w in items:
         per_stage[s] = per_stage.get(s, 0.0) + float(w.sum())
+    used = np.unique(np.concatenate([np.asarray(cores) for _, cores, _ in items]))
+    core_work = sum(float(w.sum()) * len(cores) for _, cores, w in items)
     if not pipeline:
         # ops one after another in each step; each op's cores work in parallel
         total = sum(float(w.sum()) for _, _, w in items)
@@ -316,7 +333,6 @@ def _schedule(items, routes, act: Activity, n_cores: int, pipeline: bool):
     else:
         S = len(stages)
         L = T + S - 1
-        used = np.unique(np.concatenate([np.asarray(cores) for _, cores, _ in items]))
         col = {cc: i for i, cc in enumerate(used)}
         work = np.zeros((len(used), L))
         for s, cores, w in items:
@@ -329,7 +345,8 @@ def _schedule(items, routes, act: Activity, n_cores: int, pipeline: bool):
             busy[r:r + T] = np.maximum(busy[r:r + T], np.where(spk > 0, route, 0.0))
         total = float(work.max(0).sum() + busy.sum())
         ticks = L
-    return total, ticks, per_stage
+    busy = core_work / (len(used) * total) if total > 0 else 0.0
+    return total, ticks, per_stage, float(busy)
 
 
 def _apply_exact(workload: Workload, act: Activity, record, mapping: Mapping) -> dict:

@@ -24,8 +24,8 @@ from torch.nn.utils import parametrize
 
 from snmfm.compress.plan import TARGETS, BitPlan, plan_bits
 from snmfm.compress.prune import prune
-from snmfm.compress.quant import calibrate, quantize
-from snmfm.compress.qat import finetune, freeze, prepare_qat, task_adapter
+from snmfm.compress.quant import calibrate
+from snmfm.compress.qat import finetune, freeze, prepare_qat, task_adapter, unparametrize
 from snmfm.compress.sensitivity import sensitivity
 from snmfm.nn import quantizers
 
@@ -45,8 +45,7 @@ def latent_float(student: nn.Module) -> nn.Module:
     m = copy.deepcopy(student)
     for mod in list(m.modules()):
         if parametrize.is_parametrized(mod):
-            for name in list(mod.parametrizations):
-                parametrize.remove_parametrizations(mod, name, leave_parametrized=False)
+            unparametrize(mod)
     for _, q in quantizers(m):
         q.mode, q.log_scale, q.bits, q.samples = "off", None, None, []
     if hasattr(m, "snmfm_qat"):
@@ -97,12 +96,13 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     model = copy.deepcopy(model).eval()
     calibrate(model, calib)
     table = costs(model, calib) if callable(costs) else costs
+    scales: dict = {}  # activation steps searched once, shared by sensitivity and QAT
     sens = sensitivity(model, calib[:2], bits=sorted(set(choices) | set(a_choices or choices)),
-                       levels=("layer",), calibrated=True)
+                       levels=("layer",), calibrated=True, scales=scales)
     plan = plan_bits(model, budget, table, target, sensitivity=sens, choices=choices,
                      a_choices=a_choices, fixed_layers=fixed_layers)
     if finetune_steps > 0:
-        student = prepare_qat(model, overrides=plan.layers)
+        student = prepare_qat(model, overrides=plan.layers, scales=scales)
         adapter = task_adapter(tk, batch_size)
         stats = finetune(student, teacher, adapter.pop("sample"), steps=finetune_steps, lr=lr,
                          device=device, seed=seed, log_every=100 if progress else 0, **adapter)
@@ -110,7 +110,7 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
         model = latent_float(student)
         metrics["finetune"] = stats
     else:
-        qann = quantize(model, overrides=plan.layers)
+        qann = freeze(prepare_qat(model, overrides=plan.layers, scales=scales))  # == quantize(...)
         model = copy.deepcopy(model)
         for _, q in quantizers(model):
             q.samples = []

@@ -72,6 +72,22 @@ def _weight_owner(layer) -> tuple[nn.Module, str]:
     return layer, "weight"  # QuantFeatureEmbed
 
 
+def unparametrize(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Strip the parametrisations of one module of a *deep copy*, keeping the latent tensors.
+
+    `parametrize.remove_parametrizations` deletes the property from the module's generated class,
+    and a deep copy shares that class with the original: removing it there would break the
+    original.  Here only the instance changes: it gets back its base class and plain parameters."""
+    latent = {}
+    for name, plist in list(module.parametrizations.items()):
+        latent[name] = plist.original.detach()
+    del module._modules["parametrizations"]
+    module.__class__ = module.__class__.__bases__[0]
+    for name, t in latent.items():
+        module.register_parameter(name, nn.Parameter(t.clone()))
+    return latent
+
+
 def _check_overrides(layers: Mapping, overrides: Mapping) -> None:
     for name, o in overrides.items():
         if name not in layers:
@@ -144,11 +160,10 @@ def freeze(student: nn.Module) -> nn.Module:
         if isinstance(layer, WEIGHT_LAYERS):
             owner, attr = _weight_owner(layer)
             lsq = owner.parametrizations[attr][0]
-            w = owner.parametrizations[attr].original.detach().to(torch.float64)
             step = lsq.log_scale.detach().exp().to(torch.float64)
+            w = unparametrize(owner)[attr].to(torch.float64)
             flat = w.reshape(w.shape[0], -1)
             w_int = torch.clamp(torch.round(flat / step[:, None]), -lsq.qmax, lsq.qmax).reshape(w.shape)
-            parametrize.remove_parametrizations(owner, attr, leave_parametrized=False)
             layer.set_int_weight(w_int, step, lsq.bits)
     qann = qann.double().eval()
     eb = info["embed_bits"]

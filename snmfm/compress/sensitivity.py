@@ -197,22 +197,23 @@ def units_of(model: nn.Module, levels=LEVELS, channel_groups: int = 4) -> list[_
 class _Quantiser:
     """Caches scales and quantised weights per (site, bits) for one calibrated model."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, scales: dict | None = None):
         self.model = model
         self.layers = quant_layers(model)
         self.qs = dict(quantizers(model))
-        self._scales: dict = {}
+        # {(quantizer, bits, method, percentile): step}, the cache `prepare_qat` shares
+        self._scales: dict = {} if scales is None else scales
         self._weights: dict = {}
 
     def scale(self, qname: str, bits: int) -> tuple[float, int, int]:
-        key = (qname, bits)
+        key = (qname, bits, "mse", 99.99)  # quantize's defaults
+        q = self.qs[qname]
+        qmin, qmax = qrange(bits, q.signed)
         if key not in self._scales:
-            q = self.qs[qname]
             if not q.samples:
                 raise ValueError(f"quantizer {qname!r} saw no calibration data")
-            qmin, qmax = qrange(bits, q.signed)
-            self._scales[key] = (search_scale(torch.cat(q.samples), qmin, qmax), qmin, qmax)
-        return self._scales[key]
+            self._scales[key] = search_scale(torch.cat(q.samples), qmin, qmax)
+        return self._scales[key], qmin, qmax
 
     def weight(self, lname: str, bits: int) -> torch.Tensor:
         key = (lname, bits)
@@ -274,11 +275,13 @@ def _metric_fn(metric):
 @torch.no_grad()
 def sensitivity(model: nn.Module, data: Iterable, *, bits=(2, 4, 8), levels=LEVELS, kinds=KINDS,
                 metric="kl", channel_groups: int = 4, inputs_of: Callable = _as_args,
-                calibrated: bool = False) -> SensitivityTable:
+                calibrated: bool = False, scales: dict | None = None) -> SensitivityTable:
     """Measured sensitivity of every unit at every level (see the module docstring).
 
     data: batches of model inputs (as for `calibrate`; `inputs_of(batch)` picks the inputs out of a
     batch that also holds labels).  The model is calibrated on `data` first unless `calibrated`.
+    scales: a cache of activation steps shared with `prepare_qat` (same keys), so a later QANN
+    does not search them again.
     Returns a SensitivityTable; the model is left unchanged (float, quantizers off)."""
     bad = set(kinds) - set(KINDS)
     if bad:
@@ -292,7 +295,7 @@ def sensitivity(model: nn.Module, data: Iterable, *, bits=(2, 4, 8), levels=LEVE
     was_training = model.training
     model.eval()
     refs = [model(*inputs_of(b)) for b in data]
-    qz = _Quantiser(model)
+    qz = _Quantiser(model, scales)
     rows = []
     try:
         for u in units_of(model, levels, channel_groups):

@@ -32,7 +32,7 @@ class VisionDigits(ClassifyTask):
     kind = "classify"
     n_classes = 10
     description = "8x8 handwritten digits (scikit-learn load_digits), ViT classifier, 10 classes"
-    train_config = TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup=100, weight_decay=0.05)
+    train_config = TrainConfig(steps=3000, batch_size=64, lr=2e-3, warmup=100, weight_decay=0.05)
 
     def data(self, split: str, seed: int = 0) -> TensorData:
         return tabular.digits(split, seed)
@@ -56,7 +56,7 @@ class MedicalWDBC(ClassifyTask):
     n_classes = 2
     description = ("Wisconsin diagnostic breast cancer (scikit-learn load_breast_cancer), "
                    "FeatureTransformer over 30 feature tokens, malignant/benign")
-    train_config = TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup=50, weight_decay=0.05)
+    train_config = TrainConfig(steps=300, batch_size=64, lr=5e-4, warmup=30, weight_decay=0.05)
 
     def model_overrides(self) -> dict:
         return {"n_classes": 2, "n_features": 30}

@@ -32,7 +32,7 @@ class VQADigits(Task):
     kind = "vqa"
     description = ("digit image + question ('what digit is this', 'is it even/odd', 'is it "
                    "greater/less than N') -> generated one-word answer")
-    train_config = TrainConfig(steps=2000, batch_size=64, lr=2e-3, warmup=100, weight_decay=0.05)
+    train_config = TrainConfig(steps=2500, batch_size=128, lr=2e-3, warmup=100, weight_decay=0.05)
 
     def model_overrides(self) -> dict:
         return {"vocab_size": len(vqa.VOCAB), "max_len": 32}

@@ -1,0 +1,183 @@
+"""plan_bits: the MILP is exact (equals brute force), budgets and errors are honest, plans are
+readable JSON that `quantize` applies, and mixed-precision QANNs still convert exactly."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from converters import convert
+from snmfm.compress import calibrate, quantize
+from snmfm.compress.plan import (BitPlan, InfeasibleBudget, plan_bits, plan_cost, size_costs,
+                                 uniform_cost)
+from snmfm.compress.sensitivity import SensitivityTable, sensitivity
+from snmfm.models import build_model
+from snmfm.nn import QuantLinear, QuantMatMul
+
+
+class _Three(nn.Module):
+    """Three weight layers and one activation product: a problem small enough to brute-force."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = QuantLinear(4, 6)
+        self.b = QuantLinear(6, 5)
+        self.mm = QuantMatMul()
+        self.c = QuantLinear(5, 3)
+
+    def forward(self, x):
+        h = self.b(self.a(x))
+        return self.c(self.mm(h[:, :, None], h[:, None, :]).sum(-1))
+
+
+LAYERS = ("a", "b", "mm", "c")
+
+
+def _tables(draw_s, draw_c, draw_f, bits):
+    rows = []
+    for i, name in enumerate(LAYERS):
+        for j, b in enumerate(bits):
+            if name != "mm":
+                rows.append({"unit": name, "level": "layer", "kind": "w", "bits": b, "value": draw_s[i][j]})
+            rows.append({"unit": name, "level": "layer", "kind": "a", "bits": b, "value": draw_s[i][j + len(bits)]})
+    sens = SensitivityTable(metric="kl", rows=rows)
+    layers = {}
+    for i, name in enumerate(LAYERS):
+        if name == "mm":
+            layers[name] = {f"a{a}": draw_c[i][k] for k, a in enumerate(bits)}
+        else:
+            layers[name] = {f"w{w}a{a}": draw_c[i][k] for k, (w, a) in enumerate(itertools.product(bits, bits))}
+    costs = {"schema": "snmfm.costs/1", "target": "neuromorphic", "unit": "pJ", "layers": layers,
+             "fixed": {f"a{a}": f for a, f in zip(bits, draw_f)}}
+    return sens, costs
+
+
+def _brute(sens: SensitivityTable, costs, bits, budget):
+    from snmfm.compress.sensitivity import monotone
+    sw, sa = sens.layer_table("w"), sens.layer_table("a")
+    per_layer = []
+    for name in LAYERS:
+        opts = [(None, a) for a in bits] if name == "mm" else list(itertools.product(bits, bits))
+        per_layer.append([(o, (monotone(sw[name])[o[0]] if o[0] else 0.0) + monotone(sa[name])[o[1]])
+                          for o in opts])
+    best, cheapest = None, np.inf
+    for combo in itertools.product(*per_layer):
+        plan = {n: ({"a_bits": o[1]} if o[0] is None else {"w_bits": o[0], "a_bits": o[1]})
+                for n, (o, _) in zip(LAYERS, combo)}
+        c = plan_cost(plan, costs)
+        cheapest = min(cheapest, c)
+        if c <= budget * (1 + 1e-9):
+            s = sum(v for _, v in combo)
+            if best is None or s < best:
+                best = s
+    return best, cheapest
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 1), min_size=6, max_size=6), min_size=4, max_size=4),
+       st.lists(st.lists(st.integers(1, 50), min_size=9, max_size=9), min_size=4, max_size=4),
+       st.lists(st.integers(0, 100), min_size=3, max_size=3), st.floats(0.0, 1.0))
+def test_milp_plan_equals_brute_force_search(s, c, f, where):
+    bits = (2, 4, 8)
+    sens, costs = _tables(s, [[float(v) for v in row] for row in c], [float(v) for v in f], bits)
+    model = _Three()
+    _, cheapest = _brute(sens, costs, bits, np.inf)
+    most = max(uniform_cost(costs, 8, 8), cheapest)
+    budget = cheapest + where * (most - cheapest) * 1.2
+    plan = plan_bits(model, budget, costs, "neuromorphic", sensitivity=sens, choices=bits)
+    best, _ = _brute(sens, costs, bits, budget)
+    assert plan.objective == pytest.approx(best, abs=1e-9)
+    assert plan.cost <= budget * (1 + 1e-9)
+    assert plan.cost == pytest.approx(plan_cost(plan, costs))
+
+
+def test_infeasible_budget_error_states_smallest_feasible_budget():
+    bits = (2, 4, 8)
+    sens, costs = _tables([[0.5] * 6] * 4, [[float(k + 1) for k in range(9)]] * 4, [10.0, 20.0, 40.0], bits)
+    _, cheapest = _brute(sens, costs, bits, np.inf)
+    with pytest.raises(InfeasibleBudget, match="smallest feasible budget") as e:
+        plan_bits(_Three(), cheapest - 1, costs, "neuromorphic", sensitivity=sens, choices=bits)
+    assert e.value.min_budget == pytest.approx(cheapest)
+    plan = plan_bits(_Three(), cheapest, costs, "neuromorphic", sensitivity=sens, choices=bits)
+    assert plan.cost == pytest.approx(cheapest)
+
+
+def test_unknown_target_lists_targets():
+    with pytest.raises(ValueError, match="size, conventional, neuromorphic"):
+        plan_bits(_Three(), 1e9, None, "energy", sensitivity=SensitivityTable("kl"))
+
+
+def test_energy_target_without_costs_says_where_costs_come_from():
+    with pytest.raises(ValueError, match="neuro_hw.costs"):
+        plan_bits(_Three(), 1e9, None, "neuromorphic", sensitivity=SensitivityTable("kl"))
+
+
+def test_largest_activation_bits_is_charged_once_for_the_whole_model():
+    """Fixed (per time step) cost by largest a_bits: one 8-bit layer costs the 8-bit fixed part."""
+    bits = (4, 8)
+    s = [[0.0, 0.0, 1.0, 0.0]] * 4  # a-bits matter, w-bits do not
+    c = [[1.0, 1.0, 1.0, 1.0]] * 4  # layer costs flat
+    sens, costs = _tables(s, c, [0.0, 100.0], bits)
+    tight = plan_bits(_Three(), 4 + 50, costs, "neuromorphic", sensitivity=sens, choices=bits)
+    assert all(o["a_bits"] == 4 for o in tight.layers.values())
+    loose = plan_bits(_Three(), 4 + 100, costs, "neuromorphic", sensitivity=sens, choices=bits)
+    assert all(o["a_bits"] == 8 for o in loose.layers.values())
+    assert loose.meta["max_a_bits"] == 8 and tight.meta["max_a_bits"] == 4
+
+
+@pytest.fixture(scope="module")
+def vit_and_table():
+    torch.manual_seed(0)
+    m = build_model("vit", "tiny").eval()
+    data = [torch.randn(16, 1, 8, 8)]
+    return m, data, sensitivity(m, data, bits=(2, 4, 8), levels=("layer",))
+
+
+def test_size_budget_of_uniform_plan_admits_it_and_counts_bits(vit_and_table):
+    m, _, sens = vit_and_table
+    costs = size_costs(m, (2, 4, 8))
+    plan = plan_bits(m, "w8a8", costs, "size", sensitivity=sens)
+    assert all(o.get("w_bits", 8) == 8 and o["a_bits"] == 8 for o in plan.layers.values())
+    n_w = sum(l.linear.weight.numel() for l in m.modules() if isinstance(l, QuantLinear)) + m.patch.conv.weight.numel()
+    assert uniform_cost(costs, 8, 8) - uniform_cost(costs, 4, 4) == 4 * n_w
+    p4 = plan_bits(m, "w4a4", costs, "size", sensitivity=sens)
+    assert p4.cost <= uniform_cost(costs, 4, 4)
+    assert p4.objective <= plan_bits(m, "w4a4", costs, "size", sensitivity=sens, choices=(4,), a_choices=(2, 4, 8)).objective + 1e-12
+
+
+def test_plan_json_is_editable_and_quantize_applies_it(vit_and_table, tmp_path):
+    m, data, sens = vit_and_table
+    plan = plan_bits(m, "w4a4", None, "size", sensitivity=sens)
+    path = plan.save(tmp_path / "plan.json")
+    doc = json.loads(path.read_text())
+    doc["layers"]["head"] = {"w_bits": 8, "a_bits": 6}  # a user edit
+    path.write_text(json.dumps(doc))
+    edited = BitPlan.load(path)
+    edited.check(m)
+    calibrate(m, data)
+    qann = quantize(m, overrides=edited.layers)
+    assert qann.head.w_bits == 8 and qann.head.quant.bits == 6
+    for name, o in edited.layers.items():
+        layer = qann.get_submodule(name)
+        q = layer.quant_a if isinstance(layer, QuantMatMul) else layer.quant
+        assert q.bits == o["a_bits"]
+    x = data[0][:4]
+    r = convert(qann).run(x)
+    assert torch.equal(r.output, qann(x))  # mixed precision converts exactly
+
+
+def test_bad_plan_files_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="integer >= 2"):
+        BitPlan(layers={"head": {"w_bits": 1, "a_bits": 8}})
+    with pytest.raises(ValueError, match="unknown key"):
+        BitPlan(layers={"head": {"bits": 4}})
+    p = tmp_path / "x.json"
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        BitPlan.load(p)

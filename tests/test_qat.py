@@ -1,0 +1,142 @@
+"""QAT: starts where PTQ is, learns, and ends as a QANN that converts exactly."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from converters import convert
+from snmfm.compress import calibrate, quantize
+from snmfm.compress.qat import distill_loss, finetune, freeze, prepare_qat, qat
+from snmfm.compress.quant import quant_layers
+from snmfm.nn import QuantMatMul, quantizers
+from snmfm.models import build_model
+
+
+def _model():
+    torch.manual_seed(0)
+    m = build_model("features", "tiny", n_features=6, n_classes=3).eval()
+    return m
+
+
+def _teacher_data(m, n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g)
+
+
+def test_freeze_of_untrained_student_equals_quantize():
+    m = _model()
+    x = _teacher_data(m)
+    calibrate(m, [(x,)])
+    over = {"head": {"w_bits": 8, "a_bits": 6}, "trunk.blocks.0.attn.qk": {"a_bits": 4}}
+    ref = quantize(m, 4, 5, overrides=over)
+    got = freeze(prepare_qat(m, 4, 5, overrides=over))
+    for (n, a), (_, b) in zip(quantizers(ref), quantizers(got)):
+        assert (a.bits, a.qmin, a.qmax, a.mode) == (b.bits, b.qmin, b.qmax, b.mode), n
+        assert float(b.scale) == pytest.approx(float(a.scale), rel=1e-14), n
+    for n, layer in quant_layers(ref).items():
+        if not isinstance(layer, QuantMatMul):
+            assert torch.equal(layer.w_int, got.get_submodule(n).w_int) and layer.w_bits == got.get_submodule(n).w_bits
+    assert torch.allclose(ref(x), got(x), atol=1e-9)
+    assert got.snmfm_quant["overrides"] == over
+
+
+def _sample_fn(n=32):
+    def sample(gen, step):
+        return (torch.randn(n, 6, generator=gen),)
+    return sample
+
+
+def test_qat_reduces_the_distillation_gap_at_low_bits():
+    m = _model()
+    x = _teacher_data(m, 256, seed=3)
+    calibrate(m, [(x,)])
+    ptq = quantize(m, 3, 3)
+    with torch.no_grad():
+        gap_ptq = float(distill_loss(ptq(x).float(), m(x)))
+    tuned = qat(m, _sample_fn(), 3, 3, steps=60, lr=3e-3)
+    with torch.no_grad():
+        gap_qat = float(distill_loss(tuned(x).float(), m(x)))
+    assert gap_qat < 0.7 * gap_ptq
+
+
+def test_qat_learns_weights_and_steps_and_keeps_bits():
+    m = _model()
+    calibrate(m, [(_teacher_data(m),)])
+    student = prepare_qat(m, 4, 4)
+    steps0 = {n: p.detach().clone() for n, p in student.named_parameters() if n.endswith("log_scale")}
+    assert len(steps0) == len(quantizers(m)) + sum(not isinstance(l, QuantMatMul) for l in quant_layers(m).values())
+    stats = finetune(student, m, _sample_fn(), steps=5, lr=1e-2)
+    moved = [n for n, p in student.named_parameters() if n in steps0 and not torch.equal(p, steps0[n])]
+    assert moved and stats["steps"] == 5
+    q = freeze(student)
+    assert all(qq.bits == 4 and qq.mode == "int" for _, qq in quantizers(q))
+    for layer in quant_layers(q).values():
+        if not isinstance(layer, QuantMatMul):
+            assert layer.w_int.abs().max() <= 7 and torch.equal(layer.w_int, layer.w_int.round())
+
+
+def test_qat_qann_converts_exactly():
+    m = _model()
+    x = _teacher_data(m, 16)
+    calibrate(m, [(x,)])
+    q = qat(m, _sample_fn(), 4, 4, steps=10, lr=3e-3)
+    r = convert(q).run(x)
+    assert torch.equal(r.output, q(x))
+    assert torch.equal(r.output.argmax(-1), q(x).argmax(-1))
+
+
+def test_task_loss_and_distillation_mix():
+    m = _model()
+    calibrate(m, [(_teacher_data(m),)])
+    student = prepare_qat(m, 8, 8)
+
+    def sample(gen, step):
+        x = torch.randn(16, 6, generator=gen)
+        return x, (x[:, 0] > 0).long()
+    stats = finetune(student, m, sample, steps=3, task_loss=lambda out, b: F.cross_entropy(out, b[1]),
+                     inputs_of=lambda b: (b[0],))
+    assert stats["alpha"] == 0.5
+    with pytest.raises(ValueError, match="task_loss"):
+        finetune(student, m, sample, steps=1, alpha=0.3, inputs_of=lambda b: (b[0],))
+
+
+def test_prepare_needs_calibration():
+    with pytest.raises(ValueError, match="calibrate"):
+        prepare_qat(_model(), 8, 8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_qat_runs_on_gpu():
+    m = _model()
+    calibrate(m, [(_teacher_data(m),)])
+    q = qat(m, _sample_fn(), 4, 4, steps=3, device="cuda")
+    assert next(q.parameters()).device.type == "cpu"
+
+
+def test_compress_checkpoint_prunes_plans_finetunes_and_saves(tmp_path):
+    """The one call behind `snmfm compress`: a tiny medical-wdbc checkpoint to a W4A4 size budget."""
+    from converters import load_qann, save_qann
+    from snmfm.checkpoint import load_checkpoint, save_checkpoint
+    from snmfm.compress.pipeline import compress_checkpoint
+    from snmfm.compress.plan import BitPlan
+    from snmfm.tasks import get_task
+    task = get_task("medical-wdbc")
+    torch.manual_seed(0)
+    m = build_model("features", "tiny", n_features=30, n_classes=2, n_layers=2)
+    src = save_checkpoint(m, tmp_path / "src", {"task": task.name})
+    res = compress_checkpoint(src, budget="w4a4", target="size", out=tmp_path / "out", heads=1,
+                              mlp_channels=0.25, finetune_steps=5, calib_samples=32, batch_size=16,
+                              save_qann=save_qann)
+    assert [b.attn.n_heads for b in res.model.trunk.blocks] == [1, 1]
+    plan = BitPlan.load(res.paths["plan"])
+    assert plan.cost <= plan.budget and plan.meta["prune"]["heads"]
+    back, meta = load_checkpoint(res.paths["checkpoint"], task=task.name)
+    assert meta["compress"]["finetune"]["steps"] == 5
+    qann = load_qann(res.paths["qann"])
+    x = task.example_inputs(8)
+    assert torch.equal(qann(*x), res.qann(*x))
+    r = convert(qann).run(*x)
+    assert torch.equal(r.output, qann(*x))
+    with pytest.raises(ValueError, match="neuro_hw.costs"):
+        compress_checkpoint(src, budget=1.0, target="neuromorphic")
