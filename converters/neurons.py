@@ -21,6 +21,12 @@ changing, n equals the QANN code: SNN == QANN.  `IFNeuron` computes this count f
 accumulated input S_t is the QANN's own pre-activation evaluated on the accumulated integer spike
 counts upstream, so no float is ever summed over time; `if_neuron_reference` is the literal
 membrane form above, used to test that the two agree.
+
+Cached positions (incremental decoding with a KV cache).  A neuron may be told that the leading
+`n` positions along one axis of its input are *settled*: their input is the same as when an earlier
+run ended, so their count starts this run at that run's final count (the QANN code) instead of 0,
+and, the target being that count already, they never spike again.  `SpikingModel.run(...,
+caches=...)` does this for the key and value neurons of each attention block.
 """
 from __future__ import annotations
 
@@ -89,6 +95,8 @@ class IFNeuron(nn.Module):
         self.recorder = None
         self.count: torch.Tensor | None = None  # [B, ...] count after the last step run
         self.last_step_quiet = False
+        # (settled counts [B, ...] of the leading positions, axis) for a run with a KV cache
+        self.settled: tuple[torch.Tensor, int] | None = None
 
     @property
     def threshold(self) -> float:
@@ -100,6 +108,16 @@ class IFNeuron(nn.Module):
     def reset(self) -> None:
         self.count = None
         self.last_step_quiet = False
+        self.settled = None
+
+    def initial_count(self, like: torch.Tensor) -> torch.Tensor:
+        """Count [B, ...] before the first step of a run: 0, except the settled leading positions
+        (`self.settled`), which start at their final count of the run that computed them."""
+        n0 = torch.zeros_like(like)
+        if self.settled is not None:
+            counts, axis = self.settled
+            n0.narrow(axis, 0, counts.shape[axis]).copy_(counts)
+        return n0
 
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """The QANN code of the accumulated input: clamp(floor(x/s + 1/2)), as small integers.
@@ -112,7 +130,13 @@ class IFNeuron(nn.Module):
         T = self.steps
         r = self.targets(x)
         r = r.reshape(T, r.shape[0] // T, *r.shape[1:])
-        n0 = self.count if self.count is not None else torch.zeros_like(r[0])
+        if self.count is not None:
+            n0 = self.count
+        else:
+            n0 = self.initial_count(r[0])
+            if self.settled is not None and self.recorder is not None:
+                # settled positions' inputs have not changed since their run: no neuron update
+                self.recorder.prev_inputs.setdefault(self.name, n0.clone())
         n = track_counts(r, n0)
         if self.recorder is not None:
             self.recorder.neuron(self.name, n, n0, r)

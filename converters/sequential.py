@@ -179,7 +179,7 @@ def _conv_then_pool(conv: nn.Conv2d, k: int) -> nn.Conv2d:
 
 def _pool_then_conv(k: int, conv: nn.Conv2d, in_hw: tuple[int, int] | None, path: str) -> nn.Conv2d:
     """AvgPool2d(k) followed by Conv2d(K, S, p) as one Conv2d(K*k, S*k, p*k) on the un-pooled map."""
-    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    sh, sw = conv.stride
     pad = _num_padding(conv)
     if pad != (0, 0) and (in_hw is None or in_hw[0] % k or in_hw[1] % k):
         raise ConversionError(f"AvgPool2d before the padded Conv2d {path!r} is exact only when the map size "
@@ -224,7 +224,7 @@ def _shapes(leaves: list[_Leaf], example: torch.Tensor | None) -> list[tuple | N
     """Per-sample shape of the tensor *entering* each leaf (None without an example input)."""
     if example is None:
         return [None] * len(leaves)
-    out, x = [], example[:1].detach().to(torch.float32)
+    out, x = [], example[:1].detach()
     with torch.no_grad():
         for leaf in leaves:
             out.append(tuple(x.shape[1:]))

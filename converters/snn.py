@@ -15,6 +15,14 @@ stood.  Every other operation is unchanged, and in the spiking model each of the
 Time-batched: a chunk of `steps` time steps runs as one batch of steps * B inputs (time-major), so
 each layer does one big matmul per chunk and only the neurons loop over steps.  Chunks continue until
 the network is quiet (no spike in a step: from then on nothing changes) or until a fixed T.
+
+Incremental decoding (`run(..., caches=...)`): the caches hold the same real-valued keys and values
+of earlier positions as the QANN's (`DecoderLM.new_caches()`), taken from the last step of the runs
+that computed them, i.e. once those runs had settled.  Each chunk sees them repeated over its
+steps, and the key and value neurons of every attention block start the run with the cached
+positions at their settled counts (`IFNeuron.settled`): those neurons are quiet from step 1 and
+send no spike again, so a cached step costs only the new positions' events, and settles to the
+QANN's cached step exactly.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from torch import nn
 
 from converters.neurons import IFNeuron
 from converters.trace import ActivityTrace, TraceRecorder
+from snmfm.models.blocks import Attention
 from snmfm.nn import NonSpiking, Quantizer, quantizers
 
 
@@ -117,14 +126,23 @@ class SpikingModel(nn.Module):
 
     @torch.no_grad()
     def run(self, *inputs, T: int | None = None, max_T: int = 4096, chunk: int | None = None,
-            record: bool = True, keep_steps: bool = False, step_fn=None) -> SNNResult:
+            record: bool = True, keep_steps: bool = False, step_fn=None,
+            caches: list[dict] | None = None, entry: str | None = None,
+            forward_kw: dict | None = None) -> SNNResult:
         """Simulate on a batch of inputs (the model's positional inputs, batch first).
 
         T: fixed number of time steps; None runs until the network is quiet (at most max_T steps).
         chunk: time steps per batched chunk (default: as many as fit ~64M elements per activation).
         keep_steps: also return the output of every step ([steps, B, ...]).
         step_fn: called as step_fn(t0, outputs[chunk, B, ...]) after each chunk (accuracy per step
-        without keeping every output)."""
+        without keeping every output).
+        caches: KV caches of a decoder (`new_caches()` of the model, or of `entry`), passed to the
+        forward as ``caches=`` and updated in place with the new positions' settled keys/values;
+        cached positions start at their settled counts (module docstring).
+        entry: run this submodule instead of the whole model (e.g. "decoder" of a MultimodalLM
+        for decode steps after the image prefix is cached); its neurons alone decide quiet.
+        forward_kw: further keyword arguments of the forward (not repeated over time; e.g.
+        ``{"start_pos": n}``)."""
         if T is not None and (not isinstance(T, int) or T < 1):
             raise ValueError(f"T must be an integer >= 1 (or None to run until quiet), got {T!r}")
         if max_T < 1:
@@ -136,23 +154,37 @@ class SpikingModel(nn.Module):
             if torch.is_floating_point(x) and not torch.isfinite(x).all():
                 raise ValueError("input contains NaN or Inf; the SNN (like the QANN) needs finite inputs")
         B = tensors[0].shape[0]
+        net = self.net if entry is None else self.net.get_submodule(entry)
+        kw = dict(forward_kw or {})
+        if caches is not None:
+            if any(not isinstance(c, dict) for c in caches):
+                raise TypeError("caches must be a list of dicts (model.new_caches())")
+            for c in caches:
+                if "k" in c and c["k"].shape[0] != B:
+                    raise ValueError(f"a cache holds a batch of {c['k'].shape[0]}, the inputs {B}")
         limit = T if T is not None else max_T
         if chunk is None:
             per_step = max(int(x[:1].numel()) for x in tensors) * max(1, B) * 256
             chunk = int(max(1, min(64, 2**26 // max(per_step, 1))))
         chunk = max(1, min(chunk, limit))
-        neurons = self.neurons()
+        prefix = "" if entry is None else entry + "."
+        neurons = [(prefix + n, m) for n, m in net.named_modules() if isinstance(m, IFNeuron)]
         recorder = TraceRecorder(B) if record else None
         hooks = []
         for name, n in neurons:
             n.reset()
             n.recorder = recorder
+        if caches is not None:
+            for m in net.modules():
+                if isinstance(m, Attention):
+                    hooks.append(m.register_forward_pre_hook(_settle_cached_kv(B), with_kwargs=True))
         if record:
-            for name, u in self.units():
-                hooks.append(u.register_forward_pre_hook(self._unit_hook(recorder, name, u.kind)))
-            for name, m in self.net.named_modules():
+            for name, u in net.named_modules():
+                if isinstance(u, NonSpiking):
+                    hooks.append(u.register_forward_pre_hook(self._unit_hook(recorder, prefix + name, u.kind)))
+            for name, m in net.named_modules():
                 if isinstance(m, nn.Embedding):
-                    hooks.append(m.register_forward_pre_hook(self._embed_hook(recorder, name)))
+                    hooks.append(m.register_forward_pre_hook(self._embed_hook(recorder, prefix + name)))
         # Quiet = no neuron spiked in the last step run.  Inputs are constant after step 1, so every
         # count then equals its target and no target can move again: the network stays quiet.
         kept, done, quiet, out = [], 0, False, None
@@ -164,9 +196,11 @@ class SpikingModel(nn.Module):
                     n.steps = steps
                 if recorder is not None:
                     recorder.step0 = done
-                big = [x.repeat(steps, *([1] * (x.dim() - 1))) if isinstance(x, torch.Tensor) else x
-                       for x in inputs]
-                y = self.net(*big)
+                big = [_repeat(x, steps) if isinstance(x, torch.Tensor) else x for x in inputs]
+                if caches is not None:
+                    step_caches = [{k: _repeat(v, steps) for k, v in c.items()} for c in caches]
+                    kw["caches"] = step_caches
+                y = net(*big, **kw)
                 y = y.reshape(steps, B, *y.shape[1:])
                 if keep_steps:
                     kept.append(y)
@@ -181,6 +215,10 @@ class SpikingModel(nn.Module):
                 h.remove()
             for _, n in neurons:
                 n.recorder = None
+                n.settled = None
+        if caches is not None:  # the settled (last-step) keys and values of every position
+            for c, sc in zip(caches, step_caches):
+                c.update({k: v[-B:].clone() for k, v in sc.items()})
         trace = recorder.finish(done) if recorder is not None else None
         t_settle = trace.t_settle if trace is not None else None
         if T is None and not quiet:
@@ -190,7 +228,7 @@ class SpikingModel(nn.Module):
         return SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
                          per_step=torch.cat(kept) if keep_steps else None)
 
-    def _unit_hook(self, recorder, name, kind):
+    def _unit_hook(self, recorder, name, kind):  # noqa: D102
         def hook(module, args):
             recorder.unit(name, kind, args[0], self._steps)
         return hook
@@ -199,3 +237,25 @@ class SpikingModel(nn.Module):
         def hook(module, args):
             recorder.embed(name, args[0], self._steps)
         return hook
+
+
+def _repeat(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """x [B, ...] -> [steps * B, ...], time-major (step t is rows t*B .. t*B + B - 1)."""
+    return x.repeat(steps, *([1] * (x.dim() - 1)))
+
+
+def _settle_cached_kv(B: int):
+    """Forward pre-hook of an Attention module: the key and value neurons start with the cached
+    positions (the leading ones along the key axis) at their settled counts, the QANN codes of the
+    cached keys/values; taken from the first B rows (every step repeats the same cache)."""
+    def hook(module, args, kwargs):
+        cache = args[2] if len(args) > 2 else kwargs.get("cache")
+        if not cache or "k" not in cache:
+            return None
+        k_site, v_site = module.qk.quant_b, module.av.quant_b
+        if isinstance(k_site, IFNeuron) and k_site.count is None:
+            k_site.settled = (k_site.targets(cache["k"][:B].transpose(-2, -1)), -1)  # K^T [B, H, hd, Lk]
+        if isinstance(v_site, IFNeuron) and v_site.count is None:
+            v_site.settled = (v_site.targets(cache["v"][:B]), -2)                    # V [B, H, Lk, hd]
+        return None
+    return hook

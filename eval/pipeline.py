@@ -340,7 +340,7 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     from eval.compare import DEFAULT_TOLERANCE, compare
     from eval.report import write_report
 
-    started, t0 = utc_now(), time.perf_counter()
+    started, t0, c0 = utc_now(), time.perf_counter(), time.process_time()
     names = list(tasks) if tasks else default_tasks()
     for n in names:
         get_task(n)  # unknown names fail before any work, listing the tasks
@@ -354,9 +354,11 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
 
     out: list[TaskResult] = []
     stage_wall: dict[str, float] = {}
+    stage_cpu: dict[str, float] = {}
     with _Progress(progress, len(names)) as bar:
         for n in names:
             bar.start(n)
+            c1 = time.process_time()
             try:
                 r = run_task(n, size_of(n), bits, T, hw_neuromorphic, hw_conventional, limit,
                              n_snn_of(n), seed, progress, status=bar.status,
@@ -368,13 +370,16 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
                 raise
             out.append(r)
             stage_wall[n] = sum(r.wall_s.values())
+            stage_cpu[n] = time.process_time() - c1
             bar.done()
     options = {"tasks": names, "sizes": {t.task: t.size for t in out}, "w_bits": w_bits, "a_bits": a_bits,
                "bits": [list(b) for b in bits], "T": T, "limit": limit, "calib_limit": calib_limit,
                "snn_examples": {t.task: t.variant().snn["n_examples"] for t in out}, "seed": seed,
                "tolerance": tol, "hardware": hw_echo}
-    results = Results(tasks=out, options=jsonable(options),
-                      provenance=jsonable(collect(seed, started, stage_wall)),
+    prov = collect(seed, started, stage_wall)
+    # CPU seconds of this process: on a shared machine the wall time also measures the neighbours
+    prov.update(cpu_s=time.process_time() - c0, stage_cpu_s=stage_cpu)
+    results = Results(tasks=out, options=jsonable(options), provenance=jsonable(prov),
                       wall_s=time.perf_counter() - t0)
     report = compare(results, tolerance=tol)
     if out_dir is not None:
@@ -405,12 +410,16 @@ class _Progress:
         return self
 
     def start(self, name: str):
+        self.name = name
         if self.p:
             self.p.update(self.id, name=name, description="")
 
     def status(self, text: str):
         if self.p:
             self.p.update(self.id, description=text)
+            if not self.p.console.is_terminal and " step " not in text:
+                # no live bar in logs and pipes: one line per stage instead
+                self.p.console.print(f"[{time.strftime('%H:%M:%S')}] {self.name}: {text}")
 
     def done(self):
         if self.p:

@@ -228,7 +228,8 @@ def _provenance(report: Report) -> list:
     p = r.provenance
     git = p.get("git")
     rows = [["started / finished (UTC)", f"{p['started_utc']} / {p['finished_utc']}"],
-            ["wall time of the run", f"{r.wall_s:.1f} s"],
+            ["wall time of the run", f"{r.wall_s:.1f} s"
+             + (f" (CPU time of the process {p['cpu_s']:.1f} s)" if p.get("cpu_s") is not None else "")],
             ["git revision", f"{git['commit']}{' (uncommitted changes)' if git['dirty'] else ''}" if git else "not a git checkout"],
             ["command", " ".join(p.get("command", []))],
             ["seed", str(p["seed"])],

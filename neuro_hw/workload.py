@@ -232,3 +232,105 @@ def extract_workload(model: nn.Module, *inputs, name: str = "model") -> Workload
     meta = {"batch_example": int(B), "quant": dict(getattr(model, "snmfm_quant", {})),
             "n_quantizers": len(quantizers(model))}
     return Workload(name=name, ops=ops, meta=meta)
+
+
+# ---- decoders: a prefill and a decode step at context length n, with the KV cache --------------
+def _decoder_parts(model: nn.Module):
+    """(the QANN/FP32 module, its DecoderLM, image-prefix positions) of a decoder or multimodal LM
+    (a SpikingModel is read through the QANN it was converted from)."""
+    from snmfm.models import DecoderLM, MultimodalLM
+    base = getattr(model, "source_qann", model)
+    if isinstance(base, MultimodalLM):
+        return base, base.decoder, base.n_prefix
+    if isinstance(base, DecoderLM):
+        return base, base, 0
+    raise TypeError(f"decoder workloads need a DecoderLM or MultimodalLM (FP32, QANN or its "
+                    f"SpikingModel), got {type(base).__name__}")
+
+
+def _renamed(ops: list[Op], prefix: str) -> list[Op]:
+    """Ops of a submodule named as in the whole model (so they match its ActivityTrace sites)."""
+    import dataclasses
+    return [dataclasses.replace(o, name=prefix + o.name,
+                                producers=tuple(prefix + p for p in o.producers),
+                                spike_inputs=tuple(prefix + s for s in o.spike_inputs)) for o in ops]
+
+
+@torch.no_grad()
+def extract_decoder_call(model: nn.Module, positions: int, context: int = 0, *, images=None,
+                         tokens: torch.Tensor | None = None, name: str | None = None) -> Workload:
+    """Workload of one call of a decoder with a KV cache: `positions` new tokens computed while the
+    cache already holds `context` text positions (context 0: a prefill over the prompt; for a
+    MultimodalLM the prefill also encodes the image, and later calls find its prefix in the cache).
+
+    A decode step is (positions=1, context=n); a speculative verification pass is (k + 1, n).
+    KV-cache traffic is in the ops: Q.K^T and P.V read their B operand (K^T, V) over all
+    Lk = cached + new key positions, and `extra["kv_cache"]` on those ops says how much of it comes
+    from the cache (`read_elems`, the cached positions) and how much is appended (`write_elems`),
+    at the operand's bits; `meta["kv_cache"]` sums them (`read_bits`, `write_bits`).  `tokens`
+    [1, context + positions] and `images` [1, C, H, W] are example inputs (zeros by default: the
+    shapes do not depend on them)."""
+    base, dec, n_prefix = _decoder_parts(model)
+    if positions < 1 or context < 0:
+        raise ValueError(f"a decoder call needs positions >= 1 and context >= 0, got {positions}, {context}")
+    total = n_prefix + context + positions
+    if total > dec.config.max_len:
+        raise ValueError(f"{n_prefix} prefix + {context} cached + {positions} new positions exceed "
+                         f"the model's max_len={dec.config.max_len}")
+    if tokens is None:
+        tokens = torch.zeros(1, context + positions, dtype=torch.long)
+    if tokens.shape != (1, context + positions):
+        raise ValueError(f"tokens must be [1, {context + positions}], got {list(tokens.shape)}")
+    multimodal = dec is not base
+    if multimodal and images is None:
+        v = base.config.vision
+        images = torch.zeros(1, v.channels, v.image_size, v.image_size)
+    caches = dec.new_caches()
+    was_training = base.training
+    base.eval()
+    try:
+        if context == 0:
+            args = (images, tokens, caches) if multimodal else (tokens, caches)
+            wl = extract_workload(base, *args, name=name or "prefill")
+        else:
+            if multimodal:
+                base(images, tokens[:, :context], caches)
+            else:
+                dec(tokens[:, :context], caches)
+            wl = extract_workload(dec, tokens[:, context:], caches, n_prefix + context,
+                                  name=name or "decode")
+            if multimodal:
+                wl = Workload(wl.name, _renamed(wl.ops, "decoder."), wl.meta)
+    finally:
+        base.train(was_training)
+    cached = n_prefix + context if context else 0
+    new = positions + (n_prefix if multimodal and context == 0 else 0)
+    read_bits = write_bits = 0
+    ops = []
+    import dataclasses
+    for o in wl.ops:
+        if o.kind == "matmul_act" and o.name.endswith((".attn.qk", ".attn.av")) and \
+                (not multimodal or o.name.startswith("decoder.")):
+            b, M, K, N = o.gemm
+            per_pos = b * (K if o.name.endswith(".qk") else N)     # heads x head_dim
+            bits = int((o.extra.get("a_bits_each") or [o.a_bits, o.a_bits])[1] or 32)
+            kv = {"operand": "b", "cached": cached, "new": new, "read_elems": per_pos * cached,
+                  "write_elems": per_pos * new, "bits": bits}
+            read_bits += kv["read_elems"] * bits
+            write_bits += kv["write_elems"] * bits
+            o = dataclasses.replace(o, extra={**o.extra, "kv_cache": kv})
+        ops.append(o)
+    meta = dict(wl.meta)
+    meta["decoder_call"] = {"positions": positions, "context": context, "image_prefix": n_prefix,
+                            "kind": "prefill" if context == 0 else ("decode" if positions == 1 else "verify")}
+    meta["kv_cache"] = {"read_bits": read_bits, "write_bits": write_bits, "cached_positions": cached,
+                        "new_positions": new}
+    return Workload(name=wl.name, ops=ops, meta=meta)
+
+
+def extract_decoder_workloads(model: nn.Module, prompt_len: int, context_len: int, *, images=None
+                              ) -> tuple[Workload, Workload]:
+    """(prefill over a `prompt_len`-token prompt, one decode step with `context_len` positions in
+    the KV cache): the two Workloads that define a decoder's energy per generated token."""
+    return (extract_decoder_call(model, prompt_len, 0, images=images, name=f"prefill{prompt_len}"),
+            extract_decoder_call(model, 1, context_len, images=images, name=f"decode@{context_len}"))

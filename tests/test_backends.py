@@ -11,7 +11,8 @@ from torch import nn
 
 from converters import convert
 from converters.backends import BACKENDS, export
-from converters.backends.chain import chain_of, simulate, site_counts
+from converters.backends.chain import chain_of
+from converters.backends.run import simulate, site_counts
 from converters.sequential import from_sequential
 from converters.snn import ConversionError
 from snmfm.compress import calibrate, quantize
@@ -96,6 +97,21 @@ def test_spikingjelly_export_is_exact_for_every_network(make):
     torch.testing.assert_close(run.output, res.output, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(widths=st.lists(st.integers(1, 6), min_size=2, max_size=4), w_bits=st.integers(2, 8),
+       a_bits=st.integers(2, 5), seed=st.integers(0, 10**6))
+def test_spikingjelly_export_is_exact_on_random_mlps(widths, w_bits, a_bits, seed):
+    pytest.importorskip("spikingjelly")
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+    x = torch.randn(5, widths[0]) * 2
+    snn = _convert(nn.Sequential(*layers), x, w_bits, a_bits)
+    res, counts = _snmfm(snn, x)
+    _assert_same_spikes(export(snn, "spikingjelly").module.run(x, T), res.trace, counts, res.trace.sites)
+
+
 @pytest.mark.parametrize("backend", ["snntorch", "norse"])
 @pytest.mark.parametrize("make", [_mlp, _conv])
 def test_one_sided_exports_equal_snmfm_on_relu_nets_whose_inputs_only_grow(backend, make):
@@ -139,7 +155,8 @@ def test_nir_file_read_back_with_snntorch_and_norse_neurons_gives_identical_spik
     pytest.importorskip(reader)
     import nir
 
-    from converters.backends.nir import nir_input, nir_to_torch, run_torch_graph
+    from converters.backends.nir import nir_input
+    from converters.backends.nir_readers import nir_to_torch, run_torch_graph
     model, x = make(3, monotone=True)
     snn = _convert(model, x, method="max")
     res, counts = _snmfm(snn, x)
@@ -154,19 +171,26 @@ def test_nir_file_read_back_with_snntorch_and_norse_neurons_gives_identical_spik
     torch.testing.assert_close(out, res.output, rtol=1e-12, atol=1e-12)
 
 
-def test_nir_graph_uses_standard_nodes_with_integer_weights():
+def test_nir_graph_uses_standard_nodes_integer_weights_and_no_biases():
     pytest.importorskip("nir")
     import nir
     model, x = _conv(4)
     snn = _convert(model, x)
     graph = export(snn, "nir", input_shape=(2, 10, 10)).module
-    kinds = [type(n).__name__ for n in graph.nodes.values()]
-    assert set(kinds) <= {"Input", "Output", "Linear", "Conv2d", "Flatten", "IF"}
-    for name, node in graph.nodes.items():
-        if isinstance(node, (nir.Linear, nir.Conv2d)) and name not in ("encode", "op2"):
-            w = np.asarray(node.weight)
-            real = w[:-1, :-1] if isinstance(node, nir.Conv2d) else w[:-1, :-5 * 4]  # drop the pulse row/column
-            assert np.array_equal(real, np.round(real)), name
+    assert {type(n).__name__ for n in graph.nodes.values()} <= {"Input", "Output", "Linear", "Conv2d", "Flatten", "IF"}
+    hidden = [n for k, n in graph.nodes.items() if isinstance(n, (nir.Linear, nir.Conv2d)) and k != "encode"
+              and not n.metadata["snmfm_readout"]]
+    assert len(hidden) == 2
+    for node in hidden:
+        w = np.asarray(node.weight)
+        if isinstance(node, nir.Conv2d):
+            real = w[:, :-1]  # the last input channel is the pulse
+            assert not np.any(node.bias)
+        else:
+            pulse = int(np.argmax(w[-1]))  # the relay neuron (last row) reads the pulse column
+            real = np.delete(w, pulse, axis=1)
+        assert np.array_equal(real, np.round(real))
+    for node in graph.nodes.values():
         if isinstance(node, nir.IF):
             assert np.all(node.r == 1) and np.all(node.v_reset == 0)
 
@@ -194,8 +218,8 @@ def test_foreign_nir_graph_is_imported_under_snmfm_conventions():
     pytest.importorskip("nir")
     import nir
 
-    from converters.backends.nir import read_chain
     from converters.backends import import_nir
+    from converters.backends.nir import read_chain
     rng = np.random.default_rng(0)
     w1, b1, w2 = rng.normal(size=(5, 3)), rng.normal(size=5) * 0.1, rng.integers(-3, 4, size=(2, 5)).astype(float)
     thr = np.full(5, 0.7)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from neuro_hw import HwReport, load_hw_config, simulate
 from neuro_hw.config import CONFIG_DIR, read_config_file
 from neuro_hw.conventional import ConventionalConfig, compute_cycles, dram_tiling, simulate_conventional
+from neuro_hw.conventional.vector import vector_cost
 from neuro_hw.tech import TECH_NODES, get_tech
 from neuro_hw.workload import Op, Workload
 
@@ -261,6 +262,10 @@ def test_nonlinear_ops_are_charged_as_what_they_are():
     sm = next(x for x in r.per_op if x["name"] == "softmax")
     n = 2 * 64 * 64
     assert sm["parts_pj"]["vector"] >= n * (tech.exp_pj(16) + 2 * tech.fp_mul_pj(16))
+    # P feeds P.V, so it is requantised too: the op is charged exactly its recipe.
+    want, lane_ops = vector_cost("softmax", 2 * 64, 64, tech, 16, 32, requant=True)
+    assert sm["parts_pj"]["vector"] == pytest.approx(want)
+    assert sm["vector_cycles"] == pytest.approx(lane_ops / ConventionalConfig().vector_lanes)
     ln = next(x for x in r.per_op if x["name"] == "ln")
     assert ln["parts_pj"]["vector"] >= 64 * tech.sqrt_pj(16) + 64 * 32 * 4 * tech.fp_mul_pj(16)
     assert sm["vector_cycles"] > 0 and ln["dram_bytes"] > 0

@@ -123,12 +123,12 @@ def test_compress_checkpoint_prunes_plans_finetunes_and_saves(tmp_path):
     from snmfm.tasks import get_task
     task = get_task("medical-wdbc")
     torch.manual_seed(0)
-    m = build_model("features", "tiny", n_features=30, n_classes=2, n_layers=2)
+    m = build_model("features", "tiny", n_features=30, n_classes=2)
     src = save_checkpoint(m, tmp_path / "src", {"task": task.name})
     res = compress_checkpoint(src, budget="w4a4", target="size", out=tmp_path / "out", heads=1,
-                              mlp_channels=0.25, finetune_steps=5, calib_samples=32, batch_size=16,
-                              save_qann=save_qann)
-    assert [b.attn.n_heads for b in res.model.trunk.blocks] == [1, 1]
+                              mlp_channels=0.25, finetune_steps=5, calib_samples=16, batch_size=16,
+                              choices=(4, 8), save_qann=save_qann)
+    assert [b.attn.n_heads for b in res.model.trunk.blocks] == [1]
     plan = BitPlan.load(res.paths["plan"])
     assert plan.cost <= plan.budget and plan.meta["prune"]["heads"]
     back, meta = load_checkpoint(res.paths["checkpoint"], task=task.name)

@@ -14,13 +14,17 @@ What each framework can express (details in each module's docstring):
 | snntorch     | snn.Leaky(beta=1, subtract)             | no        | no           | no -1, no saturation |
 | norse        | SNNCell(IAF step + reset_subtract)      | no        | no           | no -1, no saturation |
 | nir          | nir.IF (+ pulse channel for v0, bias)   | metadata  | metadata     | idem; import exact   |
+
+`import_nir(path_or_graph)` reads an NIR graph back as a SpikingModel (exact for graphs snmfm wrote);
+`converters.backends.brian2.layer_network` simulates one layer in Brian2 as an independent check.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from converters.backends.chain import Chain, ChainRun, chain_of, simulate
+from converters.backends.chain import Chain, chain_of
+from converters.backends.run import ChainRun, simulate, site_counts
 
 BACKENDS = ("snntorch", "spikingjelly", "norse", "nir")
 _EXTRAS = {"snntorch": "snntorch", "spikingjelly": "spikingjelly", "norse": "norse", "nir": "nir"}
@@ -77,4 +81,4 @@ def import_nir(graph_or_path, **kw):
     return _import(graph_or_path, **kw)
 
 
-__all__ = ["BACKENDS", "Chain", "ChainRun", "Exported", "chain_of", "export", "import_nir", "simulate"]
+__all__ = ["BACKENDS", "Chain", "ChainRun", "Exported", "chain_of", "export", "import_nir", "simulate", "site_counts"]

@@ -1,7 +1,7 @@
 """NIR export and import of converted MLP / conv networks.
 
 **The graph snmfm writes** (`to_nir`, `export(model, "nir", path=...)`) uses only standard NIR nodes --
-Input, Linear, Conv2d, Flatten, IF, Output -- so that any NIR simulator with IF neurons can run it:
+Input, Linear, Conv2d, Flatten, IF, Output:
 
     input -> encode -> if0 -> [flatten] -> op0 -> if1 -> ... -> if{L-1} -> [flatten] -> op{L-1} -> output
 
@@ -19,18 +19,19 @@ Input, Linear, Conv2d, Flatten, IF, Output -- so that any NIR simulator with IF 
   channel, in bounds for every output position) whose weights are threshold/2 + bias / (s_in * w_scale)
   -- the initial membrane -- and relays the pulse to the next layer's relay neuron.  All biases in the
   file are zero.  Relay neurons are not snmfm neurons: readers drop them from spike counts.
-* Reset and threshold.  NIR's IF is continuous-time ("v > v_thr, then v = v_reset"); when a membrane
-  crosses the threshold continuously, resetting to 0 is the same as subtracting the threshold, and in
-  discrete time (one spike per step, charge above threshold kept) that is reset by subtraction, which
-  is what snmfm's neurons do.  Thresholds are stored one float64 ulp below s_out / (s_in * w_scale) so
-  that the strict "v > v_thr" equals snmfm's "V >= threshold".
+* Reset and threshold.  snmfm's neurons reset by subtraction and fire at most once per step.  NIR
+  1.0.8's IF node has a reset *value* (v_reset, written as 0) and no field for the reset mechanism;
+  the mechanism is stated in the graph metadata (``snmfm_neuron``) and readers must use it: with
+  reset-to-value the charge above threshold is lost (see `converters.backends.nir_readers`).
+  Thresholds are stored one float64 ulp below s_out / (s_in * w_scale), so that NIR's strict
+  "v > v_threshold" equals snmfm's "V >= threshold".
 * What NIR cannot express: the -1 spikes and the count bounds [qmin, qmax] of snmfm's neurons (there is
   no ternary or bounded IF primitive).  They are kept in node metadata (``snmfm_qmin``, ``snmfm_qmax``,
   with the exact scales, biases and weight scales), which `import_nir` uses to rebuild the exact
-  network; a plain NIR reader runs one-sided, unbounded IF neurons, exact for ReLU networks as long as
-  snmfm's neurons emit no -1 spike and do not saturate.  A ReLU after the last layer (the readout) is not
-  a spiking primitive either: it is recorded in the graph metadata (``snmfm_tail``) and applied to the
-  summed output.
+  network; a plain IF reader runs one-sided, unbounded neurons, exact for ReLU networks as long as
+  snmfm's neurons emit no -1 spike and do not saturate.  A ReLU after the last layer (the readout) is
+  not a spiking primitive either: it is recorded in the graph metadata (``snmfm_tail``) and applied to
+  the summed output.
 
 **Reading** (`import_nir(path_or_graph) -> SpikingModel`): a graph written by snmfm is rebuilt exactly
 (integer weights, scales, biases, ranges from the metadata).  A graph written elsewhere made of
@@ -39,10 +40,6 @@ presented once at step 1 through a unit-scale input quantizer, each IF neuron an
 the node's threshold, initial membrane threshold/2, biases applied once, weights quantized to `w_bits`
 per output channel unless they already are integers -- which is exact for graphs that follow these
 conventions and otherwise an approximation, good enough to charge the network on both accelerators.
-
-`nir_to_torch(graph, "snntorch" | "norse")` runs a graph (ours or another's) with the framework's
-neurons through nirtorch, reading IF as the discrete-time subtractive IF described above: a check that
-the file means what we say it means, independent of snmfm's own simulator.
 """
 from __future__ import annotations
 
@@ -50,9 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from converters.backends.chain import Chain, NeuronSite, WeightOp, apply_tail, qann_from_chain, strict_threshold
+from converters.backends.chain import Chain, NeuronSite, WeightOp, qann_from_chain, strict_threshold
 from converters.snn import ConversionError
 
 FORMAT = "snmfm.nir/1"
@@ -61,8 +57,9 @@ SUPPORTED_NODES = "Input, Output, Affine, Linear, Conv2d, Flatten, IF"
 
 DESCRIPTION = ("NIR: Input -> encode (Linear/Conv2d 1x1: x/s_0) -> IF -> [Flatten] -> Linear/Conv2d (integer "
                "weights) -> IF -> ... -> readout Linear/Conv2d (float weights) -> Output. IF thresholds "
-               "s_out/(s_in*w_scale) (one ulp below, NIR fires on v > v_thr), r = 1, v_reset = 0 (read as reset "
-               "by subtraction in discrete time). Initial membrane threshold/2 and biases arrive at step 1 through "
+               "s_out/(s_in*w_scale) (one ulp below, NIR fires on v > v_thr), r = 1, v_reset = 0; the neurons reset "
+               "by subtraction, which NIR's IF cannot state (metadata snmfm_neuron; reset-to-value readers lose "
+               "the charge above threshold). Initial membrane threshold/2 and biases arrive at step 1 through "
                "a pulse channel (input gets one extra feature/channel = 1 at step 1; each IF layer one relay "
                "neuron/channel, threshold 0.75). Not expressible in NIR: -1 spikes and count bounds (kept in "
                "metadata for import_nir) and a ReLU on the output (metadata snmfm_tail).")
@@ -318,8 +315,8 @@ def _chain_from_foreign_graph(graph, w_bits: int, a_bits: int) -> Chain:
         bias = np.asarray(node.bias, dtype=np.float64) if getattr(node, "bias", None) is not None else None
         w_int, w_scale = _quantize_rows(w, w_bits)
         # fold the threshold theta[c] into the channel's scale: the next neuron then has threshold 1
-        theta = np.array(np.broadcast_to(np.asarray(theta, dtype=np.float64), (w.shape[0],))) if theta is not None else None
         if theta is not None:
+            theta = np.array(np.broadcast_to(np.asarray(theta, dtype=np.float64), (w.shape[0],)))
             w_scale = w_scale / torch.as_tensor(theta)
             bias = None if bias is None else bias / theta
         b = None if bias is None or not np.any(bias) else torch.as_tensor(bias)
@@ -393,115 +390,4 @@ def import_nir(graph_or_path, *, w_bits: int = 8, a_bits: int = 8):
     return model
 
 
-# ---- running a graph with a framework's neurons through nirtorch ------------------------------------
-class _ToFloat64(nn.Module):
-    def forward(self, x):
-        return x.to(torch.float64)
-
-
-def _torch_node_map(neuron: str):
-    nir = _nir()
-
-    def linear(node):
-        w = torch.as_tensor(np.asarray(node.weight, dtype=np.float64))
-        m = nn.Linear(w.shape[1], w.shape[0], bias=isinstance(node, nir.Affine)).double()
-        with torch.no_grad():
-            m.weight.copy_(w)
-            if isinstance(node, nir.Affine):
-                m.bias.copy_(torch.as_tensor(np.asarray(node.bias, dtype=np.float64)))
-        return m
-
-    def conv(node):
-        w = torch.as_tensor(np.asarray(node.weight, dtype=np.float64))
-        m = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=tuple(node.stride),
-                      padding=node.padding if isinstance(node.padding, str) else tuple(node.padding),
-                      dilation=tuple(node.dilation), groups=int(node.groups)).double()
-        with torch.no_grad():
-            m.weight.copy_(w)
-            m.bias.copy_(torch.as_tensor(np.asarray(node.bias, dtype=np.float64)))
-        return m
-
-    def flatten(node):  # NIR dims exclude the batch; torch's include it
-        end = node.end_dim if node.end_dim == -1 else node.end_dim + 1
-        return nn.Flatten(node.start_dim + 1, end)
-
-    def if_neuron(node):
-        thr = torch.as_tensor(np.asarray(node.v_threshold, dtype=np.float64))
-        if neuron == "snntorch":
-            import snntorch as snn
-            lif = snn.Leaky(beta=1.0, threshold=thr, reset_mechanism="subtract", reset_delay=True, init_hidden=True)
-            m = nn.Sequential(lif, _ToFloat64())
-            m.snmfm_if = True
-            return m
-        from converters.backends.norse import subtractive_iaf_cell
-        m = subtractive_iaf_cell(thr)
-        m.snmfm_if = True
-        return m
-
-    return {nir.Linear: linear, nir.Affine: linear, nir.Conv2d: conv, nir.Flatten: flatten, nir.IF: if_neuron}
-
-
-def nir_to_torch(graph_or_path, neuron: str = "snntorch"):
-    """An NIR graph as a torch module through nirtorch, its IF nodes as snnTorch ``Leaky(beta=1,
-    reset_mechanism="subtract", reset_delay=True)`` or Norse subtractive-IF cells (neuron="norse")."""
-    nir = _nir()
-    import nirtorch
-    if neuron not in ("snntorch", "norse"):
-        raise ValueError(f"neuron must be 'snntorch' or 'norse', got {neuron!r}")
-    graph = nir.read(str(graph_or_path)) if isinstance(graph_or_path, (str, Path)) else graph_or_path
-    return nirtorch.nir_to_torch(graph, _torch_node_map(neuron), dtype=torch.float64)
-
-
-def _reset_snntorch(module: nn.Module) -> None:
-    import snntorch as snn
-    for m in module.modules():
-        if isinstance(m, snn.Leaky):
-            m.mem = torch.zeros(0, dtype=torch.float64)
-
-
-@torch.no_grad()
-def run_torch_graph(module: nn.Module, x_seq: torch.Tensor, *, tail: str = "", relay: bool = True):
-    """Run a nirtorch module (from `nir_to_torch`, or a framework's own NIR importer) over the steps
-    of `x_seq` [T, B, ...].  Returns (summed output after the tail, {IF node name: [T, B, n] spikes}),
-    relay neurons removed when `relay`."""
-    _reset_snntorch(module)
-    spikes: dict[str, list] = {}
-
-    def hook(name):
-        def record(mod, args, out):
-            z = (out[0] if isinstance(out, tuple) else out).to(torch.float64)
-            if relay:
-                z = z[:, :-1]
-            spikes.setdefault(name, []).append(z.reshape(z.shape[0], -1))
-        return record
-
-    hooks = [m.register_forward_hook(hook(name)) for name, m in module.named_modules()
-             if getattr(m, "snmfm_if", False) or (type(m).__name__ in _STOCK_IF and not _inside_marked(module, name))]
-    state, total = None, None
-    try:
-        for x in x_seq:
-            out = module(x, state) if state is not None else module(x)
-            if isinstance(out, tuple):
-                out, state = out
-            total = out if total is None else total + out
-    finally:
-        for h in hooks:
-            h.remove()
-    tail_ops = tuple(t for t in tail.split(",") if t)
-    return apply_tail(tail_ops, total.to(torch.float64)), {k: torch.stack(v) for k, v in spikes.items()}
-
-
-_STOCK_IF = ("IAFCell", "Leaky", "IFNode")  # IF modules of the frameworks' own NIR importers
-
-
-def _inside_marked(root: nn.Module, name: str) -> bool:
-    """True when `name` lies inside a module marked as one IF node (its hook already covers it)."""
-    parts = name.split(".")
-    for i in range(1, len(parts)):
-        if getattr(root.get_submodule(".".join(parts[:i])), "snmfm_if", False):
-            return True
-    return False
-
-
-__all__ = ["DESCRIPTION", "FORMAT", "import_nir", "nir_input", "nir_to_torch", "read_chain", "run_torch_graph",
-           "to_nir"]
+__all__ = ["DESCRIPTION", "FORMAT", "import_nir", "nir_input", "read_chain", "to_nir"]

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converters.backends.chain import Chain, ChainSNN, strict_threshold, torch_ops
+from converters.backends.chain import Chain, strict_threshold, torch_ops
+from converters.backends.run import ChainSNN
 
 DESCRIPTION = ("Norse: nn.Linear/nn.Conv2d with integer weights + norse SNNCell(IAF feed-forward step with "
                "norse.torch.functional.reset.reset_subtract) per quantizer site (Norse's IAFCell resets to a "

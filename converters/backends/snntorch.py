@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converters.backends.chain import Chain, ChainSNN, strict_threshold, torch_ops
+from converters.backends.chain import Chain, strict_threshold, torch_ops
+from converters.backends.run import ChainSNN
 
 DESCRIPTION = ("snnTorch: nn.Linear/nn.Conv2d with integer weights + snn.Leaky(beta=1, reset_mechanism='subtract', "
                "reset_delay=True) per quantizer site, thresholds s_out/(s_in*w_scale) per channel (lowered one "

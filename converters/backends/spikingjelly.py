@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converters.backends.chain import Chain, ChainSNN, torch_ops
+from converters.backends.chain import Chain, torch_ops
+from converters.backends.run import ChainSNN
 
 DESCRIPTION = ("SpikingJelly: layer.Linear/layer.Conv2d with integer weights, times s_in*w_scale per channel, + "
                "neuron.STBIFNode(q_threshold=s, pos_max=qmax, neg_min=qmin) per quantizer site -- SpikingJelly's "

@@ -168,8 +168,9 @@ def _qkv_shares_input(ops: list[Op], i: int, cfg: ConventionalConfig) -> bool:
     return M * K * _gemm_bits(b)[0] / 8 <= cfg.usable_bytes("input")
 
 
-def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool, repeat: int = 1) -> tuple:
-    """Array work of a GEMM op (x `repeat` for recompute), DRAM reads of its operands."""
+def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool, recompute: bool = False) -> None:
+    """Array work of a GEMM op and the DRAM reads of its operands (`recompute`: a second pass that
+    costs energy and time but adds no useful MACs)."""
     op, cfg = c.op, m.cfg
     batch, M, K, N = (int(x) for x in op.gemm)
     ab, bb = _gemm_bits(op)
@@ -177,27 +178,26 @@ def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool, repeat: 
                                                        m.caps["weight"], m.caps["output"], m.R, m.C)
     s = sram_counts(M, K, N, m.R, m.C, cfg.dataflow, ceil_div(M, mt))
     macs = batch * M * K * N
-    c.macs += macs
-    c.array_cycles += repeat * batch * compute_cycles(M, K, N, m.R, m.C, cfg.dataflow)
-    c.parts["mac"] += repeat * macs * m.unit("mac_pj", bb, ab, m.acc)
+    c.macs += 0 if recompute else macs
+    c.array_cycles += batch * compute_cycles(M, K, N, m.R, m.C, cfg.dataflow)
+    c.parts["mac"] += macs * m.unit("mac_pj", bb, ab, m.acc)
     reg = lambda bits: m.unit("reg_pj", bits)                           # noqa: E731
     hop = reg(ab) + (reg(m.acc) if cfg.dataflow == "ws" else reg(bb))
     load = s.b_reads * reg(bb) if cfg.dataflow == "ws" else M * N * reg(m.acc)
-    c.parts["reg"] += repeat * batch * (M * K * N * hop + load * (m.R + 1) / 2)
-    c.parts["sram"] += repeat * batch * (
+    c.parts["reg"] += batch * (M * K * N * hop + load * (m.R + 1) / 2)
+    c.parts["sram"] += batch * (
         m.sram_rd("input", s.a_reads, ab) + m.sram_rd("weight", s.b_reads, bb)
         + m.sram_wr("output", s.c_writes, m.acc) + m.sram_rd("output", s.c_reads, m.acc)
         + m.sram_rd("output", M * N, m.acc))           # drain to the epilogue
     if op.kind == "conv" and op.in_elems and op.in_elems < M * K:
         a_tr *= op.in_elems / (M * K)                   # im2col expands on chip
     if a_from_dram:
-        m.dram(c, repeat * batch * a_tr, "input", read=True)
+        m.dram(c, batch * a_tr, "input", read=True)
     if b_from_dram:
-        m.dram(c, repeat * batch * b_tr, "weight", read=True)
+        m.dram(c, batch * b_tr, "weight", read=True)
     c.extra.update(schedule=sched, m_tile=mt, n_tile=nt, a_rereads=rra, b_rereads=rrb)
     if op.extra.get("bias", False):
         m.vector(c, Recipe(int_add=1), batch * M * N)
-    return batch, M, N
 
 
 def _vector_op(m: _Model, c: _Cost, requant: bool) -> None:
@@ -232,12 +232,11 @@ def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int]) -> tuple[li
     last = idx[-1]
     if kind == "attention":
         qk, sm, av = costs
-        _, M, N = _gemm(m, qk, a_from_dram=True, b_from_dram=True)
+        _gemm(m, qk, a_from_dram=True, b_from_dram=True)
         rows, width = _rows_width(sm.op)
         fits = width * m.acc // 8 * min(rows, m.R) <= m.caps["output"]
         if not fits:     # exact softmax needs the row max and sum first: recompute Q.K^T
-            _gemm(m, qk, a_from_dram=True, b_from_dram=True, repeat=1)
-            qk.macs //= 2
+            _gemm(m, qk, a_from_dram=True, b_from_dram=True, recompute=True)
             qk.notes.append("score row does not fit on chip: two-pass (recomputed) exact softmax")
         _vector_op(m, sm, requant=True)
         sm.parts["sram"] += m.sram_wr("input", sm.op.out_elems, _gemm_bits(av.op)[0])
@@ -274,7 +273,7 @@ def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int]) -> tuple[li
             c.parts["reg"] += m.unit("reg_pj", vb) * c.op.out_elems      # pipeline hand-off
             if c.op.kind == "add" and i != last:                       # residual stream persists
                 m.dram(c, c.op.out_elems * vb / 8, "output", read=False)
-                c.notes.append("residual stream written back (needed by a later add)")
+                c.extra["residual_written_back"] = True     # a later add reads it
         tail = costs[-1]
         ob = _out_bits(ops, last, vb)
         if tail.op.kind in GEMM_KINDS and _feeds_gemm(ops, last):
@@ -332,4 +331,28 @@ def simulate_conventional(workload: Workload, cfg: ConventionalConfig | None = N
         meta={"workload": workload.name, "tech_table": tech.to_dict(), "macs": macs,
               "array_utilization": macs / peak if peak else 0.0,
               "dram_bytes": sum(r["dram_bytes"] for r in rows), "static_power_w": p_static,
-              "kernels": sum(1 for r in rows if r["cycles"] > 0)})
+              "kernels": sum(1 for r in rows if r["cycles"] > 0),
+              **_kv_cache_terms(workload, rows, m)})
+
+
+def _kv_cache_terms(workload: Workload, rows: list[dict], m: _Model) -> dict:
+    """{"kv_cache": ...} for a decoder call (ops with extra["kv_cache"], see
+    neuro_hw.workload.extract_decoder_call), else {}.  Itemised, not charged again: the cached keys
+    and values are the B operands that Q.K^T and P.V read from DRAM (b_rereads times, twice when
+    the softmax is two-pass), and the new ones leave the chip in the qkv projection's output."""
+    row_of = {r["name"]: r for r in rows}
+    rd = wr = 0.0
+    for o in workload.ops:
+        kv = o.extra.get("kv_cache")
+        if not kv:
+            continue
+        r = row_of.get(o.name, {})
+        passes = 2 if r.get("online_softmax") == "two pass" else 1
+        rd += kv["read_elems"] * kv["bits"] / 8 * int(r.get("b_rereads", 1)) * passes
+        wr += kv["write_elems"] * kv["bits"] / 8
+    if not rd and not wr and not any(o.extra.get("kv_cache") for o in workload.ops):
+        return {}
+    fill = m.tech.dram_pj(8) + m.unit("sram_write_pj", m.caps["weight"], 8)    # per byte in
+    drain = m.tech.dram_pj(8) + m.unit("sram_read_pj", m.caps["output"], 8)    # per byte out
+    return {"kv_cache": {"read_bytes": rd, "write_bytes": wr, "read_pj": rd * fill,
+                         "write_pj": wr * drain, "dram_read_pj": m.tech.dram_pj(8 * rd)}}

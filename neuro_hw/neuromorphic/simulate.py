@@ -188,6 +188,8 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
                 e["synaptic_sram"] += float(upd.sum()) * c.syn_word_rw * (1 - g.spill_syn)
                 e["offchip"] += float(upd.sum()) * 2 * k.word_bits * c.dram_bit * g.spill_syn
                 cyc = cyc + 2 * upd / len(cores)
+                if op.extra.get("kv_cache"):
+                    row.update(_kv_cache_row(op, a, g, c, cfg))
             syn_event_pj += e["synaptic_sram"] + e["accumulate"] + e["offchip"]
             ops_count["synaptic"] += synops
             row.update(synops=synops, row_fetches=float(sum(f.sum() for f, _, _, _ in fetches)),
@@ -288,9 +290,38 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
                  "static_power_w": static_w, "host_io_bits": host_bits, "ops_by_class": ops_count,
                  "tech": t.name, "events": analytical_totals(workload, act)["_all"],
                  "placement": {g.host: [int(g.cores[0]), len(g.cores)] for g in mapping.groups.values()}})
+    if any("kv_cache_read_pj" in r for r in rows):
+        meta["kv_cache"] = {
+            "read_pj": float(sum(r.get("kv_cache_read_pj", 0.0) for r in rows)),
+            "write_pj": float(sum(r.get("kv_cache_write_pj", 0.0) for r in rows)),
+            "stored_bits": float(sum(o.extra["kv_cache"]["read_elems"] * o.extra["kv_cache"]["bits"]
+                                     for o in workload.ops if o.extra.get("kv_cache"))),
+            "offchip": any(r.get("offchip") for r in rows if "kv_cache_read_pj" in r)}
     return HwReport(accelerator="neuromorphic", energy_pj=total, breakdown_pj=parts, cycles=cycles,
                     latency_s=latency_s, per_op=rows, config=cfg.to_dict(),
                     spike_driven_fraction=sdf, notes=notes, meta=meta)
+
+
+def _kv_cache_row(op, a: dict, g, c: _Costs, cfg: NeuromorphicConfig) -> dict:
+    """Itemised KV-cache energy of a decoder call's Q.K^T or P.V (ops with extra["kv_cache"], see
+    neuro_hw.workload.extract_decoder_call); already inside synaptic_sram / offchip, not charged
+    again.  The cache is the op's stored B operand (K^T or V, settled counts of the cached
+    positions): a spike of A fetches a row of B, of which the cached share (cached / Lk key
+    positions, spikes spread evenly as elsewhere in the analytical path) is a KV-cache read; a
+    spike of B (a new position) updates its stored entry on each core of its head: a KV-cache
+    write."""
+    kv = op.extra["kv_cache"]
+    b, M, K, N = op.gemm
+    _, bb = operand_bits(op)
+    lk = N if op.name.endswith(".qk") else K
+    share = kv["cached"] / lk if lk else 0.0
+    words, _, _ = _fetch_shape(N, 1, bb, cfg)
+    wb = cfg.cores.word_bits
+    read = share * float(a["fetch_a"].sum()) * words * (c.syn_word * (1 - g.spill_syn)
+                                                         + wb * c.dram_bit * g.spill_syn)
+    writes = float(a["fetch_b"].sum()) * a["cores_per_head"]
+    write = writes * (c.syn_word_rw * (1 - g.spill_syn) + 2 * wb * c.dram_bit * g.spill_syn)
+    return {"kv_cache_read_pj": read, "kv_cache_write_pj": write}
 
 
 def _max_route(mapping: Mapping, src, dst, cfg) -> float:

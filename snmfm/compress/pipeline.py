@@ -66,7 +66,7 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     costs: cost table or callable (model, calib_batches) -> table; required for energy targets.
     heads / mlp_channels / blocks: pruning (see `prune`); importance 'taylor' uses calibration data.
     finetune_steps: QAT steps (0: post-training quantisation).  out: base path of the outputs
-    (<out>.json/.safetensors float checkpoint, <out>.plan.json, <out>.qann.* via save_qann)."""
+    (<out>.json/.safetensors float checkpoint, <out>.plan.json, <out>-qann.* via save_qann)."""
     from snmfm.checkpoint import load_checkpoint, save_checkpoint
     from snmfm.tasks import get_task
     if target not in TARGETS:
@@ -129,5 +129,5 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
                                                                 "compress": metrics}))
         paths["plan"] = str(plan.save(base.with_name(base.name + ".plan.json")))
         if save_qann is not None:
-            paths["qann"] = str(save_qann(qann, base.with_name(base.name + ".qann"), meta={"plan": plan.to_dict()}))
+            paths["qann"] = str(save_qann(qann, base.with_name(base.name + "-qann"), meta={"plan": plan.to_dict()}))
     return CompressResult(model=model, qann=qann, plan=plan, metrics=metrics, paths=paths)

@@ -78,14 +78,12 @@ def unparametrize(module: nn.Module) -> dict[str, torch.Tensor]:
     `parametrize.remove_parametrizations` deletes the property from the module's generated class,
     and a deep copy shares that class with the original: removing it there would break the
     original.  Here only the instance changes: it gets back its base class and plain parameters."""
-    latent = {}
-    for name, plist in list(module.parametrizations.items()):
-        latent[name] = plist.original.detach()
+    latent = {name: plist.original for name, plist in module.parametrizations.items()}
     del module._modules["parametrizations"]
     module.__class__ = module.__class__.__bases__[0]
-    for name, t in latent.items():
-        module.register_parameter(name, nn.Parameter(t.clone()))
-    return latent
+    for name, p in latent.items():  # the same Parameter objects: ties within the copy survive
+        module.register_parameter(name, p)
+    return {name: p.detach() for name, p in latent.items()}
 
 
 def _check_overrides(layers: Mapping, overrides: Mapping) -> None:

@@ -1,0 +1,396 @@
+"""How fast and how exact is snmfm's SNN simulation?  Two tables.
+
+1. For each reference model (random weights, calibrated and quantized at each W/A setting) the
+   SNN simulation against the QANN it must reproduce: T_settle, QANN and SNN time (trace on and off),
+   the ratio SNN / (T_settle x QANN) (target <= 1: time-batching should make a step cheaper than a
+   QANN forward), peak memory, and whether the SNN output equals the QANN output (torch.equal).
+2. One small RoBERTa run as an SNN by SpikingJelly 2.0's SpikeZIP-TF recipe and by snmfm, on the
+   same weights and the same quantizer scales and places (see `_sj_compare`): agreement with the QANN,
+   time and memory.
+
+Every measurement runs in a fresh subprocess with one torch thread (`--worker`), so its peak memory
+(Linux VmHWM, reset through /proc/self/clear_refs just before the timed runs; torch allocations are
+invisible to tracemalloc) is its own.  Times are medians over repeats of process CPU time and of wall
+time; CPU time is the default in the tables because it is robust to other load on the machine.
+
+    python -m eval.benchmarks.bench_snn                     # both tables, defaults below
+    python -m eval.benchmarks.bench_snn --models vit --bits 8/4 --repeats 1 --no-sj
+    python -m eval.benchmarks.bench_snn --tiny              # seconds; what the smoke test runs
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODELS = ("vit", "features", "decoder", "multimodal", "text")
+BITS = ((8, 8), (8, 4))
+REPO = Path(__file__).resolve().parents[2]
+
+# The SpikingJelly comparison network (hidden 64, 2 layers, 4 heads: the "small" snmfm trunk).
+SJ_NET = dict(hidden=64, layers=2, heads=4, d_ff=128, vocab=256, seq_len=32, n_classes=10)
+SJ_TINY = dict(hidden=16, layers=1, heads=2, d_ff=32, vocab=32, seq_len=6, n_classes=4)
+
+
+# ---- measuring -------------------------------------------------------------------------------
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory of the code inside the `with`, above the resident memory before it.
+
+    Linux: VmHWM reset by writing 5 to /proc/self/clear_refs.  Elsewhere (or if that is refused),
+    only the process's lifetime peak (ru_maxrss) is known and `peak_mb` is None."""
+
+    def __enter__(self):
+        gc.collect()
+        self.rss0_kb = _status_kb("VmRSS")
+        self.reset = False
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.reset = True
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        hwm = _status_kb("VmHWM") if self.reset else None
+        self.peak_mb = (hwm - self.rss0_kb) / 1024 if hwm is not None and self.rss0_kb else None
+        self.hwm_mb = hwm / 1024 if hwm is not None else None
+        self.maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return False
+
+
+def timed(fn, repeats: int) -> dict:
+    """Median process CPU and wall milliseconds of `fn()` over `repeats` calls, and peak memory."""
+    wall, cpu = [], []
+    with PeakMemory() as mem:
+        for _ in range(repeats):
+            gc.collect()
+            c0, w0 = time.process_time(), time.perf_counter()
+            out = fn()
+            cpu.append((time.process_time() - c0) * 1e3)
+            wall.append((time.perf_counter() - w0) * 1e3)
+            del out
+    return {"cpu_ms": statistics.median(cpu), "wall_ms": statistics.median(wall),
+            "cpu_ms_all": cpu, "wall_ms_all": wall, "peak_mb": mem.peak_mb, "hwm_mb": mem.hwm_mb,
+            "maxrss_mb": mem.maxrss_mb}
+
+
+# ---- the reference models -----------------------------------------------------------------------
+def model_inputs(name: str, model, batch: int, seed: int = 1) -> tuple:
+    """A batch of random inputs of the right kind for a reference model."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+
+    def image(cfg):
+        return torch.randn(batch, cfg.channels, cfg.image_size, cfg.image_size, generator=g)
+
+    def tokens(vocab, n):
+        return torch.randint(0, vocab, (batch, n), generator=g)
+    if name == "vit":
+        return (image(c),)
+    if name == "features":
+        return (torch.randn(batch, c.n_features, generator=g),)
+    if name in ("text", "decoder"):
+        return (tokens(c.vocab_size, min(32, c.max_len)),)
+    if name == "multimodal":
+        return image(c.vision), tokens(c.vocab_size, min(16, c.max_len - model.n_prefix))
+    raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+
+
+def build_qann(name: str, size: str, w_bits: int, a_bits: int, batch: int, seed: int = 0):
+    """(QANN, inputs): random weights, calibrated on 2 other batches, quantized."""
+    import torch
+    from snmfm.compress import calibrate, quantize
+    from snmfm.models import build_model
+    torch.manual_seed(seed)
+    model = build_model(name, size).eval()
+    calibrate(model, [model_inputs(name, model, batch, seed=100 + i) for i in range(2)])
+    return quantize(model, w_bits, a_bits), model_inputs(name, model, batch, seed=1)
+
+
+# ---- worker tasks: each runs in its own process -------------------------------------------------
+def task_qann(spec: dict) -> dict:
+    import torch
+    qann, x = build_qann(spec["model"], spec["size"], spec["w_bits"], spec["a_bits"], spec["batch"])
+    with torch.no_grad():
+        for _ in range(2):
+            qann(*x)  # warm-up
+        return timed(lambda: qann(*x), spec["qann_repeats"])
+
+
+def task_snn(spec: dict) -> dict:
+    import torch
+    from converters import convert
+    qann, x = build_qann(spec["model"], spec["size"], spec["w_bits"], spec["a_bits"], spec["batch"])
+    with torch.no_grad():
+        ref = qann(*x)
+    snn = convert(qann)
+    snn.run(*x, T=2, record=spec["record"])  # warm-up (every op once)
+    last = {}
+
+    def go():
+        last["r"] = snn.run(*x, record=spec["record"])
+        return None
+    res = timed(go, spec["repeats"])
+    r = last["r"]
+    res.update(steps=r.steps, t_settle=r.t_settle if spec["record"] else None,
+               exact=bool(torch.equal(r.output, ref)))
+    return res
+
+
+def task_sj(spec: dict) -> dict:
+    """SpikingJelly's SpikeZIP-TF recipe on the SpikeZIP QANN of the snmfm QANN."""
+    import torch
+    from eval.benchmarks import _sj_compare as S
+    d = S.build(**spec["net"], batch=spec["batch"], w_bits=spec["w_bits"], a_bits=spec["a_bits"])
+    dtype = getattr(torch, spec["dtype"])
+    ids = d["ids"]
+    with torch.no_grad():
+        ref_snmfm = d["qann"](ids)
+        sj_qann = S.spikezip_qann(d["hf"], d["qann"], dtype)
+        ref_sj = sj_qann(ids)
+        qann_vs = S.agreement(ref_sj, ref_snmfm)
+        t_qann = timed(lambda: sj_qann(ids), spec["qann_repeats"])
+    snn = S.sj_convert(sj_qann, spec["T_max"])
+    # One untimed run of T_max steps: the accuracy curve and the last step whose output is non-zero
+    # (after it the summed output cannot change): T_conv, the T that SpikingJelly needs.
+    curve, acc = [], {}
+
+    def each(t, out):
+        prev = acc.get("prev")
+        if prev is None or not torch.equal(prev, out):
+            acc["last"] = t
+        acc["prev"] = out.clone()
+        if t in spec["curve_at"] or t == spec["T_max"]:
+            curve.append({"t": t, "own": S.agreement(out, ref_sj), "snmfm": S.agreement(out, ref_snmfm)})
+    final = S.sj_run(snn, ids, spec["T_max"], each)
+    last_change = acc["last"]
+    T = last_change
+    with torch.no_grad():
+        res = timed(lambda: S.sj_run(snn, ids, T), spec["repeats"])
+        out = S.sj_run(snn, ids, T)
+    res.update(T=T, T_max=spec["T_max"], converged=last_change < spec["T_max"],
+               own=S.agreement(out, ref_sj), snmfm=S.agreement(out, ref_snmfm),
+               final_own=S.agreement(final, ref_sj), qann_vs_snmfm=qann_vs, curve=curve,
+               qann_cpu_ms=t_qann["cpu_ms"], qann_wall_ms=t_qann["wall_ms"],
+               fp_map_max_abs=S.fp_mapping_error(d["hf"], d["fp"], ids))
+    return res
+
+
+def task_sj_snmfm(spec: dict) -> dict:
+    """snmfm on the same network as task_sj (same weights, scales, quantizer places)."""
+    import torch
+    from converters import convert
+    from eval.benchmarks import _sj_compare as S
+    d = S.build(**spec["net"], batch=spec["batch"], w_bits=spec["w_bits"], a_bits=spec["a_bits"])
+    ids, qann = d["ids"], d["qann"]
+    with torch.no_grad():
+        ref = qann(ids)
+        t_qann = timed(lambda: qann(ids), spec["qann_repeats"])
+    snn = convert(qann)
+    snn.run(ids, T=2, record=spec["record"])
+    last = {}
+
+    def go():
+        last["r"] = snn.run(ids, record=spec["record"])
+    res = timed(go, spec["repeats"])
+    r = last["r"]
+    res.update(T=r.steps, t_settle=r.t_settle, own=S.agreement(r.output, ref),
+               qann_cpu_ms=t_qann["cpu_ms"], qann_wall_ms=t_qann["wall_ms"])
+    return res
+
+
+TASKS = {"qann": task_qann, "snn": task_snn, "sj": task_sj, "sj_snmfm": task_sj_snmfm}
+
+
+def run_task(spec: dict, isolate: bool = True) -> dict:
+    """Run one measurement, in a fresh single-threaded subprocess unless `isolate` is False."""
+    if not isolate:
+        import torch
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return TASKS[spec["task"]](spec)
+        finally:
+            torch.set_num_threads(n)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-m", "eval.benchmarks.bench_snn", "--worker", json.dumps(spec)],
+                       capture_output=True, text=True, env=env, cwd=str(REPO))
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark worker {spec['task']} failed (exit {p.returncode}):\n{p.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
+def _worker(spec_json: str) -> None:
+    import warnings
+    import torch
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    spec = json.loads(spec_json)
+    print(json.dumps(TASKS[spec["task"]](spec)), flush=True)
+
+
+# ---- the two benchmarks -------------------------------------------------------------------------
+def bench_models(models=MODELS, size="small", batch=32, bits=BITS, repeats=3, qann_repeats=20,
+                 isolate=True, log=print) -> list[dict]:
+    rows = []
+    for name in models:
+        for w_bits, a_bits in bits:
+            base = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits,
+                        repeats=repeats, qann_repeats=qann_repeats)
+            q = run_task({**base, "task": "qann"}, isolate)
+            on = run_task({**base, "task": "snn", "record": True}, isolate)
+            off = run_task({**base, "task": "snn", "record": False}, isolate)
+            row = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits,
+                       t_settle=on["t_settle"], steps=on["steps"], qann=q, snn_trace=on, snn_notrace=off,
+                       exact=on["exact"] and off["exact"])
+            rows.append(row)
+            log(f"  {name} W{w_bits}A{a_bits}: T_settle {row['t_settle']}, "
+                f"SNN {off['cpu_ms']:.0f} ms (trace {on['cpu_ms']:.0f}), QANN {q['cpu_ms']:.1f} ms, "
+                f"exact {row['exact']}")
+    return rows
+
+
+def bench_spikingjelly(net=None, batch=32, bits=BITS, repeats=3, qann_repeats=10, dtypes=("float32", "float64"),
+                       isolate=True, log=print) -> list[dict]:
+    net = dict(SJ_NET if net is None else net)
+    rows = []
+    for w_bits, a_bits in bits:
+        level = 2**a_bits
+        T_max = level + 128
+        base = dict(net=net, batch=batch, w_bits=w_bits, a_bits=a_bits, repeats=repeats,
+                    qann_repeats=qann_repeats)
+        for rec in (False, True):
+            r = run_task({**base, "task": "sj_snmfm", "record": rec}, isolate)
+            rows.append(dict(sim="snmfm", dtype="int (float64 codes)", trace=rec, w_bits=w_bits,
+                             a_bits=a_bits, **r))
+            log(f"  snmfm W{w_bits}A{a_bits} trace={rec}: T {r['T']}, {r['cpu_ms']:.0f} ms, "
+                f"equal {r['own']['equal']}")
+        curve_at = sorted({8, 16, 32, 64, level // 2, level, level + 32, level + 64})
+        for dt in dtypes:
+            r = run_task({**base, "task": "sj", "dtype": dt, "T_max": T_max, "curve_at": curve_at}, isolate)
+            rows.append(dict(sim="spikingjelly", dtype=dt, trace=False, w_bits=w_bits, a_bits=a_bits, **r))
+            log(f"  SpikingJelly {dt} W{w_bits}A{a_bits}: T {r['T']}, {r['cpu_ms']:.0f} ms, "
+                f"max rel vs own QANN {r['own']['max_rel']:.3g}, top-1 {r['own']['top1']:.3f}")
+    return rows
+
+
+# ---- tables ---------------------------------------------------------------------------------------
+def _fmt(v, spec=".1f"):
+    return "-" if v is None else format(v, spec)
+
+
+def models_table(rows: list[dict], clock: str = "cpu") -> str:
+    k = f"{clock}_ms"
+    head = ("| model | W/A | T_settle | steps run | QANN ms | SNN ms (trace) | SNN ms (no trace) "
+            "| SNN/(T_settle x QANN) no trace | ... trace | QANN MB | SNN MB (trace) | SNN MB (no trace) | exact |")
+    lines = [head, "|" + "|".join(["---"] * 13) + "|"]
+    for r in rows:
+        q, on, off = r["qann"][k], r["snn_trace"][k], r["snn_notrace"][k]
+        ts = r["t_settle"]
+        lines.append(
+            f"| {r['model']} | W{r['w_bits']}A{r['a_bits']} | {ts} | {r['steps']} | {q:.1f} | {on:.0f} | {off:.0f} "
+            f"| {off / (ts * q):.2f} | {on / (ts * q):.2f} | {_fmt(r['qann']['peak_mb'])} "
+            f"| {_fmt(r['snn_trace']['peak_mb'])} | {_fmt(r['snn_notrace']['peak_mb'])} | {r['exact']} |")
+    return "\n".join(lines)
+
+
+def sj_table(rows: list[dict], clock: str = "cpu") -> str:
+    k = f"{clock}_ms"
+    head = ("| simulator | arithmetic | trace | W/A | T | top-1 vs own QANN | max rel err vs own QANN "
+            "| bitwise equal | top-1 vs snmfm QANN | max rel vs snmfm QANN | SNN ms | ms/step | QANN ms "
+            "| peak MB | snmfm speed-up |")
+    lines = [head, "|" + "|".join(["---"] * 15) + "|"]
+    fastest = {}
+    for r in rows:
+        if r["sim"] == "snmfm" and not r["trace"]:
+            fastest[(r["w_bits"], r["a_bits"])] = r[k]
+    for r in rows:
+        vs = r["own"] if r["sim"] == "snmfm" else r["snmfm"]
+        sp = fastest.get((r["w_bits"], r["a_bits"]))
+        lines.append(
+            f"| {r['sim']} | {r['dtype']} | {'on' if r['trace'] else 'off'} | W{r['w_bits']}A{r['a_bits']} "
+            f"| {r['T']} | {r['own']['top1']:.3f} | {r['own']['max_rel']:.2e} | {r['own']['equal']} "
+            f"| {vs['top1']:.3f} | {vs['max_rel']:.2e} | {r[k]:.0f} | {r[k] / r['T']:.2f} "
+            f"| {r['qann_' + k]:.1f} | {_fmt(r['peak_mb'])} "
+            f"| {'-' if sp is None or r['sim'] == 'snmfm' else format(r[k] / sp, '.2f') + 'x'} |")
+    notes = []
+    for r in rows:
+        if r["sim"] == "spikingjelly":
+            notes.append(f"- SpikingJelly {r['dtype']} W{r['w_bits']}A{r['a_bits']}: its QANN vs the snmfm QANN: "
+                         f"max rel {r['qann_vs_snmfm']['max_rel']:.2e}, top-1 {r['qann_vs_snmfm']['top1']:.3f}; "
+                         f"output last changed at step {r['T']} of {r['T_max']}; HF->snmfm FP32 mapping max abs "
+                         f"{r['fp_map_max_abs']:.1e}; curve (t: max rel vs own QANN): "
+                         + ", ".join(f"{c['t']}: {c['own']['max_rel']:.1e}" for c in r["curve"]))
+    return "\n".join(lines + [""] + notes)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m eval.benchmarks.bench_snn", description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--size", default="small")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--bits", default="8/8,8/4", help="comma-separated W/A pairs, e.g. 8/8,8/4")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--no-sj", action="store_true", help="skip the SpikingJelly comparison")
+    ap.add_argument("--sj-only", action="store_true")
+    ap.add_argument("--sj-dtypes", default="float32,float64")
+    ap.add_argument("--tiny", action="store_true", help="tiny models, batch 2, W8A4, one repeat")
+    ap.add_argument("--in-process", action="store_true", help="no subprocess per measurement")
+    ap.add_argument("--json", help="write every measurement to this file")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        _worker(a.worker)
+        return {}
+    bits = [tuple(int(b) for b in p.split("/")) for p in a.bits.split(",")]
+    net, size, batch, repeats = None, a.size, a.batch, a.repeats
+    if a.tiny:
+        net, size, batch, repeats, bits = SJ_TINY, "tiny", 2, 1, [(8, 4)]
+    from eval.benchmarks._sj_compare import have_spikingjelly
+    print(f"# bench_snn: 1 torch thread per measurement, times = median {a.clock} ms over {repeats} repeats; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    out = {"clock": a.clock, "repeats": repeats, "loadavg": os.getloadavg()}
+    if not a.sj_only:
+        rows = bench_models(a.models.split(","), size, batch, bits, repeats, isolate=not a.in_process)
+        out["models"] = rows
+        print(f"\n## SNN simulation vs QANN ({size} models, batch {batch})\n")
+        print(models_table(rows, a.clock), flush=True)
+    if not a.no_sj:
+        if not have_spikingjelly():
+            print("\nSpikingJelly or transformers not installed: comparison skipped.")
+        else:
+            rows = bench_spikingjelly(net, batch, bits, repeats, dtypes=a.sj_dtypes.split(","),
+                                      isolate=not a.in_process)
+            out["spikingjelly"] = rows
+            n = net or SJ_NET
+            print(f"\n## SpikingJelly 2.0 SpikeZIP-TF recipe vs snmfm (RoBERTa hidden {n['hidden']}, "
+                  f"{n['layers']} layers, {n['heads']} heads, seq {n['seq_len']}, batch {batch})\n")
+            print(sj_table(rows, a.clock), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
