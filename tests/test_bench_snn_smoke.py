@@ -32,7 +32,8 @@ def test_bench_worker_runs_in_its_own_process_and_reports_time_and_memory():
 @pytest.mark.skipif(not have_spikingjelly(), reason="spikingjelly or transformers not installed")
 def test_spikingjelly_comparison_runs_on_the_same_network_and_snmfm_is_bitwise_exact():
     rows = bench_spikingjelly(SJ_TINY, batch=2, bits=[(8, 4)], repeats=1, qann_repeats=1,
-                              dtypes=("float32",), isolate=False, log=_quiet)
+                              dtypes=("float32",), traces=(False,), t_extra=16, isolate=False,
+                              log=_quiet)
     snmfm = [r for r in rows if r["sim"] == "snmfm"]
     sj = [r for r in rows if r["sim"] == "spikingjelly"]
     assert snmfm and all(r["own"]["equal"] for r in snmfm)

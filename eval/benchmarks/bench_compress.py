@@ -47,7 +47,7 @@ def _uniform_layers(model, w: int, a: int) -> dict:
 
 
 def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: int | None = None,
-             n_inputs: int = 8, log=print) -> list[dict]:
+             n_inputs: int = 8, choices=(2, 4, 8), log=print) -> list[dict]:
     from neuro_hw.costs import cost_table, measure_plan
     from snmfm.compress import calibrate
     from snmfm.compress.plan import plan_bits, uniform_cost
@@ -64,7 +64,7 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
     inputs = tuple(x[:n_inputs] for x in calib[0])
     t0 = time.time()
     scales: dict = {}
-    sens = sensitivity(model, calib[:2], bits=(2, 4, 8), levels=("layer",), calibrated=True, scales=scales)
+    sens = sensitivity(model, calib[:2], bits=choices, levels=("layer",), calibrated=True, scales=scales)
     log(f"[{task_name}] FP32 accuracy {fp32:.4f}; sensitivity {time.time() - t0:.0f}s")
     cache: dict = {}
 
@@ -82,7 +82,7 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
     rows = []
     for target in targets:
         t0 = time.time()
-        costs = cost_table(model, inputs, target, calib=calib, calibrated=True, scales=scales)
+        costs = cost_table(model, inputs, target, choices=choices, calib=calib, calibrated=True, scales=scales)
         log(f"[{task_name}/{target}] cost table {time.time() - t0:.0f}s")
         points = [(f"W{b}A{b}", "uniform", _uniform_layers(model, b, b), uniform_cost(costs, b, b), b)
                   for b in UNIFORM]
@@ -90,7 +90,7 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
         for label, budget, a_pin in (("mixed@W4A4", lo, 4), ("mixed@mid", math.sqrt(lo * hi), 8),
                                      ("mixed@W8A8", hi, 8)):
             a_choices = (a_pin,) if target == "size" else None
-            plan = plan_bits(model, budget, costs, target, sensitivity=sens, choices=(2, 4, 8),
+            plan = plan_bits(model, budget, costs, target, sensitivity=sens, choices=choices,
                              a_choices=a_choices)
             points.append((label, "mixed", plan.layers, budget, None))
         for label, kind, layers, budget, _ in points:
@@ -113,7 +113,8 @@ def prune_check(*, heads=1, mlp_channels=0.5, steps: int = 400, eval_limit=None,
     """vision-digits: >= 30% fewer MACs, <= 1 point accuracy loss after recovery, exact SNN."""
     from converters import convert
     from neuro_hw.workload import extract_workload
-    from snmfm.compress import calibrate, prune, quantize
+    from snmfm.compress import calibrate, quantize
+    from snmfm.compress.prune import prune
     from snmfm.compress.qat import finetune, task_adapter
     from snmfm.tasks import get_task
     task = get_task("vision-digits")
@@ -199,7 +200,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--tasks", nargs="+", default=["vision-digits", "medical-wdbc", "code-stdlib"])
+    ap.add_argument("--tasks", nargs="*", default=["vision-digits", "medical-wdbc", "code-stdlib"])
     ap.add_argument("--targets", nargs="+", default=["size", "conventional", "neuromorphic"])
     ap.add_argument("--finetune-steps", type=int, default=0)
     ap.add_argument("--eval-limit", type=int, default=None)
@@ -207,21 +208,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-prune", action="store_true")
     ap.add_argument("--prune-steps", type=int, default=400)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--choices", type=int, nargs="+", default=[2, 4, 8], help="bit widths mixed precision picks from")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for t in args.tasks:
         rows += run_task(t, args.targets, finetune_steps=args.finetune_steps, eval_limit=args.eval_limit,
-                         n_inputs=args.n_inputs)
+                         n_inputs=args.n_inputs, choices=tuple(sorted(set(args.choices) | {2, 4, 8})))
         (args.out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
     result = {"rows": rows, "mixed_worse_than_uniform": check_mixed_beats_uniform(rows)}
     if not args.no_prune:
         result["prune"] = prune_check(steps=args.prune_steps)
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
-    print(table(rows))
-    print("mixed worse than uniform at:", result["mixed_worse_than_uniform"] or "nowhere")
-    print("plots:", ", ".join(str(p) for p in plot(rows, args.out)))
+    if rows:
+        print(table(rows))
+        print("mixed worse than uniform at:", result["mixed_worse_than_uniform"] or "nowhere")
+        print("plots:", ", ".join(str(p) for p in plot(rows, args.out)))
     return result
 
 

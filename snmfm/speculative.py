@@ -1,0 +1,427 @@
+"""Speculative decoding over any model form, with a call log that `eval` charges on hardware.
+
+A *draft* proposes k tokens one at a time; the *target* scores all of them in one pass (k + 1
+positions over its KV cache) and keeps the longest acceptable prefix plus one token of its own:
+
+* greedy: a draft token is kept iff it is the target's argmax there, and the first rejected one is
+  replaced by the target's argmax, so the output is the target's own greedy decoding, token for
+  token, whatever the draft (DESIGN: "Exactness carries over");
+* sampling (Leviathan et al., ICML 2023; Chen et al., 2023): draft token d ~ q is kept with
+  probability min(1, p(d)/q(d)), else a token is drawn from norm(max(0, p - q)); if all k are kept a
+  bonus token is drawn from the target's next distribution.  Each emitted token is then distributed
+  exactly as the target's p.
+
+Members are any form of a `DecoderLM` or `MultimodalLM` (FP32, QANN from `snmfm.compress.quantize`,
+or a converted SpikingModel, used through its ``run(..., caches=...)``; snmfm does not import
+converters, so a SpikingModel is recognised by its ``run`` and ``net``).  Three kinds of draft:
+`distill_draft` (a smaller decoder trained on the target's outputs), `compressed_draft` (the target
+at lower bits, optionally pruned) and `first_layers` (self-speculation: the target's first m blocks,
+its final LayerNorm and head, sharing its weights).
+
+Every forward a member runs is a `Call` in the result's log: which member, on how many positions,
+over how many cached positions, whether cached, how many of its positions' work was thrown away
+(rejected drafts), its wall time, and for a recorded SpikingModel its ActivityTrace.  `eval.speculative`
+turns the log into energy and latency per generated token on each accelerator.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snmfm.models.mfm import DecoderLM, MultimodalLM
+
+
+# ---- the call log --------------------------------------------------------------------------------
+@dataclass
+class Call:
+    """One forward pass of one member.  `context`: positions already in its KV cache (text
+    positions; 0 for a prefill or an uncached call); `positions`: new positions computed; `tokens`:
+    the token ids fed; `wasted`: positions whose result was thrown away (rejected drafts).  A
+    multimodal prefill also encodes the image (`image`)."""
+
+    member: str             # "draft" | "target"
+    form: str               # "fp32" | "qann" | "snn"
+    purpose: str            # "prefill" | "draft" | "verify" | "decode"
+    positions: int
+    context: int
+    cached: bool
+    tokens: list = field(default_factory=list)
+    image: bool = False
+    wasted: int = 0
+    wall_s: float = 0.0
+    steps: int | None = None       # SNN time steps run
+    t_settle: int | None = None
+    trace: object = field(default=None, repr=False)   # ActivityTrace of a recorded SNN call
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("member", "form", "purpose", "positions", "context", "cached",
+                                          "tokens", "image", "wasted", "wall_s", "steps", "t_settle")}
+        d["tokens"] = list(d["tokens"])
+        return d
+
+
+@dataclass
+class DecodeResult:
+    """Generated tokens (prompt excluded), the call log and per-round (drafted, accepted) counts."""
+
+    tokens: list
+    calls: list
+    prompt_len: int
+    rounds: list = field(default_factory=list)
+    wall_s: float = 0.0
+    mode: str = "greedy"
+
+    def metrics(self) -> dict:
+        n = max(1, len(self.tokens))
+        drafted = sum(d for d, _ in self.rounds)
+        accepted = sum(a for _, a in self.rounds)
+        target_calls = [c for c in self.calls if c.member == "target"]
+        return {"tokens": len(self.tokens), "rounds": len(self.rounds), "drafted": drafted,
+                "accepted": accepted,
+                "acceptance_rate": accepted / drafted if drafted else float("nan"),
+                "mean_accepted_length": accepted / len(self.rounds) if self.rounds else 0.0,
+                "tokens_per_target_pass": len(self.tokens) / max(1, len(target_calls)),
+                "target_passes_per_token": len(target_calls) / n,
+                "draft_passes_per_token": sum(c.member == "draft" for c in self.calls) / n,
+                "wall_s_per_token": self.wall_s / n}
+
+    def to_dict(self) -> dict:
+        return {"tokens": list(self.tokens), "prompt_len": self.prompt_len, "mode": self.mode,
+                "rounds": [list(r) for r in self.rounds], "wall_s": self.wall_s,
+                "calls": [c.to_dict() for c in self.calls], "metrics": self.metrics()}
+
+
+# ---- one member decoding one sequence ------------------------------------------------------------
+def is_spiking(model) -> bool:
+    return hasattr(model, "run") and hasattr(model, "net")
+
+
+def model_form(model) -> str:
+    if is_spiking(model):
+        return "snn"
+    from snmfm.compress.quant import is_qann
+    return "qann" if is_qann(model) else "fp32"
+
+
+def decoder_parts(model) -> tuple[nn.Module, DecoderLM, int]:
+    """(the module, its DecoderLM, image-prefix positions) of any form of a decoder / multimodal LM."""
+    base = model.net if is_spiking(model) else model
+    if isinstance(base, MultimodalLM):
+        return base, base.decoder, base.n_prefix
+    if isinstance(base, DecoderLM):
+        return base, base, 0
+    raise TypeError(f"speculative decoding needs a DecoderLM or MultimodalLM (FP32, QANN or "
+                    f"SpikingModel), got {type(base).__name__}")
+
+
+class Decoder:
+    """Incremental decoding of one sequence (batch 1) by one model form.
+
+    `feed(tokens)` appends tokens and returns the logits [len(tokens), V] at those positions; with
+    `cached` only the new positions are computed over the KV cache, else the whole sequence is
+    re-run.  `rollback(n)` forgets every position from n on.  Each feed is logged as a `Call`."""
+
+    def __init__(self, model, *, member: str = "target", images: torch.Tensor | None = None,
+                 cached: bool = True, log: list | None = None, record: bool = False,
+                 snn_kw: dict | None = None):
+        self.model, self.member, self.cached = model, member, cached
+        self.base, self.dec, self.n_prefix = decoder_parts(model)
+        self.multimodal = self.dec is not self.base
+        if self.multimodal and images is None:
+            raise ValueError("a MultimodalLM member needs images [1, C, H, W]")
+        if images is not None and images.shape[0] != 1:
+            raise ValueError(f"speculative decoding runs one sequence: images must be [1, ...], got {list(images.shape)}")
+        self.images = images
+        self.spiking = is_spiking(model)
+        self.form = model_form(model)
+        self.record, self.snn_kw = record, dict(snn_kw or {})
+        self.log = log if log is not None else []
+        self.vocab_size = self.dec.config.vocab_size
+        self.capacity = self.dec.config.max_len - self.n_prefix   # text positions that fit
+        self.seq: list[int] = []
+        self.caches = self.dec.new_caches() if cached else None
+        if isinstance(model, nn.Module):
+            model.eval()
+
+    @property
+    def n(self) -> int:
+        """Positions computed so far (in the KV cache when cached)."""
+        return len(self.seq)
+
+    def rollback(self, n: int) -> None:
+        if n >= self.n:
+            return
+        self.seq = self.seq[:n]
+        if self.caches is not None:
+            keep = self.n_prefix + n
+            for c in self.caches:
+                if "k" in c:
+                    c["k"], c["v"] = c["k"][:, :, :keep], c["v"][:, :, :keep]
+
+    @torch.no_grad()
+    def feed(self, tokens: list[int], purpose: str) -> torch.Tensor:
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise ValueError("feed needs at least one token")
+        if self.n + len(tokens) > self.capacity:
+            raise ValueError(f"{self.n + len(tokens)} text positions exceed the model's capacity "
+                             f"{self.capacity} (max_len {self.dec.config.max_len})")
+        t0 = time.perf_counter()
+        ctx = self.n if self.cached else 0
+        fed = tokens if self.cached else self.seq + tokens
+        x = torch.tensor([fed], dtype=torch.long)
+        image = self.multimodal and ctx == 0
+        logits, res = self._forward(x, ctx)
+        self.seq.extend(tokens)
+        call = Call(member=self.member, form=self.form, purpose=purpose, positions=len(fed), context=ctx,
+                    cached=self.cached, tokens=fed, image=image, wall_s=time.perf_counter() - t0)
+        if res is not None:
+            call.steps, call.t_settle = res.steps, res.t_settle
+            call.trace = res.trace
+        self.log.append(call)
+        return logits[0, -len(tokens):].to(torch.float64)
+
+    def _forward(self, x: torch.Tensor, ctx: int):
+        kw = {} if self.caches is None else {"caches": self.caches}
+        if self.spiking:
+            run = dict(record=self.record, **self.snn_kw)
+            if ctx == 0:
+                args = (self.images, x) if self.multimodal else (x,)
+                res = self.model.run(*args, **kw, **run)
+            else:
+                res = self.model.run(x, **kw, entry="decoder" if self.multimodal else None,
+                                     forward_kw={"start_pos": self.n_prefix + ctx}, **run)
+            return res.output, res
+        if ctx == 0:
+            return (self.model(self.images, x, **kw) if self.multimodal else self.model(x, **kw)), None
+        return self.dec(x, start_pos=self.n_prefix + ctx, **kw), None
+
+
+# ---- decoding --------------------------------------------------------------------------------------
+def _tokens(prompt) -> list[int]:
+    p = prompt.reshape(-1).tolist() if isinstance(prompt, torch.Tensor) else [int(t) for t in prompt]
+    if not p:
+        raise ValueError("the prompt must not be empty")
+    return p
+
+
+def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits.to(torch.float64) / temperature, dim=-1)
+
+
+def _draw(p: torch.Tensor, gen: torch.Generator | None) -> int:
+    return int(torch.multinomial(p, 1, generator=gen))
+
+
+def _check(max_new: int, temperature: float) -> None:
+    if max_new < 1:
+        raise ValueError(f"max_new must be >= 1, got {max_new}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+@torch.no_grad()
+def decode(model, prompt, max_new: int = 32, *, sampling: bool = False, temperature: float = 1.0,
+           images: torch.Tensor | None = None, stop_token: int | None = None, cached: bool = True,
+           generator: torch.Generator | None = None, record: bool = False,
+           snn_kw: dict | None = None) -> DecodeResult:
+    """Plain autoregressive decoding by one model (the baseline): greedy, or sampling from
+    softmax(logits / temperature).  Same call log as `speculative_decode`."""
+    _check(max_new, temperature)
+    prompt = _tokens(prompt)
+    t0 = time.perf_counter()
+    tgt = Decoder(model, member="target", images=images, cached=cached, record=record, snn_kw=snn_kw)
+    out: list[int] = []
+    logits = tgt.feed(prompt, "prefill")
+    while True:
+        p = logits[-1]
+        t = _draw(_probs(p, temperature), generator) if sampling else int(p.argmax())
+        out.append(t)
+        if len(out) >= max_new or t == stop_token or tgt.n + 1 > tgt.capacity:
+            break
+        logits = tgt.feed([t], "decode")
+    return DecodeResult(tokens=out, calls=tgt.log, prompt_len=len(prompt), wall_s=time.perf_counter() - t0,
+                        mode="sample" if sampling else "greedy")
+
+
+@torch.no_grad()
+def speculative_decode(target, draft, prompt, max_new: int = 32, *, k: int = 4, sampling: bool = False,
+                       temperature: float = 1.0, adaptive: float | None = None,
+                       images: torch.Tensor | None = None, stop_token: int | None = None,
+                       cached: bool = True, generator: torch.Generator | None = None,
+                       record: bool = False, snn_kw: dict | None = None) -> DecodeResult:
+    """Generate up to `max_new` tokens after `prompt` (token ids) with `target`, drafted by `draft`.
+
+    k: draft tokens per round (>= 1).  sampling: speculative sampling (else greedy verification).
+    adaptive: stop drafting early in a round when the draft's max probability falls below this
+    threshold.  images: [1, C, H, W] for multimodal members (both see the same image).
+    cached: use KV caches (else every call re-runs the whole sequence).  record: keep the
+    ActivityTrace of SpikingModel calls in the log.  snn_kw: extra `run` arguments (max_T, chunk).
+    Returns a `DecodeResult` whose tokens are exactly the target's greedy output (greedy) or a
+    sample of the target's distribution (sampling)."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (draft tokens per round) must be an integer >= 1, got {k!r}")
+    if adaptive is not None and not 0.0 <= adaptive <= 1.0:
+        raise ValueError(f"adaptive threshold must be in [0, 1], got {adaptive}")
+    _check(max_new, temperature)
+    prompt = _tokens(prompt)
+    t0 = time.perf_counter()
+    log: list[Call] = []
+    tgt = Decoder(target, member="target", images=images, cached=cached, log=log, record=record, snn_kw=snn_kw)
+    dft = Decoder(draft, member="draft", images=images, cached=cached, log=log, record=record, snn_kw=snn_kw)
+    if tgt.vocab_size != dft.vocab_size:
+        raise ValueError(f"draft and target vocabularies differ: draft has {dft.vocab_size} tokens, "
+                         f"target {tgt.vocab_size}; a draft must share the target's tokenizer")
+    choose = (lambda p: _draw(p, generator)) if sampling else (lambda p: int(p.argmax()))
+    seq = list(prompt)
+    out = [choose(_probs(tgt.feed(seq, "prefill")[-1], temperature))]
+    seq.append(out[0])
+    rounds = []
+    while len(out) < max_new and out[-1] != stop_token:
+        room = min(tgt.capacity, dft.capacity) - len(seq)
+        if room < 0:
+            break
+        k_r = min(k, max_new - len(out) - 1, room)
+        drafts, qs, draft_calls = [], [], []
+        for _ in range(k_r):
+            q = _probs(dft.feed((seq + drafts)[dft.n:], "draft")[-1], temperature)
+            draft_calls.append(log[-1])
+            if adaptive is not None and float(q.max()) < adaptive:
+                log[-1].wasted = log[-1].positions   # the call's proposal is not used
+                break
+            drafts.append(choose(q))
+            qs.append(q)
+        p = _probs(tgt.feed((seq + drafts)[tgt.n:], "verify" if drafts else "decode")[-len(drafts) - 1:],
+                   temperature)
+        verify = log[-1]
+        j, new = 0, None
+        for i, d in enumerate(drafts):
+            if sampling:
+                if float(torch.rand((), generator=generator, dtype=torch.float64)) < min(1.0, float(p[i, d] / qs[i][d])):
+                    j += 1
+                    continue
+                resid = (p[i] - qs[i]).clamp_min(0)
+                new = _draw(resid / resid.sum() if resid.sum() > 0 else p[i], generator)
+            else:
+                if int(p[i].argmax()) == d:
+                    j += 1
+                    continue
+                new = int(p[i].argmax())
+            break
+        if new is None:
+            new = choose(p[len(drafts)])
+        for c in draft_calls[j:len(drafts)]:   # drafts rejected, or after a rejection
+            c.wasted = c.positions
+        verify.wasted = len(drafts) - j
+        emitted = drafts[:j] + [new]
+        if stop_token is not None and stop_token in emitted:
+            emitted = emitted[:emitted.index(stop_token) + 1]
+        rounds.append((len(drafts), j))
+        n_before = len(seq)
+        seq.extend(emitted)
+        out.extend(emitted)
+        tgt.rollback(n_before + j)
+        dft.rollback(min(dft.n, n_before + j))
+    out = out[:max_new]
+    return DecodeResult(tokens=out, calls=log, prompt_len=len(prompt), rounds=rounds,
+                        wall_s=time.perf_counter() - t0, mode="sample" if sampling else "greedy")
+
+
+# ---- drafts ----------------------------------------------------------------------------------------
+def _shallow(module: nn.Module) -> nn.Module:
+    """A new module object sharing `module`'s parameters, buffers and children (own dicts)."""
+    view = copy.copy(module)
+    view._modules = dict(module._modules)
+    view._parameters = dict(module._parameters)
+    view._buffers = dict(module._buffers)
+    return view
+
+
+def first_layers(model, m: int):
+    """Self-speculation draft: a view of `model` (any form) that runs its first `m` blocks, then
+    its final LayerNorm and LM head.  Shares every weight (and quantizer, and IF neuron) with it."""
+    if is_spiking(model):
+        view = type(model)(first_layers(model.net, m), meta=dict(getattr(model, "meta", {})))
+        if getattr(model, "source_qann", None) is not None:
+            object.__setattr__(view, "source_qann", first_layers(model.source_qann, m))
+        return view
+    base, dec, _ = decoder_parts(model)
+    n_layers = len(dec.trunk.blocks)
+    if not 1 <= m <= n_layers:
+        raise ValueError(f"first_layers needs 1 <= m <= {n_layers} (the model's blocks), got {m}")
+    if base is not dec:
+        view = _shallow(base)
+        view.decoder = first_layers(dec, m)
+        return view
+    view = _shallow(dec)
+    trunk = _shallow(dec.trunk)
+    trunk.blocks = nn.ModuleList(list(dec.trunk.blocks)[:m])
+    view.trunk = trunk
+    extra = dict(dec.config.extra)
+    if "block_shapes" in extra:
+        extra["block_shapes"] = extra["block_shapes"][:m]
+    view.config = dec.config.replace(n_layers=m, extra=extra)
+    return view
+
+
+def compressed_draft(model: nn.Module, data, *, w_bits: int = 8, a_bits: int = 4, prune_kw: dict | None = None,
+                     method: str = "mse") -> nn.Module:
+    """The target compressed: (optionally pruned with `snmfm.compress.prune(**prune_kw)`, then)
+    calibrated on `data` (batches of model inputs) and quantized at lower bits.  `model` is the
+    FP32 target.  Convert the result for an SNN draft (fewer bits: fewer time steps)."""
+    from snmfm.compress import calibrate, prune, quantize
+    data = list(data)
+    src = prune(model, **prune_kw) if prune_kw else model
+    calibrate(src, data)
+    return quantize(src, w_bits, a_bits, method=method)
+
+
+def _model_inputs(task, batch) -> tuple:
+    return (batch[0],) if task.kind == "lm" else tuple(batch)
+
+
+def distill_draft(target, task, size: str = "tiny", steps: int = 300, *, batch_size: int = 16,
+                  lr: float = 3e-3, temperature: float = 1.0, seed: int = 0) -> nn.Module:
+    """A smaller decoder of the task's model family (`size` of snmfm.models.SIZES), trained for
+    `steps` steps to match the target's next-token distributions (KL(p_target || p_draft) at
+    every position, Hinton et al. 2015) on the task's training inputs.  The target may be any form
+    (a SpikingModel is read through its QANN, which has the same outputs)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    teacher = getattr(target, "source_qann", None) if is_spiking(target) else target
+    if teacher is None:
+        raise ValueError("a SpikingModel target needs its source_qann to distil from")
+    teacher.eval()
+    _, tdec, _ = decoder_parts(teacher)
+    draft = task.build_model(size, seed=seed).float()
+    _, ddec, _ = decoder_parts(draft)
+    if ddec.config.vocab_size != tdec.config.vocab_size:
+        raise ValueError(f"task {task.name!r} builds a vocabulary of {ddec.config.vocab_size}, the "
+                         f"target has {tdec.config.vocab_size}")
+    opt = torch.optim.AdamW(draft.parameters(), lr=lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    draft.train()
+    for step in range(steps):
+        inputs = _model_inputs(task, task.sample(gen, batch_size, step))
+        with torch.no_grad():
+            p = torch.log_softmax(teacher(*inputs).to(torch.float32) / temperature, -1)
+        logq = torch.log_softmax(draft(*inputs) / temperature, -1)
+        loss = F.kl_div(logq.reshape(-1, logq.shape[-1]), p.reshape(-1, p.shape[-1]),
+                        log_target=True, reduction="batchmean")
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / max(1, steps // 10)) * (0.1 + 0.9 * (1 - step / steps))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
+        opt.step()
+    draft.snmfm_distill = {"size": size, "steps": steps, "final_kl": float(loss)}
+    return draft.eval()
+
+
+__all__ = ["Call", "DecodeResult", "Decoder", "compressed_draft", "decode", "distill_draft",
+           "first_layers", "speculative_decode"]
