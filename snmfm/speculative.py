@@ -39,10 +39,11 @@ from snmfm.models.mfm import DecoderLM, MultimodalLM
 # ---- the call log --------------------------------------------------------------------------------
 @dataclass
 class Call:
-    """One forward pass of one member.  `context`: positions already in its KV cache (text
-    positions; 0 for a prefill or an uncached call); `positions`: new positions computed; `tokens`:
-    the token ids fed; `wasted`: positions whose result was thrown away (rejected drafts).  A
-    multimodal prefill also encodes the image (`image`)."""
+    """One forward pass of one member over a batch of `batch` sequences.  `context`: positions
+    already in its KV cache (text positions; 0 for a prefill or an uncached call); `positions`: new
+    positions computed per sequence; `tokens`: the token ids fed (first sequence); `wasted`:
+    positions whose result was thrown away (rejected drafts).  A multimodal call with context 0 also
+    encodes the image (`image`)."""
 
     member: str             # "draft" | "target"
     form: str               # "fp32" | "qann" | "snn"
@@ -50,6 +51,7 @@ class Call:
     positions: int
     context: int
     cached: bool
+    batch: int = 1
     tokens: list = field(default_factory=list)
     image: bool = False
     wasted: int = 0
@@ -59,44 +61,48 @@ class Call:
     trace: object = field(default=None, repr=False)   # ActivityTrace of a recorded SNN call
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("member", "form", "purpose", "positions", "context", "cached",
-                                          "tokens", "image", "wasted", "wall_s", "steps", "t_settle")}
-        d["tokens"] = list(d["tokens"])
-        return d
+        return {k: getattr(self, k) for k in ("member", "form", "purpose", "positions", "context", "cached",
+                                              "batch", "tokens", "image", "wasted", "wall_s", "steps",
+                                              "t_settle")}
 
 
 @dataclass
 class DecodeResult:
-    """Generated tokens (prompt excluded), the call log and per-round (drafted, accepted) counts."""
+    """Generated tokens per sequence (prompt excluded, cut after a stop token), the call log, and
+    per round (tokens drafted, drafts kept).  `tokens` is the single sequence of an unbatched call."""
 
-    tokens: list
+    sequences: list
     calls: list
     prompt_len: int
     rounds: list = field(default_factory=list)
     wall_s: float = 0.0
     mode: str = "greedy"
+    batched: bool = False
+
+    @property
+    def tokens(self) -> list:
+        return self.sequences if self.batched else self.sequences[0]
 
     def metrics(self) -> dict:
-        n = max(1, len(self.tokens))
+        n = max(1, sum(len(s) for s in self.sequences))
+        B = max(1, len(self.sequences))
         drafted = sum(d for d, _ in self.rounds)
         accepted = sum(a for _, a in self.rounds)
-        target_calls = [c for c in self.calls if c.member == "target"]
-        return {"tokens": len(self.tokens), "rounds": len(self.rounds), "drafted": drafted,
-                "accepted": accepted,
+        target_calls = sum(c.member == "target" for c in self.calls)
+        return {"tokens": n, "rounds": len(self.rounds), "drafted": drafted, "accepted": accepted,
                 "acceptance_rate": accepted / drafted if drafted else float("nan"),
                 "mean_accepted_length": accepted / len(self.rounds) if self.rounds else 0.0,
-                "tokens_per_target_pass": len(self.tokens) / max(1, len(target_calls)),
-                "target_passes_per_token": len(target_calls) / n,
-                "draft_passes_per_token": sum(c.member == "draft" for c in self.calls) / n,
+                "target_passes_per_token": target_calls * B / n,
+                "draft_passes_per_token": sum(c.member == "draft" for c in self.calls) * B / n,
                 "wall_s_per_token": self.wall_s / n}
 
     def to_dict(self) -> dict:
-        return {"tokens": list(self.tokens), "prompt_len": self.prompt_len, "mode": self.mode,
-                "rounds": [list(r) for r in self.rounds], "wall_s": self.wall_s,
+        return {"sequences": [list(s) for s in self.sequences], "prompt_len": self.prompt_len,
+                "mode": self.mode, "rounds": [list(r) for r in self.rounds], "wall_s": self.wall_s,
                 "calls": [c.to_dict() for c in self.calls], "metrics": self.metrics()}
 
 
-# ---- one member decoding one sequence ------------------------------------------------------------
+# ---- one member decoding a batch of sequences -----------------------------------------------------
 def is_spiking(model) -> bool:
     return hasattr(model, "run") and hasattr(model, "net")
 
@@ -120,11 +126,11 @@ def decoder_parts(model) -> tuple[nn.Module, DecoderLM, int]:
 
 
 class Decoder:
-    """Incremental decoding of one sequence (batch 1) by one model form.
+    """Incremental decoding of a batch of equally long sequences by one model form.
 
-    `feed(tokens)` appends tokens and returns the logits [len(tokens), V] at those positions; with
-    `cached` only the new positions are computed over the KV cache, else the whole sequence is
-    re-run.  `rollback(n)` forgets every position from n on.  Each feed is logged as a `Call`."""
+    `feed(x [B, L])` appends tokens and returns the logits [B, L, V] (float64) at those positions;
+    with `cached` only the new positions are computed over the KV cache, else the whole sequence
+    is re-run.  `rollback(n)` forgets every position from n on.  Each feed is logged as a `Call`."""
 
     def __init__(self, model, *, member: str = "target", images: torch.Tensor | None = None,
                  cached: bool = True, log: list | None = None, record: bool = False,
@@ -133,9 +139,7 @@ class Decoder:
         self.base, self.dec, self.n_prefix = decoder_parts(model)
         self.multimodal = self.dec is not self.base
         if self.multimodal and images is None:
-            raise ValueError("a MultimodalLM member needs images [1, C, H, W]")
-        if images is not None and images.shape[0] != 1:
-            raise ValueError(f"speculative decoding runs one sequence: images must be [1, ...], got {list(images.shape)}")
+            raise ValueError("a MultimodalLM member needs images [B, C, H, W]")
         self.images = images
         self.spiking = is_spiking(model)
         self.form = model_form(model)
@@ -143,7 +147,7 @@ class Decoder:
         self.log = log if log is not None else []
         self.vocab_size = self.dec.config.vocab_size
         self.capacity = self.dec.config.max_len - self.n_prefix   # text positions that fit
-        self.seq: list[int] = []
+        self.seq: torch.Tensor | None = None
         self.caches = self.dec.new_caches() if cached else None
         if isinstance(model, nn.Module):
             model.eval()
@@ -151,12 +155,12 @@ class Decoder:
     @property
     def n(self) -> int:
         """Positions computed so far (in the KV cache when cached)."""
-        return len(self.seq)
+        return 0 if self.seq is None else self.seq.shape[1]
 
     def rollback(self, n: int) -> None:
         if n >= self.n:
             return
-        self.seq = self.seq[:n]
+        self.seq = self.seq[:, :n]
         if self.caches is not None:
             keep = self.n_prefix + n
             for c in self.caches:
@@ -164,27 +168,27 @@ class Decoder:
                     c["k"], c["v"] = c["k"][:, :, :keep], c["v"][:, :, :keep]
 
     @torch.no_grad()
-    def feed(self, tokens: list[int], purpose: str) -> torch.Tensor:
-        tokens = [int(t) for t in tokens]
-        if not tokens:
+    def feed(self, x: torch.Tensor, purpose: str) -> torch.Tensor:
+        L = x.shape[1]
+        if L < 1:
             raise ValueError("feed needs at least one token")
-        if self.n + len(tokens) > self.capacity:
-            raise ValueError(f"{self.n + len(tokens)} text positions exceed the model's capacity "
+        if self.n + L > self.capacity:
+            raise ValueError(f"{self.n + L} text positions exceed the model's capacity "
                              f"{self.capacity} (max_len {self.dec.config.max_len})")
+        if self.images is not None and self.images.shape[0] != x.shape[0]:
+            raise ValueError(f"{self.images.shape[0]} images for {x.shape[0]} sequences")
         t0 = time.perf_counter()
         ctx = self.n if self.cached else 0
-        fed = tokens if self.cached else self.seq + tokens
-        x = torch.tensor([fed], dtype=torch.long)
-        image = self.multimodal and ctx == 0
-        logits, res = self._forward(x, ctx)
-        self.seq.extend(tokens)
-        call = Call(member=self.member, form=self.form, purpose=purpose, positions=len(fed), context=ctx,
-                    cached=self.cached, tokens=fed, image=image, wall_s=time.perf_counter() - t0)
+        fed = x if self.cached or self.seq is None else torch.cat([self.seq, x], 1)
+        logits, res = self._forward(fed, ctx)
+        self.seq = x if self.seq is None else torch.cat([self.seq, x], 1)
+        call = Call(member=self.member, form=self.form, purpose=purpose, positions=fed.shape[1],
+                    context=ctx, cached=self.cached, batch=x.shape[0], tokens=fed[0].tolist(),
+                    image=self.multimodal and ctx == 0, wall_s=time.perf_counter() - t0)
         if res is not None:
-            call.steps, call.t_settle = res.steps, res.t_settle
-            call.trace = res.trace
+            call.steps, call.t_settle, call.trace = res.steps, res.t_settle, res.trace
         self.log.append(call)
-        return logits[0, -len(tokens):].to(torch.float64)
+        return logits[:, -L:].to(torch.float64)
 
     def _forward(self, x: torch.Tensor, ctx: int):
         kw = {} if self.caches is None else {"caches": self.caches}
@@ -203,26 +207,40 @@ class Decoder:
 
 
 # ---- decoding --------------------------------------------------------------------------------------
-def _tokens(prompt) -> list[int]:
-    p = prompt.reshape(-1).tolist() if isinstance(prompt, torch.Tensor) else [int(t) for t in prompt]
-    if not p:
-        raise ValueError("the prompt must not be empty")
-    return p
+def _prompts(prompt) -> tuple[torch.Tensor, bool]:
+    """[B, P] long tensor of prompts, and whether the caller passed a batch."""
+    x = prompt if isinstance(prompt, torch.Tensor) else torch.tensor(list(prompt))
+    batched = x.dim() == 2
+    x = x.reshape(1, -1) if not batched else x
+    if x.dim() != 2 or x.shape[1] == 0:
+        raise ValueError(f"the prompt must be a non-empty list of token ids or a [B, P] tensor, "
+                         f"got shape {list(x.shape)}")
+    return x.long(), batched
 
 
 def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits.to(torch.float64) / temperature, dim=-1)
 
 
-def _draw(p: torch.Tensor, gen: torch.Generator | None) -> int:
-    return int(torch.multinomial(p, 1, generator=gen))
+def _draw(p: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """One sample per row of p [B, V] -> [B]."""
+    return torch.multinomial(p, 1, generator=gen)[:, 0]
 
 
 def _check(max_new: int, temperature: float) -> None:
-    if max_new < 1:
-        raise ValueError(f"max_new must be >= 1, got {max_new}")
+    if not isinstance(max_new, int) or max_new < 1:
+        raise ValueError(f"max_new must be an integer >= 1, got {max_new!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _finish(out: torch.Tensor, stop_token: int | None) -> list[list[int]]:
+    seqs = []
+    for row in out.tolist():
+        if stop_token is not None and stop_token in row:
+            row = row[:row.index(stop_token) + 1]
+        seqs.append(row)
+    return seqs
 
 
 @torch.no_grad()
@@ -231,22 +249,57 @@ def decode(model, prompt, max_new: int = 32, *, sampling: bool = False, temperat
            generator: torch.Generator | None = None, record: bool = False,
            snn_kw: dict | None = None) -> DecodeResult:
     """Plain autoregressive decoding by one model (the baseline): greedy, or sampling from
-    softmax(logits / temperature).  Same call log as `speculative_decode`."""
+    softmax(logits / temperature).  Same arguments and call log as `speculative_decode`."""
     _check(max_new, temperature)
-    prompt = _tokens(prompt)
+    x, batched = _prompts(prompt)
     t0 = time.perf_counter()
     tgt = Decoder(model, member="target", images=images, cached=cached, record=record, snn_kw=snn_kw)
-    out: list[int] = []
-    logits = tgt.feed(prompt, "prefill")
+    logits = tgt.feed(x, "prefill")
+    out = torch.empty(x.shape[0], 0, dtype=torch.long)
     while True:
-        p = logits[-1]
-        t = _draw(_probs(p, temperature), generator) if sampling else int(p.argmax())
-        out.append(t)
-        if len(out) >= max_new or t == stop_token or tgt.n + 1 > tgt.capacity:
+        p = logits[:, -1]
+        t = _draw(_probs(p, temperature), generator) if sampling else p.argmax(-1)
+        out = torch.cat([out, t[:, None]], 1)
+        done = (out == stop_token).any(1).all() if stop_token is not None else False
+        if out.shape[1] >= max_new or done or tgt.n + 1 > tgt.capacity:
             break
-        logits = tgt.feed([t], "decode")
-    return DecodeResult(tokens=out, calls=tgt.log, prompt_len=len(prompt), wall_s=time.perf_counter() - t0,
-                        mode="sample" if sampling else "greedy")
+        logits = tgt.feed(t[:, None], "decode")
+    return DecodeResult(sequences=_finish(out, stop_token), calls=tgt.log, prompt_len=x.shape[1],
+                        wall_s=time.perf_counter() - t0, mode="sample" if sampling else "greedy",
+                        batched=batched)
+
+
+def verify(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, *, sampling: bool,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The verification rule of one round, per sequence of a batch.
+
+    p [B, n+1, V]: the target's distributions at the n draft positions and the one after them;
+    q [B, n, V]: the draft's distributions the drafts [B, n] were chosen from.
+    Returns (kept [B], fix [B]): sequence b keeps its first kept[b] drafts, then emits fix[b].
+    Greedy: a draft is kept iff it is the target's argmax; fix = the target's argmax there.
+    Sampling (Leviathan et al. 2023, Algorithm 1; Chen et al. 2023): draft d is kept with
+    probability min(1, p(d)/q(d)); at the first rejection fix is drawn from norm(max(0, p - q));
+    after n kept drafts, a bonus token from p.  Each emitted token is distributed as p."""
+    B, n = drafts.shape
+    pd = p[:, :n].gather(2, drafts[..., None])[..., 0]          # p_i(d_i)  [B, n]
+    if sampling:
+        qd = q.gather(2, drafts[..., None])[..., 0]
+        u = torch.rand(B, n, generator=generator, dtype=torch.float64)
+        ok = u < (pd / qd).clamp(max=1.0)
+    else:
+        ok = p[:, :n].argmax(-1) == drafts
+    kept = ok.long().cumprod(1).sum(1)                           # leading accepted drafts
+    pk = p[torch.arange(B), kept]                                # target distribution after them
+    if not sampling:
+        return kept, pk.argmax(-1)
+    rejected = kept < n
+    if rejected.any():
+        qk = q[torch.arange(B), kept.clamp(max=n - 1)]
+        resid = (pk - qk).clamp_min(0.0)
+        mass = resid.sum(-1, keepdim=True)
+        use = rejected[:, None] & (mass > 0)
+        pk = torch.where(use, resid / mass.clamp_min(1e-300), pk)
+    return kept, _draw(pk, generator)
 
 
 @torch.no_grad()
@@ -255,21 +308,23 @@ def speculative_decode(target, draft, prompt, max_new: int = 32, *, k: int = 4, 
                        images: torch.Tensor | None = None, stop_token: int | None = None,
                        cached: bool = True, generator: torch.Generator | None = None,
                        record: bool = False, snn_kw: dict | None = None) -> DecodeResult:
-    """Generate up to `max_new` tokens after `prompt` (token ids) with `target`, drafted by `draft`.
+    """Generate up to `max_new` tokens after `prompt` with `target`, drafted by `draft`.
 
+    prompt: token ids (one sequence) or a [B, P] tensor (B sequences, decoded in lockstep; each
+    round keeps the fewest drafts any sequence accepts, see `verify`).
     k: draft tokens per round (>= 1).  sampling: speculative sampling (else greedy verification).
-    adaptive: stop drafting early in a round when the draft's max probability falls below this
-    threshold.  images: [1, C, H, W] for multimodal members (both see the same image).
-    cached: use KV caches (else every call re-runs the whole sequence).  record: keep the
+    adaptive: stop drafting in a round once the draft's max probability (the lowest over the
+    batch) falls below this threshold.  images: [B, C, H, W] for multimodal members (both see the
+    same images).  cached: KV caches (else every call re-runs the whole sequence).  record: keep the
     ActivityTrace of SpikingModel calls in the log.  snn_kw: extra `run` arguments (max_T, chunk).
-    Returns a `DecodeResult` whose tokens are exactly the target's greedy output (greedy) or a
-    sample of the target's distribution (sampling)."""
-    if not isinstance(k, int) or k < 1:
+    Greedy: the tokens are exactly the target's greedy decoding.  Sampling: each token is
+    distributed as the target's softmax(logits / temperature)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k (draft tokens per round) must be an integer >= 1, got {k!r}")
     if adaptive is not None and not 0.0 <= adaptive <= 1.0:
         raise ValueError(f"adaptive threshold must be in [0, 1], got {adaptive}")
     _check(max_new, temperature)
-    prompt = _tokens(prompt)
+    x, batched = _prompts(prompt)
     t0 = time.perf_counter()
     log: list[Call] = []
     tgt = Decoder(target, member="target", images=images, cached=cached, log=log, record=record, snn_kw=snn_kw)
@@ -277,59 +332,52 @@ def speculative_decode(target, draft, prompt, max_new: int = 32, *, k: int = 4, 
     if tgt.vocab_size != dft.vocab_size:
         raise ValueError(f"draft and target vocabularies differ: draft has {dft.vocab_size} tokens, "
                          f"target {tgt.vocab_size}; a draft must share the target's tokenizer")
-    choose = (lambda p: _draw(p, generator)) if sampling else (lambda p: int(p.argmax()))
-    seq = list(prompt)
-    out = [choose(_probs(tgt.feed(seq, "prefill")[-1], temperature))]
-    seq.append(out[0])
+    p0 = _probs(tgt.feed(x, "prefill")[:, -1], temperature)
+    out = (_draw(p0, generator) if sampling else p0.argmax(-1))[:, None]
+    seq = torch.cat([x, out], 1)
     rounds = []
-    while len(out) < max_new and out[-1] != stop_token:
-        room = min(tgt.capacity, dft.capacity) - len(seq)
+
+    def finished() -> bool:
+        return stop_token is not None and bool((out == stop_token).any(1).all())
+
+    while out.shape[1] < max_new and not finished():
+        room = min(tgt.capacity, dft.capacity) - seq.shape[1]
         if room < 0:
             break
-        k_r = min(k, max_new - len(out) - 1, room)
-        drafts, qs, draft_calls = [], [], []
+        k_r = min(k, max_new - out.shape[1] - 1, room)
+        drafts, qs, draft_calls = seq[:, :0], [], []
         for _ in range(k_r):
-            q = _probs(dft.feed((seq + drafts)[dft.n:], "draft")[-1], temperature)
+            q = _probs(dft.feed(torch.cat([seq, drafts], 1)[:, dft.n:], "draft")[:, -1], temperature)
             draft_calls.append(log[-1])
-            if adaptive is not None and float(q.max()) < adaptive:
-                log[-1].wasted = log[-1].positions   # the call's proposal is not used
+            if adaptive is not None and float(q.max(-1).values.min()) < adaptive:
+                log[-1].wasted = log[-1].positions           # its proposal is not used
                 break
-            drafts.append(choose(q))
+            d = _draw(q, generator) if sampling else q.argmax(-1)
+            drafts = torch.cat([drafts, d[:, None]], 1)
             qs.append(q)
-        p = _probs(tgt.feed((seq + drafts)[tgt.n:], "verify" if drafts else "decode")[-len(drafts) - 1:],
-                   temperature)
-        verify = log[-1]
-        j, new = 0, None
-        for i, d in enumerate(drafts):
-            if sampling:
-                if float(torch.rand((), generator=generator, dtype=torch.float64)) < min(1.0, float(p[i, d] / qs[i][d])):
-                    j += 1
-                    continue
-                resid = (p[i] - qs[i]).clamp_min(0)
-                new = _draw(resid / resid.sum() if resid.sum() > 0 else p[i], generator)
-            else:
-                if int(p[i].argmax()) == d:
-                    j += 1
-                    continue
-                new = int(p[i].argmax())
-            break
-        if new is None:
-            new = choose(p[len(drafts)])
-        for c in draft_calls[j:len(drafts)]:   # drafts rejected, or after a rejection
+        n_d = drafts.shape[1]
+        logits = tgt.feed(torch.cat([seq, drafts], 1)[:, tgt.n:], "verify" if n_d else "decode")
+        p = _probs(logits[:, -n_d - 1:], temperature)
+        kept, fix = verify(p, torch.stack(qs, 1) if qs else p[:, :0], drafts, sampling=sampling,
+                           generator=generator)
+        # In a batch every sequence keeps J = the fewest drafts any kept; one that kept more emits
+        # its accepted draft at J.  Either way the token at J is the rule's choice there
+        # (distributed as p; the argmax when greedy), whatever the other sequences drew.
+        J = int(kept.min())
+        new = torch.where(kept > J, drafts[:, min(J, n_d - 1)], fix) if n_d else fix
+        for c in draft_calls[J:n_d]:                     # drafts rejected, or after a rejection
             c.wasted = c.positions
-        verify.wasted = len(drafts) - j
-        emitted = drafts[:j] + [new]
-        if stop_token is not None and stop_token in emitted:
-            emitted = emitted[:emitted.index(stop_token) + 1]
-        rounds.append((len(drafts), j))
-        n_before = len(seq)
-        seq.extend(emitted)
-        out.extend(emitted)
-        tgt.rollback(n_before + j)
-        dft.rollback(min(dft.n, n_before + j))
-    out = out[:max_new]
-    return DecodeResult(tokens=out, calls=log, prompt_len=len(prompt), rounds=rounds,
-                        wall_s=time.perf_counter() - t0, mode="sample" if sampling else "greedy")
+        log[-1].wasted = n_d - J
+        rounds.append((n_d, J))
+        n_before = seq.shape[1]
+        emitted = torch.cat([drafts[:, :J], new[:, None]], 1)
+        seq = torch.cat([seq, emitted], 1)
+        out = torch.cat([out, emitted], 1)
+        tgt.rollback(n_before + J)
+        dft.rollback(min(dft.n, n_before + J))
+    return DecodeResult(sequences=_finish(out[:, :max_new], stop_token), calls=log, prompt_len=x.shape[1],
+                        rounds=rounds, wall_s=time.perf_counter() - t0,
+                        mode="sample" if sampling else "greedy", batched=batched)
 
 
 # ---- drafts ----------------------------------------------------------------------------------------
@@ -419,9 +467,9 @@ def distill_draft(target, task, size: str = "tiny", steps: int = 300, *, batch_s
         loss.backward()
         torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
         opt.step()
-    draft.snmfm_distill = {"size": size, "steps": steps, "final_kl": float(loss)}
+    draft.snmfm_distill = {"size": size, "steps": steps, "final_kl": float(loss.detach())}
     return draft.eval()
 
 
 __all__ = ["Call", "DecodeResult", "Decoder", "compressed_draft", "decode", "distill_draft",
-           "first_layers", "speculative_decode"]
+           "first_layers", "speculative_decode", "verify"]

@@ -181,3 +181,22 @@ def test_bad_plan_files_are_rejected(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         BitPlan.load(p)
+
+
+def test_top_plans_are_enumerated_in_order_and_validation_picks_by_measured_kl(vit_and_table):
+    from snmfm.compress.plan import build_problem, solve
+    m, data, sens = vit_and_table
+    costs = size_costs(m, (2, 4, 8))
+    budget = uniform_cost(costs, 4, 4)
+    p = build_problem(m, costs, sens, (2, 4, 8), (2, 4, 8))
+    objs, cuts = [], []
+    for _ in range(3):
+        sol = solve(p, budget, cuts)
+        cuts.append(sol[0])
+        objs.append(sol[2])
+    assert objs == sorted(objs) and len({tuple(c) for c in cuts}) == 3
+    calibrate(m, data)
+    plan = plan_bits(m, budget, costs, "size", sensitivity=sens, validate=[torch.randn(8, 1, 8, 8)], top_k=3)
+    rows = plan.meta["validation"]["candidates"]
+    assert len(rows) >= 3 and plan.meta["validation"]["chosen"] == min(rows, key=lambda r: r["kl"])["source"]
+    assert plan.cost <= budget

@@ -3,8 +3,9 @@
 For each task (trained default checkpoint) and each target (size, conventional, neuromorphic):
 
 * uniform W8A8, W4A4 and W2A2 QANNs;
-* mixed precision (`plan_bits`, choices 2/4/8 bits) at the budgets of uniform W4A4 and W8A8 and at
-  their geometric mean -- for the size target the activation bits are pinned to the uniform point's
+* mixed precision (`plan_bits`, choices 2/4/8 bits or --choices) at the budgets of uniform W4A4
+  and W8A8 and at their geometric mean, validated on 256 training inputs (the program's best plans
+  and the uniform plan re-ranked by measured KL to FP32) -- for the size target the activation bits are pinned to the uniform point's
   (size does not depend on them, so leaving them free would compare W4A8 with W4A4);
 * each point's test accuracy (post-training quantisation, or QAT with --finetune-steps), its
   predicted cost (the cost table) and, for the energy targets, its simulated energy (the plan's own
@@ -47,7 +48,7 @@ def _uniform_layers(model, w: int, a: int) -> dict:
 
 
 def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: int | None = None,
-             n_inputs: int = 8, choices=(2, 4, 8), log=print) -> list[dict]:
+             n_inputs: int = 8, choices=(2, 4, 8), device=None, log=print) -> list[dict]:
     from neuro_hw.costs import cost_table, measure_plan
     from snmfm.compress import calibrate
     from snmfm.compress.plan import plan_bits, uniform_cost
@@ -62,6 +63,7 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
     calib = [tuple(b) for b in task.batches("calib", 64, limit=256)]
     calibrate(model, calib)
     inputs = tuple(x[:n_inputs] for x in calib[0])
+    held_out = [tuple(b) for b in task.batches("train", 64, limit=256)]  # plan validation inputs
     t0 = time.time()
     scales: dict = {}
     sens = sensitivity(model, calib[:2], bits=choices, levels=("layer",), calibrated=True, scales=scales)
@@ -74,7 +76,7 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
             student = prepare_qat(model, overrides=layers, scales=scales)
             if finetune_steps:
                 kw = task_adapter(task)
-                finetune(student, teacher, kw.pop("sample"), steps=finetune_steps, **kw)
+                finetune(student, teacher, kw.pop("sample"), steps=finetune_steps, device=device, **kw)
             qann = freeze(student)
             cache[key] = (qann, task.evaluate(qann, limit=eval_limit)["accuracy"])
         return cache[key]
@@ -91,7 +93,9 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
                                      ("mixed@W8A8", hi, 8)):
             a_choices = (a_pin,) if target == "size" else None
             plan = plan_bits(model, budget, costs, target, sensitivity=sens, choices=choices,
-                             a_choices=a_choices)
+                             a_choices=a_choices, validate=held_out, scales=scales)
+            log(f"  {label}: chose {plan.meta['validation']['chosen']} of "
+                + ", ".join(f"{r['source']} kl {r['kl']:.2e}" for r in plan.meta["validation"]["candidates"]))
             points.append((label, "mixed", plan.layers, budget, None))
         for label, kind, layers, budget, _ in points:
             qann, acc = build(layers)
@@ -109,7 +113,8 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
     return rows
 
 
-def prune_check(*, heads=1, mlp_channels=0.5, steps: int = 400, eval_limit=None, log=print) -> dict:
+def prune_check(*, heads=1, mlp_channels=0.5, steps: int = 1000, lr: float = 1e-3, temperature: float = 1.0,
+                device=None, eval_limit=None, log=print) -> dict:
     """vision-digits: >= 30% fewer MACs, <= 1 point accuracy loss after recovery, exact SNN."""
     from converters import convert
     from neuro_hw.workload import extract_workload
@@ -127,7 +132,7 @@ def prune_check(*, heads=1, mlp_channels=0.5, steps: int = 400, eval_limit=None,
     macs0, macs1 = extract_workload(teacher, *x).total_macs, extract_workload(pruned, *x).total_macs
     acc_pruned = task.evaluate(pruned, limit=eval_limit)["accuracy"]
     kw = task_adapter(task)
-    finetune(pruned, teacher, kw.pop("sample"), steps=steps, lr=1e-3, **kw)
+    finetune(pruned, teacher, kw.pop("sample"), steps=steps, lr=lr, temperature=temperature, device=device, **kw)
     acc_rec = task.evaluate(pruned, limit=eval_limit)["accuracy"]
     calibrate(pruned, calib)
     qann = quantize(pruned, 8, 8)
@@ -140,6 +145,7 @@ def prune_check(*, heads=1, mlp_channels=0.5, steps: int = 400, eval_limit=None,
            "removed": {k: pruned.snmfm_prune[k] for k in ("heads", "mlp_channels", "blocks")},
            "fp32_accuracy": base_acc, "pruned_accuracy": acc_pruned, "recovered_accuracy": acc_rec,
            "recovered_w8a8_accuracy": acc_q, "snn_equals_qann": exact, "recovery_steps": steps,
+           "recovery_lr": lr, "heads": heads, "mlp_channels": mlp_channels,
            "time_s": time.time() - t0}
     log(f"[prune vision-digits] MACs {macs0} -> {macs1} (-{out['mac_reduction']:.1%}); accuracy "
         f"{base_acc:.4f} -> pruned {acc_pruned:.4f} -> recovered {acc_rec:.4f} (W8A8 {acc_q:.4f}); SNN==QANN {exact}")
@@ -206,7 +212,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--n-inputs", type=int, default=8, help="samples the SNN/workload cost tables run on")
     ap.add_argument("--no-prune", action="store_true")
-    ap.add_argument("--prune-steps", type=int, default=400)
+    ap.add_argument("--prune-steps", type=int, default=1000)
+    ap.add_argument("--device", default=None, help="device for fine-tuning (cuda when present)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--choices", type=int, nargs="+", default=[2, 4, 8], help="bit widths mixed precision picks from")
     args = ap.parse_args(argv)
@@ -215,11 +222,12 @@ def main(argv=None) -> dict:
     rows = []
     for t in args.tasks:
         rows += run_task(t, args.targets, finetune_steps=args.finetune_steps, eval_limit=args.eval_limit,
-                         n_inputs=args.n_inputs, choices=tuple(sorted(set(args.choices) | {2, 4, 8})))
+                         n_inputs=args.n_inputs, choices=tuple(sorted(set(args.choices) | {2, 4, 8})),
+                         device=args.device)
         (args.out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
     result = {"rows": rows, "mixed_worse_than_uniform": check_mixed_beats_uniform(rows)}
     if not args.no_prune:
-        result["prune"] = prune_check(steps=args.prune_steps)
+        result["prune"] = prune_check(steps=args.prune_steps, device=args.device)
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     if rows:
         print(table(rows))

@@ -99,8 +99,9 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     scales: dict = {}  # activation steps searched once, shared by sensitivity and QAT
     sens = sensitivity(model, calib[:2], bits=sorted(set(choices) | set(a_choices or choices)),
                        levels=("layer",), calibrated=True, scales=scales)
+    held_out = [tuple(b) for b in tk.batches("train", batch_size, seed=seed, limit=calib_samples)]
     plan = plan_bits(model, budget, table, target, sensitivity=sens, choices=choices,
-                     a_choices=a_choices, fixed_layers=fixed_layers)
+                     a_choices=a_choices, fixed_layers=fixed_layers, validate=held_out, scales=scales)
     if finetune_steps > 0:
         student = prepare_qat(model, overrides=plan.layers, scales=scales)
         adapter = task_adapter(tk, batch_size)

@@ -279,8 +279,10 @@ def min_cost(p: _Problem) -> float:
     return float(best)
 
 
-def solve(p: _Problem, budget: float) -> tuple[list[int], int, float, float]:
-    """Exact MILP.  Returns (option index per layer, index of the largest-a level, objective, cost)."""
+def solve(p: _Problem, budget: float, exclude=()) -> tuple[list[int], int, float, float] | None:
+    """Exact MILP.  Returns (option index per layer, index of the largest-a level, objective, cost),
+    or None when no plan is left.  exclude: earlier solutions (option index per layer) to cut off,
+    so repeated calls enumerate the best plans in order."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     n_x = sum(len(o) for o in p.options)
     n_z = len(p.a_levels)
@@ -288,11 +290,14 @@ def solve(p: _Problem, budget: float) -> tuple[list[int], int, float, float]:
     scale = max(abs(budget), 1e-30)
     sens = np.concatenate(p.sens)
     cost = np.concatenate([*p.cost, p.fixed])
-    # Secondary objective: among plans of equal sensitivity, the cheaper one (weight far below the
-    # smallest sensitivity difference that matters, so the primary optimum is unchanged).
+    # Secondary objective: among plans of equal sensitivity, more bits (sensitivities at high bit
+    # widths sit at the measurement's noise floor and tie after `monotone`; more bits never hurt,
+    # and the budget is there to be spent).  Its weight is far below any sensitivity difference
+    # that matters, so the primary optimum is unchanged.
+    bits = np.concatenate([[(w or 0) + a for w, a in opts] for opts in p.options])
     s_span = max(float(sens.max() - sens.min()), 1e-30) if len(sens) else 1.0
-    tie = 1e-9 * s_span / max(float(cost.sum()), 1e-30)
-    c = np.concatenate([sens, np.zeros(n_z)]) + tie * cost
+    tie = 1e-9 * s_span / max(float(bits.sum()), 1.0)
+    c = np.concatenate([sens - tie * bits, np.zeros(n_z)])
     rows, lo, hi = [], [], []
     off = 0
     for opts in p.options:  # one option per layer
@@ -322,8 +327,17 @@ def solve(p: _Problem, budget: float) -> tuple[list[int], int, float, float]:
     rows.append(cost / scale)  # the budget
     lo.append(-np.inf)
     hi.append(budget / scale)
+    starts = np.cumsum([0] + [len(o) for o in p.options])[:-1]
+    for prev in exclude:  # no-good cut: not all of an earlier solution's choices again
+        r = np.zeros(n)
+        r[[int(s0 + j) for s0, j in zip(starts, prev)]] = 1
+        rows.append(r)
+        lo.append(-np.inf)
+        hi.append(len(prev) - 1)
     res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(n),
                bounds=Bounds(0, 1), options={"mip_rel_gap": 0.0, "presolve": True})
+    if res.status == 2:  # infeasible
+        return None
     if res.status != 0 or res.x is None:
         raise RuntimeError(f"MILP solver failed: {res.message}")
     x = np.round(res.x).astype(int)
@@ -340,7 +354,8 @@ def solve(p: _Problem, budget: float) -> tuple[list[int], int, float, float]:
 
 def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: str = "size", *,
               sensitivity: SensitivityTable | None = None, data=None, choices=(2, 4, 8), a_choices=None,
-              fixed_layers: Mapping | None = None, **sensitivity_kw) -> BitPlan:
+              fixed_layers: Mapping | None = None, validate=None, top_k: int = 4, scales: dict | None = None,
+              **sensitivity_kw) -> BitPlan:
     """The per-layer bit plan of least total sensitivity whose cost fits `budget`.
 
     budget: a number in the cost table's unit, or 'w4a4'-style (the cost of that uniform plan).
@@ -349,6 +364,11 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
     choices; or pass `data` (batches of model inputs) to measure one now.
     choices / a_choices: bit widths to choose from for weights / activations (a_choices defaults to
     choices).  fixed_layers: {layer: {"w_bits"?, "a_bits"?}} pinned (e.g. keep the head at 8 bits).
+    validate: batches of model inputs (other than those the sensitivities came from).  The additive
+    sensitivity is a model of the damage; with `validate`, the `top_k` best plans of the program
+    (enumerated exactly, with no-good cuts) and the most precise uniform plan within the budget are
+    each built as a QANN (the model must be calibrated) and the one whose output is closest to the
+    float model's (KL) is returned.  `scales`: activation-step cache shared with `prepare_qat`.
 
     Raises InfeasibleBudget (with the smallest feasible budget) and ValueError for an unknown target."""
     if target not in TARGETS:
@@ -377,17 +397,81 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
         raise InfeasibleBudget(f"no bit plan fits a budget of {b:.6g} {unit} for target {target!r}; "
                                f"the smallest feasible budget is {smallest:.6g} {unit} "
                                f"(choices w={list(w_choices)}, a={list(a_choices)})", smallest)
-    choice, k, obj, total = solve(p, max(b, smallest))
-    layers = {}
-    for name, opts, j in zip(p.layers, p.options, choice):
-        w, a = opts[j]
-        layers[name] = {"a_bits": int(a)} if w is None else {"w_bits": int(w), "a_bits": int(a)}
+    found, cuts = [], []
+    for _ in range(top_k if validate is not None else 1):
+        sol = solve(p, max(b, smallest), cuts)
+        if sol is None:
+            break
+        cuts.append(sol[0])
+        found.append(sol)
+    choice, k, obj, total = found[0]
+    layers = _layers_of(p, choice)
     meta = {"unit": unit, "solver": "scipy.optimize.milp (HiGHS), mip_rel_gap=0",
             "w_choices": list(w_choices), "a_choices": list(a_choices), "max_a_bits": int(p.a_levels[k]),
             "min_budget": smallest, "sensitivity_metric": sensitivity.metric,
             "uniform_costs": {f"w{c}a{c}": uniform_cost(costs, c, c) for c in sorted(set(w_choices) & set(a_choices))},
             "budget_spec": budget if isinstance(budget, str) else None}
+    if validate is not None:
+        cands = [(f"milp#{i + 1}", _layers_of(p, c), o, t) for i, (c, _, o, t) in enumerate(found)]
+        uni = _best_uniform(p, costs, b, w_choices, a_choices, fixed_layers)
+        if uni is not None and all(u != uni[1] for _, u, _, _ in cands):
+            cands.append(uni)
+        rows = _validate(model, cands, validate, scales)
+        best = min(range(len(rows)), key=lambda i: (rows[i]["kl"], i))
+        _, layers, obj, total = cands[best]
+        meta["max_a_bits"] = max(o["a_bits"] for o in layers.values())
+        meta["validation"] = {"metric": "kl to float on validate", "candidates": rows, "chosen": rows[best]["source"]}
     return BitPlan(layers=layers, target=target, budget=b, cost=total, objective=obj, meta=meta)
+
+
+def _layers_of(p: _Problem, choice) -> dict:
+    layers = {}
+    for name, opts, j in zip(p.layers, p.options, choice):
+        w, a = opts[j]
+        layers[name] = {"a_bits": int(a)} if w is None else {"w_bits": int(w), "a_bits": int(a)}
+    return layers
+
+
+def _best_uniform(p: _Problem, costs, budget, w_choices, a_choices, fixed_layers):
+    """The most precise uniform W{b}A{b} plan (pins applied) that fits the budget, as a candidate."""
+    for bits in sorted(set(w_choices) & set(a_choices), reverse=True):
+        choice = []
+        for name, opts in zip(p.layers, p.options):
+            want = [j for j, (w, a) in enumerate(opts) if (w is None or w == bits) and a == bits]
+            if not want and name in (fixed_layers or {}):
+                want = [0]  # a pinned layer keeps its pinned option
+            if not want:
+                break
+            choice.append(want[0])
+        if len(choice) != len(p.layers):
+            continue
+        layers = _layers_of(p, choice)
+        total = plan_cost(layers, costs)
+        if total <= budget * (1 + 1e-12):
+            obj = float(sum(p.sens[i][j] for i, j in enumerate(choice)))
+            return f"uniform w{bits}a{bits}", layers, obj, total
+    return None
+
+
+def _validate(model: nn.Module, cands, data, scales) -> list[dict]:
+    import torch
+
+    from snmfm.compress.qat import freeze, prepare_qat
+    from snmfm.compress.quant import _as_args
+    from snmfm.compress.sensitivity import _metric_fn
+    kl = _metric_fn("kl")
+    data = [_as_args(x) for x in data]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        refs = [model(*x) for x in data]
+        rows = []
+        for source, layers, obj, total in cands:
+            qann = freeze(prepare_qat(model, overrides=layers, scales=scales))
+            v = sum(kl(qann(*x), r, x) for x, r in zip(data, refs)) / len(data)
+            rows.append({"source": source, "kl": float(v), "objective": obj, "cost": total})
+    model.train(was_training)
+    return rows
 
 
 def plan_cost(plan: BitPlan | Mapping, costs: Mapping) -> float:

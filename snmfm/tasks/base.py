@@ -100,10 +100,11 @@ class Task:
         raise NotImplementedError
 
     def train(self, model: nn.Module | None = None, seed: int = 0, steps: int | None = None,
-              progress: bool = True, size: str | None = None,
-              config: TrainConfig | None = None) -> tuple[nn.Module, dict]:
+              progress: bool = True, size: str | None = None, config: TrainConfig | None = None,
+              eval_limit: int | None = None) -> tuple[nn.Module, dict]:
         """Train (a fresh model of `size` from `seed`, or `model` in place); returns
-        (model, metrics) with the test metrics of `evaluate` plus train_loss / train_time_s."""
+        (model, metrics) with the test metrics of `evaluate` (on at most `eval_limit` examples)
+        plus train_loss / train_time_s / steps."""
         cfg = config or self.train_config
         if steps is not None:
             cfg = cfg.replace(steps=int(steps), warmup=min(cfg.warmup, max(1, int(steps) // 10)))
@@ -112,7 +113,7 @@ class Task:
         model = model.float()
         stats = fit(model, lambda g, step: self.sample(g, cfg.batch_size, step), self._loss, cfg,
                     seed=seed, progress=progress, desc=self.name)
-        metrics = self.evaluate(model)
+        metrics = self.evaluate(model, limit=eval_limit)
         metrics.update(stats)
         return model, metrics
 

@@ -1,8 +1,6 @@
 """Task workflows the CLI (and research code) call: train-and-save, evaluate a checkpoint."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from snmfm.tasks import get_task
 
 
@@ -30,8 +28,5 @@ def evaluate_checkpoint(task_name: str, checkpoint=None, seed: int = 0, limit: i
     task = get_task(task_name)
     model, meta = task.load(checkpoint)
     result = task.evaluate(model, split=split, limit=limit, seed=seed)
-    source = str(Path(checkpoint)) if checkpoint is not None else meta.get("source", "default")
-    if checkpoint is None and task.kind != "embed":
-        from snmfm.checkpoint import default_checkpoint
-        source = str(default_checkpoint(task.name))
+    source = meta.get("path") or meta.get("source")
     return {**result, "checkpoint": source, "size": meta.get("size"), "seed": seed}

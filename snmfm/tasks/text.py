@@ -84,24 +84,39 @@ class TextMiniLM(Task):
             keep = int(mask.sum(1).max())
             yield Batch((ids[:, :keep], mask[:, :keep]), b.targets, b.ids)
 
-    def train(self, model=None, seed=0, steps=None, progress=True, size=None, config=None):
+    def train(self, model=None, seed=0, steps=None, progress=True, size=None, config=None,
+              eval_limit=None):
         raise TaskError("text-minilm is the pretrained all-MiniLM-L6-v2 and is not trained by "
                         "snmfm; evaluate it directly (snmfm evaluate text-minilm) or compress it")
 
-    def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, int]:
-        """(sum of cosines to the FP32 embeddings, n): accuracy is the mean cosine."""
+    def cosines(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Cosine of each output embedding to the FP32 one, in float64."""
         out = outputs.to(torch.float64)
         if out.dim() == 3:  # token states: pool like the FP32 model (mean over real tokens)
             m = batch[1].to(out.dtype)[..., None]
             out = (out * m).sum(1) / m.sum(1).clamp_min(1)
-        cos = F.cosine_similarity(out, batch.targets.to(out), dim=-1)
+        return F.cosine_similarity(out, batch.targets.to(out), dim=-1)
+
+    def score(self, outputs: torch.Tensor, batch: Batch) -> tuple[float, int]:
+        """(sum of cosines to the FP32 embeddings, each clipped to [0, 1], n): accuracy is the
+        mean clipped cosine (rounding can put a cosine a hair above 1; a negative one counts 0)."""
+        cos = self.cosines(outputs, batch).clamp(0.0, 1.0)
         return float(cos.sum()), int(cos.numel())
+
+    def _accumulate(self, extra, outputs, batch):
+        cos = self.cosines(outputs, batch)
+        extra["cos_sum"] = extra.get("cos_sum", 0.0) + float(cos.sum())
+        extra["cos_min"] = min(extra.get("cos_min", 1.0), float(cos.min()))
+        extra["count"] = extra.get("count", 0) + cos.numel()
+
+    def _finish(self, extra):
+        return {"mean_cosine": extra["cos_sum"] / extra["count"], "min_cosine": extra["cos_min"]}
 
     def load(self, checkpoint=None):
         if checkpoint is not None:
             return super().load(checkpoint)
         return self.build_model(), {"task": self.name, "source": "pretrained all-MiniLM-L6-v2",
-                                    "metrics": {}}
+                                    "size": PRETRAINED, "metrics": {}}
 
     def info(self) -> dict:
         sentences = self._sentences()
