@@ -94,7 +94,7 @@ class IFNeuron(nn.Module):
         self.steps = 1
         self.recorder = None
         self.count: torch.Tensor | None = None  # [B, ...] count after the last step run
-        self.last_step_quiet = False
+        self.reset()
         # (settled counts [B, ...] of the leading positions, axis) for a run with a KV cache
         self.settled: tuple[torch.Tensor, int] | None = None
 
@@ -108,6 +108,8 @@ class IFNeuron(nn.Module):
     def reset(self) -> None:
         self.count = None
         self.last_step_quiet = False
+        self.last_spike_step = 0  # 1-based step of the last spike (tracked when no recorder)
+        self.step0 = 0
         self.settled = None
 
     def initial_count(self, like: torch.Tensor) -> torch.Tensor:
@@ -142,6 +144,11 @@ class IFNeuron(nn.Module):
             self.recorder.neuron(self.name, n, n0, r)
         before_last = n[-2] if T > 1 else n0
         self.last_step_quiet = bool(torch.equal(n[-1], before_last))
+        if self.recorder is None:  # the trace knows; without one, find the last step with a spike
+            moved = torch.diff(n, dim=0, prepend=n0[None].to(n.dtype)).reshape(T, -1).ne(0).any(1)
+            idx = torch.nonzero(moved).flatten()
+            if idx.numel():
+                self.last_spike_step = self.step0 + int(idx[-1]) + 1
         self.count = n[-1].clone()
         return n.reshape(-1, *n.shape[2:]).to(torch.float64)
 

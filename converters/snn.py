@@ -107,6 +107,18 @@ class SNNResult:
     extra: dict = field(default_factory=dict)
 
 
+def _chunk_sizes(limit: int, cap: int, first: int):
+    """Time steps per chunk: `first` steps (in chunks of at most `cap`), then 4, 8, 16, ... (<= cap)."""
+    left = max(1, min(first, limit))
+    while left > 0:
+        yield min(left, cap)
+        left -= min(left, cap)
+    k = 4
+    while True:
+        yield max(1, min(k, cap))
+        k *= 2
+
+
 class SpikingModel(nn.Module):
     """A converted model.  `run(*inputs, T=None)` simulates it; `T=None` runs until quiet."""
 
@@ -169,6 +181,11 @@ class SpikingModel(nn.Module):
         chunk = max(1, min(chunk, limit))
         prefix = "" if entry is None else entry + "."
         neurons = [(prefix + n, m) for n, m in net.named_modules() if isinstance(m, IFNeuron)]
+        # Until quiet: no neuron can settle before it has walked to its largest code, so the first
+        # chunk covers that walk; later chunks grow geometrically (4, 8, 16, ...) so at most about
+        # as many steps are simulated past the settling step as before it.
+        levels = max((max(abs(n.qmin), n.qmax) for _, n in neurons), default=1)
+        sizes = _chunk_sizes(limit, chunk, first=levels + 2 if T is None else chunk)
         recorder = TraceRecorder(B) if record else None
         hooks = []
         for name, n in neurons:
@@ -190,10 +207,11 @@ class SpikingModel(nn.Module):
         kept, done, quiet, out = [], 0, False, None
         try:
             while done < limit and not quiet:
-                steps = min(chunk, limit - done)
+                steps = min(next(sizes), limit - done)
                 self._steps = steps
                 for _, n in neurons:
                     n.steps = steps
+                    n.step0 = done
                 if recorder is not None:
                     recorder.step0 = done
                 big = [_repeat(x, steps) if isinstance(x, torch.Tensor) else x for x in inputs]
@@ -223,8 +241,9 @@ class SpikingModel(nn.Module):
         t_settle = trace.t_settle if trace is not None else None
         if T is None and not quiet:
             raise RuntimeError(f"the SNN did not go quiet within max_T={max_T} steps; raise max_T")
-        if T is None and trace is None:
-            t_settle = done
+        if trace is None:  # no recorder: the neurons tracked their last spike
+            last = max((n.last_spike_step for _, n in neurons), default=0)
+            t_settle = last if last < done else None
         return SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
                          per_step=torch.cat(kept) if keep_steps else None)
 

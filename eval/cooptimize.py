@@ -76,8 +76,9 @@ def config_model(task_name: str, cfg: InputConfig, *, size: str | None = None, s
                                     seed=seed, wrap=wrap, tag=f"resize{r}", cache=cache, train=train,
                                     progress=progress, device=device)
         return (ResizedInput(model, r) if wrap else model), meta
-    model, meta = trained_model(task.name, size, seed=seed, cache=cache, train=train, progress=progress,
-                                device=device)
+    base_steps = None if size in (None, task.default_size) else steps
+    model, meta = trained_model(task.name, size, steps=base_steps, seed=seed, cache=cache, train=train,
+                                progress=progress, device=device)
     if cfg.keep_tokens is not None:
         return TokenPruned(model, cfg.keep_tokens, cfg.token_mode), meta
     return model, meta
@@ -118,14 +119,15 @@ def measure_job(job: dict) -> dict:
     w, a = job["bits"]
     key = (f"{job['task']}-{cfg.label().replace(' ', '_').replace('/', '-')}-{sha}-W{w}A{a}"
            f"-snn{job['snn_examples']}-T{'_'.join(map(str, job['T_values']))}-lim{job.get('eval_limit')}"
-           f"-seed{job['seed']}")
+           f"-cal{job.get('calib_limit', 256)}-seed{job['seed']}")
     f = root / "coopt" / f"{key}.json"
     if f.is_file():
         return json.loads(f.read_text())
     t0 = time.perf_counter()
     task = truncated_task(get_task(job["task"]), cfg.context)
     m = measure_model(task, module, w_bits=w, a_bits=a, snn_examples=job["snn_examples"],
-                      T_values=job["T_values"], eval_limit=job.get("eval_limit"), seed=job["seed"])
+                      T_values=job["T_values"], eval_limit=job.get("eval_limit"), seed=job["seed"],
+                      calib_limit=job.get("calib_limit", 256))
     m.update({"config": cfg.to_dict(), "label": cfg.label(), "model": meta.get("key"),
               "train_accuracy_test": (meta.get("metrics") or {}).get("accuracy"),
               "wall_s": time.perf_counter() - t0})
@@ -210,7 +212,8 @@ def front_summary(points: list[dict], default: dict, tolerance: float = ISO_TOLE
 def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None, *,
                    bits: Sequence[tuple[int, int]] = DEFAULT_BITS, T_values: Sequence[int] = DEFAULT_T,
                    size: str | None = None, steps: int | None = None, snn_examples: int | None = None,
-                   eval_limit: int | None = -1, seed: int = 0, cache=None, out_dir=None, workers: int = 1,
+                   eval_limit: int | None = -1, calib_limit: int | None = 256, seed: int = 0, cache=None,
+                   out_dir=None, workers: int = 1,
                    train: bool = True, train_device: str | None = None,
                    status: Callable[[str], None] | None = None) -> dict:
     """The co-optimisation study of one task (module docstring); returns a JSON-able dict.
@@ -235,7 +238,7 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
         say(f"train {len(trains)} models")
         run_jobs(train_job, trains, workers, say)
     jobs = [{**common, "config": c.to_dict(), "bits": list(b), "snn_examples": snn_examples,
-             "T_values": list(T_values), "eval_limit": eval_limit, "train": train}
+             "T_values": list(T_values), "eval_limit": eval_limit, "calib_limit": calib_limit, "train": train}
             for c in configs for b in bits]
     say(f"measure {len(jobs)} configurations")
     ms = run_jobs(measure_job, jobs, workers, say)

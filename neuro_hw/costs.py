@@ -77,7 +77,7 @@ def cost_table(model: nn.Module, inputs: tuple, target: str, *, hw=None, choices
     w_choices = tuple(sorted({int(b) for b in choices}))
     a_choices = tuple(sorted({int(b) for b in (a_choices or choices)}))
     if target == "size":
-        from snmfm.compress.plan import size_costs
+        from snmfm.compress.cost_table import size_costs
         return size_costs(model, w_choices)
     if not isinstance(inputs, tuple):
         inputs = (inputs,)
@@ -110,17 +110,15 @@ def cost_table(model: nn.Module, inputs: tuple, target: str, *, hw=None, choices
             totals[f"w{w}a{a}"] = float(rep.energy_pj)
             if w == (a if a in w_choices else w_ref):
                 fixed[f"a{a}"] = float(rep.energy_pj) - layer_sum
+                for n in layer_names:  # act-only layers read this run (below)
+                    layers[n].setdefault(f"w{w}a{a}", per_op[n])
             if a in traces:
                 steps[f"a{a}"] = int(traces[a].steps)
-    # activation-only layers (Q K^T, attn V): keep only the a_bits key, the cost does not depend on w
+    # activation-only layers (Q K^T, attn V) have no weights: one cost per a_bits, from the same
+    # uniform run as the fixed part (other layers' weight bits move them only through the mapping)
     for n in layer_names:
-        opts = layers[n]
-        by_a = {}
-        for k, v in opts.items():
-            a = int(k.split("a")[1])
-            by_a.setdefault(a, set()).add(v)
-        if all(len(vs) == 1 for vs in by_a.values()) and _is_act_only(model, n):
-            layers[n] = {f"a{a}": vs.pop() for a, vs in by_a.items()}
+        if _is_act_only(model, n):
+            layers[n] = {f"a{a}": layers[n][f"w{a if a in w_choices else w_ref}a{a}"] for a in a_choices}
     meta = {"hw": _hw_name(hw), "w_ref": w_ref, "n_inputs": int(inputs[0].shape[0]),
             "simulated_totals_pj": totals, "approximation": "per-layer costs from uniform runs"}
     if steps:

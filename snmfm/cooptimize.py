@@ -49,7 +49,7 @@ class ResizedInput(nn.Module):
     def __init__(self, model: nn.Module, size: int, image_arg: int = 0):
         super().__init__()
         self.model, self.size, self.image_arg = model, int(size), int(image_arg)
-        self.config = model.config
+        self.config = getattr(model, "config", None)
 
     def forward(self, *inputs, **kw):
         args = list(inputs)
@@ -76,7 +76,7 @@ class TokenPruned(nn.Module):
         if mode not in TOKEN_MODES:
             raise ValueError(f"token mode {mode!r}; allowed: {', '.join(TOKEN_MODES)}")
         self.model, self.keep, self.mode = model, int(keep), mode
-        self.config = model.config
+        self.config = getattr(model, "config", None)
         self.multimodal = hasattr(model, "vision")
         vit = model.vision if self.multimodal else model
         n = (vit.config.image_size // vit.config.patch_size) ** 2
@@ -122,7 +122,7 @@ class TruncatedContext(nn.Module):
     def __init__(self, model: nn.Module, n: int, token_arg: int = 0):
         super().__init__()
         self.model, self.n, self.token_arg = model, int(n), int(token_arg)
-        self.config = model.config
+        self.config = getattr(model, "config", None)
 
     def forward(self, *inputs, **kw):
         args = list(inputs)

@@ -59,27 +59,27 @@ def _tables(draw_s, draw_c, draw_f, bits):
 
 
 def _brute(sens: SensitivityTable, costs, bits, budget):
+    """Best total sensitivity over every plan within `budget`, and the cheapest plan's cost."""
     from snmfm.compress.sensitivity import monotone
     sw, sa = sens.layer_table("w"), sens.layer_table("a")
-    per_layer = []
+    per_layer = []  # (sensitivity, cost, a_bits) of every option of every layer
     for name in LAYERS:
         opts = [(None, a) for a in bits] if name == "mm" else list(itertools.product(bits, bits))
-        per_layer.append([(o, (monotone(sw[name])[o[0]] if o[0] else 0.0) + monotone(sa[name])[o[1]])
-                          for o in opts])
+        per_layer.append([((monotone(sw[name])[w] if w else 0.0) + monotone(sa[name])[a],
+                           plan_cost({name: {"a_bits": a} if w is None else {"w_bits": w, "a_bits": a}},
+                                     {**costs, "fixed": {}}), a) for w, a in opts])
+    fixed = dict(zip(bits, np.maximum.accumulate([costs["fixed"][f"a{b}"] for b in bits])))
     best, cheapest = None, np.inf
     for combo in itertools.product(*per_layer):
-        plan = {n: ({"a_bits": o[1]} if o[0] is None else {"w_bits": o[0], "a_bits": o[1]})
-                for n, (o, _) in zip(LAYERS, combo)}
-        c = plan_cost(plan, costs)
+        c = fixed[max(o[2] for o in combo)] + sum(o[1] for o in combo)
         cheapest = min(cheapest, c)
         if c <= budget * (1 + 1e-9):
-            s = sum(v for _, v in combo)
-            if best is None or s < best:
-                best = s
+            s = sum(o[0] for o in combo)
+            best = s if best is None else min(best, s)
     return best, cheapest
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.lists(st.lists(st.floats(0, 1), min_size=6, max_size=6), min_size=4, max_size=4),
        st.lists(st.lists(st.integers(1, 50), min_size=9, max_size=9), min_size=4, max_size=4),
        st.lists(st.integers(0, 100), min_size=3, max_size=3), st.floats(0.0, 1.0))
@@ -135,7 +135,7 @@ def test_largest_activation_bits_is_charged_once_for_the_whole_model():
 def vit_and_table():
     torch.manual_seed(0)
     m = build_model("vit", "tiny").eval()
-    data = [torch.randn(16, 1, 8, 8)]
+    data = [torch.randn(8, 1, 8, 8)]
     return m, data, sensitivity(m, data, bits=(2, 4, 8), levels=("layer",))
 
 
@@ -144,11 +144,12 @@ def test_size_budget_of_uniform_plan_admits_it_and_counts_bits(vit_and_table):
     costs = size_costs(m, (2, 4, 8))
     plan = plan_bits(m, "w8a8", costs, "size", sensitivity=sens)
     assert all(o.get("w_bits", 8) == 8 and o["a_bits"] == 8 for o in plan.layers.values())
-    n_w = sum(l.linear.weight.numel() for l in m.modules() if isinstance(l, QuantLinear)) + m.patch.conv.weight.numel()
+    n_w = sum(q.linear.weight.numel() for q in m.modules() if isinstance(q, QuantLinear)) + m.patch.conv.weight.numel()
     assert uniform_cost(costs, 8, 8) - uniform_cost(costs, 4, 4) == 4 * n_w
     p4 = plan_bits(m, "w4a4", costs, "size", sensitivity=sens)
     assert p4.cost <= uniform_cost(costs, 4, 4)
-    assert p4.objective <= plan_bits(m, "w4a4", costs, "size", sensitivity=sens, choices=(4,), a_choices=(2, 4, 8)).objective + 1e-12
+    only4 = plan_bits(m, "w4a4", costs, "size", sensitivity=sens, choices=(4,), a_choices=(2, 4, 8))
+    assert p4.objective <= only4.objective + 1e-12  # more choices never plan worse
 
 
 def test_plan_json_is_editable_and_quantize_applies_it(vit_and_table, tmp_path):
@@ -198,5 +199,9 @@ def test_top_plans_are_enumerated_in_order_and_validation_picks_by_measured_kl(v
     calibrate(m, data)
     plan = plan_bits(m, budget, costs, "size", sensitivity=sens, validate=[torch.randn(8, 1, 8, 8)], top_k=3)
     rows = plan.meta["validation"]["candidates"]
-    assert len(rows) >= 3 and plan.meta["validation"]["chosen"] == min(rows, key=lambda r: r["kl"])["source"]
+    by_source = {r["source"]: r for r in rows}
+    chosen, ref = by_source[plan.meta["validation"]["chosen"]], by_source[plan.meta["validation"]["reference"]]
+    assert len(rows) >= 3 and chosen["kl"] <= ref["kl"]  # the uniform plan, or a measurably better one
+    if chosen["source"] == "uniform w4a4":
+        assert all(o["a_bits"] == 4 and o.get("w_bits", 4) == 4 for o in plan.layers.values())
     assert plan.cost <= budget

@@ -49,12 +49,12 @@ def _sample_fn(n=32):
 
 def test_qat_reduces_the_distillation_gap_at_low_bits():
     m = _model()
-    x = _teacher_data(m, 256, seed=3)
+    x = _teacher_data(m, 128, seed=3)
     calibrate(m, [(x,)])
     ptq = quantize(m, 3, 3)
     with torch.no_grad():
         gap_ptq = float(distill_loss(ptq(x).float(), m(x)))
-    tuned = qat(m, _sample_fn(), 3, 3, steps=60, lr=3e-3)
+    tuned = qat(m, _sample_fn(), 3, 3, steps=40, lr=3e-3)
     with torch.no_grad():
         gap_qat = float(distill_loss(tuned(x).float(), m(x)))
     assert gap_qat < 0.7 * gap_ptq
@@ -65,7 +65,7 @@ def test_qat_learns_weights_and_steps_and_keeps_bits():
     calibrate(m, [(_teacher_data(m),)])
     student = prepare_qat(m, 4, 4)
     steps0 = {n: p.detach().clone() for n, p in student.named_parameters() if n.endswith("log_scale")}
-    assert len(steps0) == len(quantizers(m)) + sum(not isinstance(l, QuantMatMul) for l in quant_layers(m).values())
+    assert len(steps0) == len(quantizers(m)) + sum(not isinstance(q, QuantMatMul) for q in quant_layers(m).values())
     stats = finetune(student, m, _sample_fn(), steps=5, lr=1e-2)
     moved = [n for n, p in student.named_parameters() if n in steps0 and not torch.equal(p, steps0[n])]
     assert moved and stats["steps"] == 5

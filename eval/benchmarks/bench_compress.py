@@ -5,7 +5,8 @@ For each task (trained default checkpoint) and each target (size, conventional, 
 * uniform W8A8, W4A4 and W2A2 QANNs;
 * mixed precision (`plan_bits`, choices 2/4/8 bits or --choices) at the budgets of uniform W4A4
   and W8A8 and at their geometric mean, validated on 256 training inputs (the program's best plans
-  and the uniform plan re-ranked by measured KL to FP32) -- for the size target the activation bits are pinned to the uniform point's
+  and the uniform plan re-ranked by measured KL to FP32) -- for the size target the activation bits
+  are pinned to the uniform point's
   (size does not depend on them, so leaving them free would compare W4A8 with W4A4);
 * each point's test accuracy (post-training quantisation, or QAT with --finetune-steps), its
   predicted cost (the cost table) and, for the energy targets, its simulated energy (the plan's own
@@ -43,12 +44,13 @@ def _avg_bits(plan_layers: dict, model) -> dict:
 
 def _uniform_layers(model, w: int, a: int) -> dict:
     from snmfm.compress.quant import WEIGHT_LAYERS, quant_layers
-    return {n: ({"w_bits": w, "a_bits": a} if isinstance(l, WEIGHT_LAYERS) else {"a_bits": a})
-            for n, l in quant_layers(model).items()}
+    return {n: ({"w_bits": w, "a_bits": a} if isinstance(m, WEIGHT_LAYERS) else {"a_bits": a})
+            for n, m in quant_layers(model).items()}
 
 
 def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: int | None = None,
-             n_inputs: int = 8, choices=(2, 4, 8), device=None, log=print) -> list[dict]:
+             n_inputs: int = 8, choices=(2, 4, 8), device=None, calib_samples: int = 256,
+             sens_batches: int = 2, val_samples: int = 256, log=print) -> list[dict]:
     from neuro_hw.costs import cost_table, measure_plan
     from snmfm.compress import calibrate
     from snmfm.compress.plan import plan_bits, uniform_cost
@@ -60,13 +62,13 @@ def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: in
     teacher, _ = task.load()
     fp32 = task.evaluate(teacher, limit=eval_limit)["accuracy"]
     model = __import__("copy").deepcopy(teacher)
-    calib = [tuple(b) for b in task.batches("calib", 64, limit=256)]
+    calib = [tuple(b) for b in task.batches("calib", 64, limit=calib_samples)]
     calibrate(model, calib)
     inputs = tuple(x[:n_inputs] for x in calib[0])
-    held_out = [tuple(b) for b in task.batches("train", 64, limit=256)]  # plan validation inputs
+    held_out = [tuple(b) for b in task.batches("train", 64, limit=val_samples)]  # plan validation inputs
     t0 = time.time()
     scales: dict = {}
-    sens = sensitivity(model, calib[:2], bits=choices, levels=("layer",), calibrated=True, scales=scales)
+    sens = sensitivity(model, calib[:sens_batches], bits=choices, levels=("layer",), calibrated=True, scales=scales)
     log(f"[{task_name}] FP32 accuracy {fp32:.4f}; sensitivity {time.time() - t0:.0f}s")
     cache: dict = {}
 
@@ -153,7 +155,8 @@ def prune_check(*, heads=1, mlp_channels=0.5, steps: int = 1000, lr: float = 1e-
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'task':14s} {'target':12s} {'point':11s} {'cost':>11s} {'simulated':>11s} {'unit':4s} {'acc':>7s} {'w':>5s} {'a':>5s}"
+    head = (f"{'task':14s} {'target':12s} {'point':11s} {'cost':>11s} {'simulated':>11s} {'unit':4s} "
+            f"{'acc':>7s} {'w':>5s} {'a':>5s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         sim = f"{r['simulated']:.4g}" if "simulated" in r else ""
@@ -170,7 +173,8 @@ def check_mixed_beats_uniform(rows: list[dict]) -> list[str]:
             u = [x for x in rows if x["task"] == r["task"] and x["target"] == r["target"]
                  and x["point"] == r["point"].split("@")[1]][0]
             if r["accuracy"] < u["accuracy"]:
-                bad.append(f"{r['task']}/{r['target']}: {r['point']} {r['accuracy']:.4f} < {u['point']} {u['accuracy']:.4f}")
+                bad.append(f"{r['task']}/{r['target']}: {r['point']} {r['accuracy']:.4f} "
+                           f"< {u['point']} {u['accuracy']:.4f}")
     return bad
 
 
@@ -185,7 +189,8 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         for ax, target in zip(axes[0], targets):
             rs = [r for r in rows if r["task"] == task and r["target"] == target]
             for kind, marker in (("uniform", "o"), ("mixed", "s")):
-                pts = sorted((r.get("simulated", r["cost"]), r["accuracy"], r["point"]) for r in rs if r["kind"] == kind)
+                pts = sorted((r.get("simulated", r["cost"]), r["accuracy"], r["point"])
+                             for r in rs if r["kind"] == kind)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=kind)
                 for c, a, lab in pts:
                     ax.annotate(lab.replace("mixed@", "m@"), (c, a), fontsize=6)
@@ -211,6 +216,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--finetune-steps", type=int, default=0)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--n-inputs", type=int, default=8, help="samples the SNN/workload cost tables run on")
+    ap.add_argument("--calib-samples", type=int, default=256)
+    ap.add_argument("--sens-batches", type=int, default=2,
+                    help="calibration batches (of 64) sensitivity is measured on")
+    ap.add_argument("--val-samples", type=int, default=256, help="training inputs plans are validated on")
     ap.add_argument("--no-prune", action="store_true")
     ap.add_argument("--prune-steps", type=int, default=1000)
     ap.add_argument("--device", default=None, help="device for fine-tuning (cuda when present)")
@@ -223,7 +232,8 @@ def main(argv=None) -> dict:
     for t in args.tasks:
         rows += run_task(t, args.targets, finetune_steps=args.finetune_steps, eval_limit=args.eval_limit,
                          n_inputs=args.n_inputs, choices=tuple(sorted(set(args.choices) | {2, 4, 8})),
-                         device=args.device)
+                         device=args.device, calib_samples=args.calib_samples, sens_batches=args.sens_batches,
+                         val_samples=args.val_samples)
         (args.out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
     result = {"rows": rows, "mixed_worse_than_uniform": check_mixed_beats_uniform(rows)}
     if not args.no_prune:

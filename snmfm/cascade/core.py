@@ -273,11 +273,14 @@ class Cascade:
         ref_acc = float(ref_ok.double().mean())
         drops = ref_acc - acc
         valid, bound = valid_candidates(losses, drops, tolerance, method, delta, search == "shared" or th.shape[1] == 1)
+        # a setting that stops no calibration query early is 'escalate everything' in effect
+        stops = (exits < len(self.stages) - 1).any(1).numpy()
+        valid &= stops
         cum = self._stage_costs(costs, test_costs)
         cost = cum[exits.numpy()].mean(1)
         need = min_queries(tolerance, method, delta)
         if not valid.any():
-            best = float(bound.min())
+            best = float(bound[stops].min()) if stops.any() else float("inf")
             msg = (f"no threshold keeps the cascade within tolerance {tolerance:g} of its largest member "
                    f"{self.reference.name!r} on {rec.n} calibration queries (method {method}"
                    f"{f', delta {delta:g}' if method == 'ltt' else ''}, search {search}): the best "

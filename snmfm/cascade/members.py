@@ -84,35 +84,42 @@ def model_member(name: str, model: nn.Module, form: str | None = None, size: str
         form = "snn" if is_snn else ("qann" if is_qann(model) else "fp32")
     if placement is None:
         placement = "neuromorphic" if form == "snn" else "conventional"
-    if is_snn:
-        def fn(*inputs):
-            return model.run(*inputs, T=T, record=False).output
-    else:
-        model.eval()
-
-        @torch.no_grad()
-        def fn(*inputs):
-            return model(*inputs)
-    features = None
+    names = dict(net.named_modules())
     if feature_module == "auto":
-        names = dict(net.named_modules())
-        feature_module = next((n for n in ("head", "lm_head", "decoder.lm_head") if names.get(n) is not None), None)
-    if feature_module is not None:
-        target = net.get_submodule(feature_module)
+        feature_module = next((n for n in ("head", "lm_head", "decoder.lm_head", "model.head", "model.lm_head",
+                                           "model.decoder.lm_head") if names.get(n) is not None), None)
+    target = net.get_submodule(feature_module) if feature_module is not None else None
+    recent: list[tuple[tuple, torch.Tensor]] = []  # (inputs, features) of the last few calls
 
-        @torch.no_grad()
-        def features(*inputs):
-            got = []
-            h = target.register_forward_pre_hook(lambda m, a: got.append(a[0].detach()))
-            try:
-                fn(*inputs)
-            finally:
+    @torch.no_grad()
+    def fn(*inputs):
+        got = []
+        h = target.register_forward_pre_hook(lambda m, a: got.append(a[0].detach())) if target is not None else None
+        try:
+            out = model.run(*inputs, T=T, record=False).output if is_snn else model(*inputs)
+        finally:
+            if h is not None:
                 h.remove()
-            x = got[-1]
-            B = inputs[0].shape[0]
-            x = _rows(x, B)
-            return x[:, -1] if x.dim() == 3 else x  # sequence models: the last position
-    return Member(name=name, fn=fn, form=form, size=size, placement=placement, features=features,
+        if got:
+            x = _rows(got[-1], int(inputs[0].shape[0]))
+            recent.append((inputs, x[:, -1] if x.dim() == 3 else x))  # sequences: the last position
+            del recent[:-4]
+        return out
+
+    def features(*inputs):
+        """The feature of these inputs: captured by the member's own forward when it just ran on
+        them (the answer's pass: features cost no extra run), else by running it."""
+        for args, feats in reversed(recent):
+            if len(args) == len(inputs) and all(a.shape == b.shape and torch.equal(a, b)
+                                                for a, b in zip(args, inputs)):
+                return feats
+        fn(*inputs)
+        return recent[-1][1]
+
+    if not is_snn:
+        model.eval()
+    return Member(name=name, fn=fn, form=form, size=size, placement=placement,
+                  features=features if target is not None else None,
                   meta={"feature_module": feature_module, "T": T, **meta})
 
 

@@ -15,15 +15,9 @@ z selects the *largest* activation bit width in the model, A: on the neuromorphi
 time steps -- and with it synchronisation and static energy -- grows with the largest number of
 activation levels anywhere in the network, so that cost is charged once, for the whole model.
 
-Costs are data (../DESIGN: "Layers talk through data"): a cost table
-
-    {"schema": "snmfm.costs/1", "target": "size" | "conventional" | "neuromorphic", "unit": "bits" | "pJ",
-     "layers": {layer path: {"w4a8": cost, ...}},   # "a8": activation-only; "w4": any a_bits; "any"
-     "fixed": {"a8": cost, ...} or {"any": cost},    # bit-independent part, by largest a_bits
-     "meta": {...}}
-
-`size_costs(model)` makes the "size" table here; `neuro_hw.costs` makes the energy tables from
-Workloads and the hardware models.  The plan is a `BitPlan`, a JSON file a user can read and edit;
+Costs are data (../DESIGN: "Layers talk through data"): a cost table in the format of
+`snmfm.compress.cost_table` (`size_costs(model)` for "size"; `neuro_hw.costs` makes the energy
+tables from Workloads and the hardware models).  The plan is a `BitPlan`, a JSON file a user can read and edit;
 ``quantize(model, overrides=plan.layers)`` applies it.
 
 Granularity: per layer.  Per-head bit widths would need a scale and bit width per head in the QANN
@@ -34,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +35,13 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from snmfm.compress.cost_table import (TARGETS, _fixed, _lookup, check_costs, parse_budget, plan_cost,
+                                       size_costs, uniform_cost)
 from snmfm.compress.quant import WEIGHT_LAYERS, quant_layers
 from snmfm.compress.sensitivity import SensitivityTable, monotone
 
-TARGETS = ("size", "conventional", "neuromorphic")
-COSTS_SCHEMA = "snmfm.costs/1"
-_KEY = re.compile(r"^(?:w(\d+))?(?:a(\d+))?$")
+__all__ = ["BitPlan", "InfeasibleBudget", "TARGETS", "build_problem", "min_cost", "plan_bits", "plan_cost",
+           "size_costs", "solve", "uniform_cost"]
 
 
 class InfeasibleBudget(ValueError):
@@ -116,102 +110,6 @@ class BitPlan:
         unknown = [k for k in self.layers if k not in layers]
         if unknown:
             raise ValueError(f"bit plan names unknown layer(s) {unknown}; layers: {', '.join(layers)}")
-
-
-# ---- costs -------------------------------------------------------------------------------------
-def parse_key(key: str) -> tuple[int | None, int | None]:
-    m = _KEY.match(str(key))
-    if not m or (m.group(1) is None and m.group(2) is None):
-        raise ValueError(f"cost key {key!r} is not of the form 'w<bits>a<bits>', 'w<bits>' or 'a<bits>'")
-    return (int(m.group(1)) if m.group(1) else None, int(m.group(2)) if m.group(2) else None)
-
-
-def option_key(w_bits: int | None, a_bits: int | None) -> str:
-    return (f"w{w_bits}" if w_bits else "") + (f"a{a_bits}" if a_bits else "")
-
-
-def size_costs(model: nn.Module, choices=(2, 3, 4, 5, 6, 7, 8), embed_bits: int = 8) -> dict:
-    """Cost table of model size in bits: weight-layer parameters x w_bits; fixed: embedding tables at
-    `embed_bits` and every other parameter (biases, norms, positions) at 32 bits."""
-    layers = quant_layers(model)
-    table, owned = {}, set()
-    for name, layer in layers.items():
-        if isinstance(layer, WEIGHT_LAYERS):
-            from snmfm.compress.quant import _weight_of
-            w = _weight_of(layer)
-            owned.add(id(w))
-            table[name] = {f"w{b}": float(w.numel() * b) for b in choices}
-        else:
-            table[name] = {"any": 0.0}  # activation x activation: no stored weights
-    fixed = 0.0
-    emb = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    seen = set()
-    for p in model.parameters():
-        if id(p) in owned or id(p) in seen:
-            continue
-        seen.add(id(p))
-        fixed += p.numel() * (embed_bits if id(p) in emb else 32)
-    return {"schema": COSTS_SCHEMA, "target": "size", "unit": "bits", "layers": table,
-            "fixed": {"any": fixed}, "meta": {"embed_bits": embed_bits}}
-
-
-def check_costs(costs: Mapping) -> None:
-    if costs.get("schema") != COSTS_SCHEMA:
-        raise ValueError(f"not an snmfm cost table (schema {costs.get('schema')!r}, expected {COSTS_SCHEMA!r})")
-    if costs.get("target") not in TARGETS:
-        raise ValueError(f"cost table target {costs.get('target')!r} unknown; targets: {', '.join(TARGETS)}")
-    for name, opts in costs["layers"].items():
-        for k, v in opts.items():
-            if k != "any":
-                parse_key(k)
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"cost of {name!r} option {k!r} is {v}: must be finite and >= 0")
-
-
-def _lookup(opts: Mapping, w: int | None, a: int, name: str) -> float:
-    for key in (option_key(w, a), option_key(w, None), option_key(None, a), "any"):
-        if key and key in opts:
-            return float(opts[key])
-    raise KeyError(f"cost table has no option w_bits={w}, a_bits={a} for layer {name!r} "
-                   f"(has {', '.join(opts)})")
-
-
-def _fixed(costs: Mapping, a_max: int) -> float:
-    fx = costs.get("fixed") or {}
-    if not fx:
-        return 0.0
-    if "any" in fx:
-        return float(fx["any"])
-    key = f"a{a_max}"
-    if key not in fx:
-        raise KeyError(f"cost table 'fixed' has no entry for largest a_bits={a_max} (has {', '.join(fx)})")
-    # More activation levels never make the fixed part cheaper (more time steps): take it
-    # non-decreasing, so the program cannot gain by declaring a larger maximum than it uses.
-    return max(float(v) for k, v in fx.items() if parse_key(k)[1] <= a_max)
-
-
-def uniform_cost(costs: Mapping, w_bits: int, a_bits: int) -> float:
-    """Total cost of uniform W{w_bits}A{a_bits} under a cost table."""
-    total = _fixed(costs, a_bits)
-    for name, opts in costs["layers"].items():
-        has_w = any(k != "any" and parse_key(k)[0] is not None for k in opts)
-        total += _lookup(opts, w_bits if has_w else None, a_bits, name)
-    return total
-
-
-def parse_budget(budget, costs: Mapping) -> float:
-    """A number (in the table's unit), or 'w4a4' / 'W8A8': the cost of that uniform plan."""
-    if isinstance(budget, (int, float)) and not isinstance(budget, bool):
-        return float(budget)
-    s = str(budget).strip().lower()
-    m = re.fullmatch(r"w(\d+)a(\d+)", s)
-    if m:
-        return uniform_cost(costs, int(m.group(1)), int(m.group(2)))
-    try:
-        return float(s)
-    except ValueError:
-        raise ValueError(f"budget {budget!r}: give a number in {costs.get('unit', 'cost units')} "
-                         "or a uniform plan such as 'w4a4'") from None
 
 
 # ---- the integer program -----------------------------------------------------------------------
@@ -367,8 +265,9 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
     validate: batches of model inputs (other than those the sensitivities came from).  The additive
     sensitivity is a model of the damage; with `validate`, the `top_k` best plans of the program
     (enumerated exactly, with no-good cuts) and the most precise uniform plan within the budget are
-    each built as a QANN (the model must be calibrated) and the one whose output is closest to the
-    float model's (KL) is returned.  `scales`: activation-step cache shared with `prepare_qat`.
+    each built as a QANN (the model must be calibrated); the uniform plan (else the program's
+    optimum) is returned unless another candidate's output is closer to the float model's (KL) by
+    more than twice the standard error of the paired per-sample difference.  `scales`: activation-step cache shared with `prepare_qat`.
 
     Raises InfeasibleBudget (with the smallest feasible budget) and ValueError for an unknown target."""
     if target not in TARGETS:
@@ -413,14 +312,21 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
             "budget_spec": budget if isinstance(budget, str) else None}
     if validate is not None:
         cands = [(f"milp#{i + 1}", _layers_of(p, c), o, t) for i, (c, _, o, t) in enumerate(found)]
+        ref = 0
         uni = _best_uniform(p, costs, b, w_choices, a_choices, fixed_layers)
-        if uni is not None and all(u != uni[1] for _, u, _, _ in cands):
-            cands.append(uni)
+        if uni is not None:
+            same = [i for i, c in enumerate(cands) if c[1] == uni[1]]
+            if same:
+                ref = same[0]
+            else:
+                cands.append(uni)
+                ref = len(cands) - 1
         rows = _validate(model, cands, validate, scales)
-        best = min(range(len(rows)), key=lambda i: (rows[i]["kl"], i))
+        best = _significantly_best(rows, ref)
         _, layers, obj, total = cands[best]
         meta["max_a_bits"] = max(o["a_bits"] for o in layers.values())
-        meta["validation"] = {"metric": "kl to float on validate", "candidates": rows, "chosen": rows[best]["source"]}
+        meta["validation"] = {"metric": "kl to float on validate", "candidates": rows,
+                              "reference": rows[ref]["source"], "chosen": rows[best]["source"]}
     return BitPlan(layers=layers, target=target, budget=b, cost=total, objective=obj, meta=meta)
 
 
@@ -453,13 +359,18 @@ def _best_uniform(p: _Problem, costs, budget, w_choices, a_choices, fixed_layers
     return None
 
 
+def _per_sample_kl(out, ref):
+    import torch.nn.functional as F
+    lp, lr = F.log_softmax(out.double(), -1), F.log_softmax(ref.double(), -1)
+    kl = (lr.exp() * (lr - lp)).sum(-1)
+    return kl.reshape(kl.shape[0], -1).mean(1)
+
+
 def _validate(model: nn.Module, cands, data, scales) -> list[dict]:
     import torch
 
     from snmfm.compress.qat import freeze, prepare_qat
     from snmfm.compress.quant import _as_args
-    from snmfm.compress.sensitivity import _metric_fn
-    kl = _metric_fn("kl")
     data = [_as_args(x) for x in data]
     was_training = model.training
     model.eval()
@@ -468,15 +379,27 @@ def _validate(model: nn.Module, cands, data, scales) -> list[dict]:
         rows = []
         for source, layers, obj, total in cands:
             qann = freeze(prepare_qat(model, overrides=layers, scales=scales))
-            v = sum(kl(qann(*x), r, x) for x, r in zip(data, refs)) / len(data)
-            rows.append({"source": source, "kl": float(v), "objective": obj, "cost": total})
+            kl = torch.cat([_per_sample_kl(qann(*x), r) for x, r in zip(data, refs)])
+            rows.append({"source": source, "kl": float(kl.mean()), "objective": obj, "cost": total,
+                         "_per_sample": kl})
     model.train(was_training)
     return rows
 
 
-def plan_cost(plan: BitPlan | Mapping, costs: Mapping) -> float:
-    """Total cost of a plan (layers dict or BitPlan) under a cost table."""
-    layers = plan.layers if isinstance(plan, BitPlan) else plan
-    a_max = max(o["a_bits"] for o in layers.values())
-    return _fixed(costs, a_max) + sum(_lookup(costs["layers"][n], o.get("w_bits"), o["a_bits"], n)
-                                      for n, o in layers.items())
+def _significantly_best(rows: list[dict], ref: int) -> int:
+    """Index of the plan to keep: the reference (the uniform plan within the budget, else the
+    program's optimum) unless another candidate's KL is lower by more than twice the standard error
+    of the paired per-sample difference.  Measured KL has sampling noise, and at high bit widths
+    candidates differ by less than it: mixed precision is adopted where the evidence says it pays."""
+    base = rows[ref]["_per_sample"]
+    best, best_kl = ref, rows[ref]["kl"]
+    for i, r in enumerate(rows):
+        if i == ref:
+            continue
+        d = r["_per_sample"] - base
+        se = float(d.std() / max(1, d.numel()) ** 0.5) if d.numel() > 1 else 0.0
+        if float(d.mean()) < -2 * se and r["kl"] < best_kl:
+            best, best_kl = i, r["kl"]
+    for r in rows:
+        r.pop("_per_sample")
+    return best

@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 
 from snmfm.compress.quant import (CALIB_METHODS, WEIGHT_LAYERS, _as_args, quant_layers,
                                   quantize_weight, search_scale)
-from snmfm.nn import QuantConv2d, QuantFeatureEmbed, QuantLinear, QuantMatMul, quantizers
+from snmfm.nn import QuantConv2d, QuantLinear, QuantMatMul, quantizers
 
 
 class _RoundSTE(torch.autograd.Function):
