@@ -134,6 +134,10 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
         notes.append("a generating member's query is charged as one forward over prompt and answer "
                      "(the main job's workload), i.e. prefill + decode with a KV cache")
     ref = sizes[-1]
+    best = max(sizes, key=lambda s: float(rec["calib"].correct(s).double().mean()))
+    if best != ref and float(rec["calib"].correct(best).double().mean()) > float(rec["calib"].correct(ref).double().mean()) + 0.01:
+        notes.append(f"the reference {ref!r} is not the most accurate member on calib ({best!r} is): "
+                     "a cascade that stops early can beat it")
     n_out = int(rec["test"].members[ref].logits.shape[-1])
 
     def make(ladder, test, scenario):

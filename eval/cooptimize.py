@@ -30,8 +30,8 @@ DEFAULT_T = (2, 4, 8, 16, 32, 64, 128)
 ISO_TOLERANCE = 0.005
 # per task: training steps of the per-shape models, SNN queries, QANN test-query cap
 TASK_DEFAULTS = {
-    "vision-digits": {"steps": 1500, "snn_examples": 128, "eval_limit": None},
-    "vqa-digits": {"steps": 1500, "snn_examples": 64, "eval_limit": None},
+    "vision-digits": {"steps": 1500, "snn_examples": 32, "eval_limit": None},
+    "vqa-digits": {"steps": 1500, "snn_examples": 16, "eval_limit": None},
     "code-stdlib": {"steps": None, "snn_examples": 4, "eval_limit": 256},
     "medical-wdbc": {"steps": None, "snn_examples": 64, "eval_limit": None},
 }
@@ -157,6 +157,24 @@ def training_jobs(task_name: str, configs: Sequence[InputConfig] | None = None, 
     return jobs + [{**common, "config": c.to_dict()} for c in configs if c.trains]
 
 
+def measure_jobs(task_name: str, configs: Sequence[InputConfig] | None = None, *,
+                 bits: Sequence[tuple[int, int]] = DEFAULT_BITS, T_values: Sequence[int] = DEFAULT_T,
+                 size: str | None = None, steps: int | None = None, snn_examples: int | None = None,
+                 eval_limit: int | None = -1, calib_limit: int | None = 256, seed: int = 0, cache=None,
+                 train: bool = True) -> list[dict]:
+    """Jobs for `measure_job`: every configuration at every bit width (defaults as run_cooptimize)."""
+    d = TASK_DEFAULTS.get(task_name, {})
+    configs = list(configs) if configs is not None else task_configs(task_name)
+    steps = steps if steps is not None else d.get("steps")
+    snn_examples = snn_examples or d.get("snn_examples", 32)
+    eval_limit = d.get("eval_limit") if eval_limit == -1 else eval_limit
+    common = {"task": task_name, "size": size, "steps": steps, "seed": seed,
+              "cache": str(cache) if cache else None}
+    return [{**common, "config": c.to_dict(), "bits": list(b), "snn_examples": snn_examples,
+             "T_values": list(T_values), "eval_limit": eval_limit, "calib_limit": calib_limit, "train": train}
+            for c in configs for b in bits]
+
+
 def run_jobs(fn: Callable, jobs: list[dict], workers: int = 1, status: Callable | None = None) -> list:
     """Run jobs in order (workers=1) or on a process pool (spawned, one thread each)."""
     say = status or (lambda s: None)
@@ -237,9 +255,9 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
                                device=train_device)
         say(f"train {len(trains)} models")
         run_jobs(train_job, trains, workers, say)
-    jobs = [{**common, "config": c.to_dict(), "bits": list(b), "snn_examples": snn_examples,
-             "T_values": list(T_values), "eval_limit": eval_limit, "calib_limit": calib_limit, "train": train}
-            for c in configs for b in bits]
+    jobs = measure_jobs(task_name, configs, bits=bits, T_values=T_values, size=size, steps=steps,
+                        snn_examples=snn_examples, eval_limit=eval_limit, calib_limit=calib_limit, seed=seed,
+                        cache=cache, train=train)
     say(f"measure {len(jobs)} configurations")
     ms = run_jobs(measure_job, jobs, workers, say)
     pts = points_of(ms)

@@ -92,7 +92,7 @@ class DecodeResult:
         return {"tokens": n, "rounds": len(self.rounds), "drafted": drafted, "accepted": accepted,
                 "acceptance_rate": accepted / drafted if drafted else float("nan"),
                 "mean_accepted_length": accepted / len(self.rounds) if self.rounds else 0.0,
-                "target_passes_per_token": target_calls * B / n,
+                "target_passes_per_token": target_calls * B / n,       # prefill included
                 "draft_passes_per_token": sum(c.member == "draft" for c in self.calls) * B / n,
                 "wall_s_per_token": self.wall_s / n}
 
@@ -382,11 +382,12 @@ def speculative_decode(target, draft, prompt, max_new: int = 32, *, k: int = 4, 
 
 # ---- drafts ----------------------------------------------------------------------------------------
 def _shallow(module: nn.Module) -> nn.Module:
-    """A new module object sharing `module`'s parameters, buffers and children (own dicts)."""
+    """A new module object sharing `module`'s parameters, buffers and children, with its own
+    registries (children, parameters, buffers, hooks), so changing the view leaves `module` as is."""
     view = copy.copy(module)
-    view._modules = dict(module._modules)
-    view._parameters = dict(module._parameters)
-    view._buffers = dict(module._buffers)
+    for key, value in module.__dict__.items():
+        if key.startswith("_") and isinstance(value, dict):
+            view.__dict__[key] = type(value)(value)
     return view
 
 

@@ -13,14 +13,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
-from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPT2Model,  # noqa: E402
-                          RobertaConfig, RobertaModel, ViTConfig, ViTForImageClassification, ViTModel)
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Model,
+    RobertaConfig,
+    RobertaModel,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTModel,
+)
 
-from converters import convert  # noqa: E402
-from snmfm.compress import calibrate, quantize  # noqa: E402
-from snmfm.data.sentences import load_sentences  # noqa: E402
-from snmfm.models import DecoderLM, TextEncoder, ViT  # noqa: E402
-from snmfm.models.hf import UnsupportedHFModel, from_hf  # noqa: E402
+from converters import convert
+from snmfm.compress import calibrate, quantize
+from snmfm.data.sentences import load_sentences
+from snmfm.models import DecoderLM, TextEncoder, ViT
+from snmfm.models.hf import UnsupportedHFModel, from_hf
 
 BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             vocab_size=97, max_position_embeddings=24, type_vocab_size=2)

@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 TASKS = ("vision-digits", "medical-wdbc", "vqa-digits")
+# vqa-digits' medium model does not learn the digit question with the task's recipe (lr 2e-3:
+# 61% test accuracy, 28% on 'what digit'), so its ladder ends at the default small model.
+TASK_SIZES = {"vqa-digits": ["tiny", "small"]}
 
 
 def _one(args: dict) -> dict:
@@ -88,9 +91,10 @@ def print_result(r: dict, log=print) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    ap.add_argument("--sizes", nargs="+", default=["tiny", "small", "medium"])
+    ap.add_argument("--sizes", nargs="+", default=None,
+                    help="ladder, cheapest first (default tiny small medium; vqa-digits: tiny small)")
     ap.add_argument("--steps", type=int, default=None, help="training steps of non-default sizes (default: task recipe)")
-    ap.add_argument("--snn-examples", type=int, default=32)
+    ap.add_argument("--snn-examples", type=int, default=16)
     ap.add_argument("--tolerance", type=float, default=0.005)
     ap.add_argument("--method", default="empirical", choices=("empirical", "ltt", "crc"))
     ap.add_argument("--certify-tolerance", type=float, default=0.02)
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    jobs = [{"task": t, "sizes": a.sizes, "steps": a.steps, "snn_examples": a.snn_examples,
+    jobs = [{"task": t, "sizes": a.sizes or TASK_SIZES.get(t, ["tiny", "small", "medium"]), "steps": a.steps, "snn_examples": a.snn_examples,
              "tolerance": a.tolerance, "method": a.method, "certify_tolerance": a.certify_tolerance,
              "delta": a.delta, "out_dir": a.out, "seed": a.seed} for t in a.tasks]
     if a.workers > 1 and len(jobs) > 1:

@@ -183,7 +183,7 @@ def export_compact(path, model, tokenizer, sentences: list[str], batch_size: int
     cfg = model.config.replace(vocab_size=len(used)).to_dict()
     batches = [(idx, remap[ids], mask) for idx, ids, mask in tokenize(tokenizer, sentences, batch_size)]
     torch.save({"config": cfg, "state_dict": sd, "sentences": sentences, "batch_size": batch_size,
-                "batches": batches}, path / "minilm_compact.pt")
+                "batches": batches, "pad_id": int(remap[tokenizer.pad_token_id])}, path / "minilm_compact.pt")
     return path / "minilm_compact.pt"
 
 
@@ -195,17 +195,26 @@ def load_compact(path):
     return model.eval(), d
 
 
-def rebatch(batches: list, keep: set[int], batch_size: int) -> list:
-    """Sub-batches holding only the sentences in `keep` (re-indexed 0..len(keep)-1, in order)."""
+def rebatch(batches: list, keep: set[int], batch_size: int, pad_id: int = 0) -> list:
+    """The sentences in `keep`, re-indexed 0..len(keep)-1 in order, in new batches of similar
+    token length (right-padded with `pad_id`)."""
     order = {i: k for k, i in enumerate(sorted(keep))}
-    out = []
+    rows = []
     for idx, ids, mask in batches:
-        rows = [j for j, i in enumerate(idx) if i in keep]
-        for s in range(0, len(rows), batch_size):
-            r = rows[s:s + batch_size]
-            m = mask[r]
-            L = int(m.sum(1).max())
-            out.append(([order[idx[j]] for j in r], ids[r, :L], m[:, :L]))
+        for j, i in enumerate(idx):
+            if i in keep:
+                n = int(mask[j].sum())
+                rows.append((n, order[i], ids[j, :n]))
+    rows.sort()
+    out = []
+    for s in range(0, len(rows), batch_size):
+        part = rows[s:s + batch_size]
+        L = max(n for n, _, _ in part)
+        ids = torch.full((len(part), L), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(part), L), dtype=torch.long)
+        for r, (n, _, row) in enumerate(part):
+            ids[r, :n], mask[r, :n] = row, 1
+        out.append(([k for _, k, _ in part], ids, mask))
     return out
 
 
@@ -220,12 +229,12 @@ def run(n_eval: int = 200, n_calib: int = 32, n_snn: int = 24, w_bits: int = 8, 
     if from_export:
         model, d = load_compact(from_export)
         sentences, all_batches = d["sentences"], d["batches"]
-        evs, cal = _split(sentences, n_eval, n_calib)
+        _split(sentences, n_eval, n_calib)  # checks the sizes
         n_all = len(sentences)
-        ev_b = rebatch(all_batches, set(range(n_eval)), batch_size)
-        cal_keep = set(range(n_all - n_calib, n_all))
-        cal_b = rebatch(all_batches, cal_keep, 8)
-        snn_b = rebatch(all_batches, set(range(n_snn)), snn_batch)
+        pad = d.get("pad_id", 0)
+        ev_b = rebatch(all_batches, set(range(n_eval)), batch_size, pad)
+        cal_b = rebatch(all_batches, set(range(n_all - n_calib, n_all)), 8, pad)
+        snn_b = rebatch(all_batches, set(range(n_snn)), snn_batch, pad)
     else:
         from snmfm.models.hf import load_minilm
         model, tok = load_minilm()
@@ -259,8 +268,9 @@ def run(n_eval: int = 200, n_calib: int = 32, n_snn: int = 24, w_bits: int = 8, 
 
 
 def format_tables(res: dict) -> str:
-    lines = [f"all-MiniLM-L6-v2 fidelity (device {res['device']}, torch {res['torch']}, "
-             f"eval {res['n_eval']} / calib {res['n_calib']} sentences)", "",
+    title = (f"all-MiniLM-L6-v2 fidelity (device {res['device']}, torch {res['torch']}, "
+             f"eval {res['n_eval']} / calib {res['n_calib']} sentences)")
+    lines = [title, "",
              "| comparison | sentences | cos min | cos mean | max abs diff | time |",
              "|---|---|---|---|---|---|"]
     if "fp32_vs_st" in res:

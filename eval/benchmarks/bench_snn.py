@@ -150,8 +150,7 @@ def task_snn(spec: dict) -> dict:
         return None
     res = timed(go, spec["repeats"])
     r = last["r"]
-    res.update(steps=r.steps, t_settle=r.t_settle if spec["record"] else None,
-               exact=bool(torch.equal(r.output, ref)))
+    res.update(steps=r.steps, t_settle=r.t_settle, exact=bool(torch.equal(r.output, ref)))
     return res
 
 
@@ -251,8 +250,9 @@ def _worker(spec_json: str) -> None:
 
 # ---- the two benchmarks -------------------------------------------------------------------------
 def bench_models(models=MODELS, size="small", batch=32, bits=BITS, repeats=3, qann_repeats=20,
-                 isolate=True, log=print) -> list[dict]:
-    rows = []
+                 isolate=True, log=print, rows: list | None = None) -> list[dict]:
+    """One row per (model, W/A); appended to `rows` as it is measured (partial results survive)."""
+    rows = [] if rows is None else rows
     for name in models:
         for w_bits, a_bits in bits:
             base = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits,
@@ -261,7 +261,7 @@ def bench_models(models=MODELS, size="small", batch=32, bits=BITS, repeats=3, qa
             on = run_task({**base, "task": "snn", "record": True}, isolate)
             off = run_task({**base, "task": "snn", "record": False}, isolate)
             row = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits,
-                       t_settle=on["t_settle"], steps=on["steps"], qann=q, snn_trace=on, snn_notrace=off,
+                       t_settle=on["t_settle"] or off["t_settle"], steps=on["steps"], qann=q, snn_trace=on, snn_notrace=off,
                        exact=on["exact"] and off["exact"])
             rows.append(row)
             log(f"  {name} W{w_bits}A{a_bits}: T_settle {row['t_settle']}, "
@@ -271,11 +271,12 @@ def bench_models(models=MODELS, size="small", batch=32, bits=BITS, repeats=3, qa
 
 
 def bench_spikingjelly(net=None, batch=32, bits=BITS, repeats=3, qann_repeats=10, dtypes=("float32", "float64"),
-                       traces=(False, True), t_extra=128, isolate=True, log=print) -> list[dict]:
+                       traces=(False, True), t_extra=128, isolate=True, log=print,
+                       rows: list | None = None) -> list[dict]:
     """SpikingJelly runs T_max = 2^a_bits + t_extra steps once (its biases alone take 2^a_bits steps
     to be released), then is timed on the steps it needed (the last step with a non-zero output)."""
     net = dict(SJ_NET if net is None else net)
-    rows = []
+    rows = [] if rows is None else rows
     for w_bits, a_bits in bits:
         level = 2**a_bits
         T_max = level + t_extra
@@ -372,12 +373,20 @@ def main(argv=None) -> dict:
     if a.tiny:
         net, size, batch, repeats, bits, extra = SJ_TINY, "tiny", 2, 1, [(8, 4)], 32
     from eval.benchmarks._sj_compare import have_spikingjelly
-    print(f"# bench_snn: 1 torch thread per measurement, times = median {a.clock} ms over {repeats} repeats; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
-    out = {"clock": a.clock, "repeats": repeats, "loadavg": os.getloadavg()}
+    commit = _commit()
+    print(f"# bench_snn at {commit}: 1 torch thread per measurement, times = median {a.clock} ms over "
+          f"{repeats} repeats; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    out = {"clock": a.clock, "repeats": repeats, "loadavg_start": os.getloadavg(), "commit": commit,
+           "models": [], "spikingjelly": []}
+
+    def save(_msg=""):
+        if _msg:
+            print(_msg, flush=True)
+        if a.json:
+            Path(a.json).write_text(json.dumps({**out, "loadavg_now": os.getloadavg()}, indent=1))
     if not a.sj_only:
-        rows = bench_models(a.models.split(","), size, batch, bits, repeats, isolate=not a.in_process)
-        out["models"] = rows
+        rows = bench_models(a.models.split(","), size, batch, bits, repeats, isolate=not a.in_process,
+                            log=save, rows=out["models"])
         print(f"\n## SNN simulation vs QANN ({size} models, batch {batch})\n")
         print(models_table(rows, a.clock), flush=True)
     if not a.no_sj:
@@ -385,15 +394,25 @@ def main(argv=None) -> dict:
             print("\nSpikingJelly or transformers not installed: comparison skipped.")
         else:
             rows = bench_spikingjelly(net, batch, bits, repeats, dtypes=a.sj_dtypes.split(","),
-                                      t_extra=extra, isolate=not a.in_process)
-            out["spikingjelly"] = rows
+                                      t_extra=extra, isolate=not a.in_process, log=save,
+                                      rows=out["spikingjelly"])
             n = net or SJ_NET
             print(f"\n## SpikingJelly 2.0 SpikeZIP-TF recipe vs snmfm (RoBERTa hidden {n['hidden']}, "
                   f"{n['layers']} layers, {n['heads']} heads, seq {n['seq_len']}, batch {batch})\n")
             print(sj_table(rows, a.clock), flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+    save()
     return out
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=str(REPO), timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=str(REPO), timeout=10).stdout.strip()
+        return (head or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ Tables:
    cached greedy decoding of the same target (CPU time is robust to other load; wall is asked for);
 3. energy per generated token on code-stdlib (eval.speculative.charge): SNN members with recorded
    traces; every pairing of draft chip x target chip, plain decoding of the target on each chip as
-   the baseline, and the pairing that wins on each target chip.
+   the baseline, and the pairing that wins on each target chip;
+4. energy per token against k on the conventional accelerator (QANN members).
 """
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ def prompts(task, n: int, args) -> list[dict]:
     for b in task.batches("test", 64, limit=n):
         images, tokens = b
         for i in range(len(images)):
+            # two tokens past the answer's <eos>, so that rounds after the prefill draft something
             out.append({"prompt": tokens[i, :vqa.PROMPT_LEN], "images": images[i:i + 1],
-                        "max_new": vqa.ANSWER_LEN, "stop": vqa.EOS})
+                        "max_new": vqa.ANSWER_LEN + 2, "stop": vqa.EOS})
     return out[:n]
 
 
@@ -137,6 +139,29 @@ def run_task(task, args, report: dict) -> None:
     report["speed"].extend(speed)
     if task.name == "code-stdlib" and args.energy_prompts > 0:
         report["energy"].extend(energy(mem, ps[:args.energy_prompts], args))
+    if task.name == "code-stdlib" and args.sweep_prompts > 0:
+        report["k_sweep"].extend(k_sweep(mem, ps[:args.sweep_prompts], args))
+
+
+def k_sweep(mem: dict, ps: list[dict], args) -> list[dict]:
+    """Energy per token on the conventional accelerator (QANN members) against k: where the
+    saved target passes pay for the draft calls and the rejected work."""
+    q = mem["targets"]["qann"]
+    plain = [decode(q, p["prompt"], p["max_new"]) for p in ps]
+    base = sum(charge(r, {"target": Placement(q)})["energy_pj"] for r in plain) / sum(len(r.tokens) for r in plain)
+    out = []
+    for kind in ("distilled", "compressed", "self"):
+        draft = mem["drafts"][kind, "qann"]
+        for k in (1, 2, 3, 4, 6):
+            rs = [speculative_decode(q, draft, p["prompt"], p["max_new"], k=k) for p in ps]
+            cs = [charge(r, {"draft": Placement(draft), "target": Placement(q)}) for r in rs]
+            tok = sum(c["tokens"] for c in cs)
+            drafted = sum(r.metrics()["drafted"] for r in rs)
+            out.append({"draft": kind, "k": k, "acceptance_rate": sum(r.metrics()["accepted"] for r in rs) / max(1, drafted),
+                        "energy_nj_per_token": sum(c["energy_pj"] for c in cs) / tok / 1e3,
+                        "plain_nj_per_token": base / 1e3,
+                        "saving": 1 - sum(c["energy_pj"] for c in cs) / tok / base})
+    return out
 
 
 def energy(mem: dict, ps: list[dict], args) -> list[dict]:
@@ -231,12 +256,22 @@ def _bits(s: str) -> tuple[int, int]:
     return int(w), int(a)
 
 
+def print_sweep(rep: dict) -> None:
+    if rep["k_sweep"]:
+        print("\n## 4. Energy per token against k, QANN members on the conventional accelerator\n")
+        print(_table(rep["k_sweep"], [("draft", "draft", ""), ("k", "k", "d"), ("acceptance_rate", "accept", ".2f"),
+                                      ("energy_nj_per_token", "nJ/token", ".1f"),
+                                      ("plain_nj_per_token", "plain nJ/token", ".1f"),
+                                      ("saving", "saving", "+.1%")]))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["code-stdlib", "vqa-digits"])
     ap.add_argument("--prompts", type=int, default=16, help="held-out prompts per task (FP32/QANN members)")
     ap.add_argument("--snn-prompts", type=int, default=3, help="prompts for runs with an SNN member")
     ap.add_argument("--energy-prompts", type=int, default=2)
+    ap.add_argument("--sweep-prompts", type=int, default=8, help="prompts of the k sweep (conventional)")
     ap.add_argument("--prompt-len", type=int, default=48)
     ap.add_argument("--new", type=int, default=32, help="bytes generated per code-stdlib prompt")
     ap.add_argument("--k", type=int, default=4)
@@ -250,12 +285,14 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.prompts, args.snn_prompts, args.energy_prompts, args.new, args.distill_steps = 2, 1, 1, 8, 30
+        args.sweep_prompts = 1
     torch.set_num_threads(1)
     from snmfm.tasks import get_task
-    rep = {"args": vars(args), "exactness": [], "speed": [], "energy": []}
+    rep = {"args": vars(args), "exactness": [], "speed": [], "energy": [], "k_sweep": []}
     for name in args.tasks:
         run_task(get_task(name), args, rep)
     print_report(rep)
+    print_sweep(rep)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rep, f, indent=1, default=str)

@@ -32,7 +32,7 @@ from torch import nn
 
 from snmfm.models.config import ModelConfig
 from snmfm.models.mfm import DecoderLM, TextEncoder, ViT
-from snmfm.nn import LayerNorm, QuantConv2d, QuantLinear
+from snmfm.nn import LayerNorm, QuantLinear
 
 SUPPORTED = ("transformers BertModel (absolute positions, no cross-attention), ViTModel, "
              "ViTForImageClassification, GPT2Model, GPT2LMHeadModel; hidden activations "
@@ -82,32 +82,29 @@ class _Copier:
         self.used.add(id(p))
         return p.detach().to(torch.float32)
 
+    @staticmethod
     @torch.no_grad()
-    def tensor(self, dst: torch.Tensor, src: torch.Tensor) -> None:
-        src = self.take(src)
+    def _set(dst: torch.Tensor, src: torch.Tensor) -> None:
         if tuple(src.shape) != tuple(dst.shape):
             raise ValueError(f"shape mismatch copying HF weight {tuple(src.shape)} into {tuple(dst.shape)}")
         dst.copy_(src)
+
+    def tensor(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        self._set(dst, self.take(src))
 
     def weight_bias(self, src: nn.Module, conv1d: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(weight [out, in], bias) of an nn.Linear, or of a GPT-2 Conv1D (weight stored [in, out])."""
         w = self.take(src.weight)
         return (w.t() if conv1d else w), self.take(getattr(src, "bias", None))
 
-    @torch.no_grad()
     def linear(self, dst: QuantLinear, *srcs: nn.Module, conv1d: bool = False) -> None:
-        """Copy one or several (concatenated along outputs: q, k, v) linears into `dst`."""
+        """Copy one linear, or several concatenated along outputs (q, k, v -> qkv), into `dst`;
+        a missing bias (ViT with qkv_bias=False) is zero."""
         ws, bs = zip(*(self.weight_bias(s, conv1d) for s in srcs))
-        self.tensor_raw(dst.linear.weight, torch.cat(ws, 0))
+        self._set(dst.linear.weight, torch.cat(ws, 0))
         if dst.linear.bias is not None:
-            bias = torch.cat([b if b is not None else torch.zeros(w.shape[0]) for w, b in zip(ws, bs)])
-            self.tensor_raw(dst.linear.bias, bias)
-
-    @torch.no_grad()
-    def tensor_raw(self, dst: torch.Tensor, src: torch.Tensor) -> None:
-        if tuple(src.shape) != tuple(dst.shape):
-            raise ValueError(f"shape mismatch copying HF weight {tuple(src.shape)} into {tuple(dst.shape)}")
-        dst.copy_(src)
+            self._set(dst.linear.bias, torch.cat([b if b is not None else torch.zeros(w.shape[0])
+                                                  for w, b in zip(ws, bs)]))
 
     def layernorm(self, dst: LayerNorm, src: nn.Module) -> None:
         self.tensor(dst.ln.weight, src.weight)
