@@ -19,9 +19,12 @@ snmfm/compress/plan.py for the table format).  This module makes those tables:
 Approximations, stated: a layer's cost is taken from the uniform run at its own (w_bits, a_bits),
 i.e. layers are charged independently (a layer's spike count depends mostly on its own quantizer's
 levels); the fixed part at largest a_bits A comes from the uniform W{A}A{A} run (w_ref when A is not
-a weight choice), so the cost of every uniform plan is exactly its simulated energy.  For the
-neuromorphic chip the spike trace of option (w, a) is that of the W{w_ref}A{a} SNN (weights change
-spike counts only through rounding).  `plan_check` re-simulates a plan to measure its real energy.
+a weight choice), so the cost of every uniform plan is (up to the trace of w_ref) its simulated
+energy.  For the neuromorphic chip the spike trace of option (w, a) is that of the W{w_ref}A{a} SNN
+(weights change spike counts only through rounding).  A mixed plan can cost more than the sum: a
+layer downstream of a high-resolution one sees inputs that keep changing for more time steps than
+in its uniform run.  `plan_measure` simulates a plan's own QANN and SNN, and `plan_bits(measure=...)`
+uses it to keep only plans whose simulated energy fits the budget.
 """
 from __future__ import annotations
 
@@ -153,6 +156,29 @@ def measure_plan(model: nn.Module, plan_layers: dict, inputs: tuple, target: str
     wl = extract_workload(qann, *inputs)
     trace = snn_trace(qann, inputs) if target == "neuromorphic" else None
     return (simulate or _default_simulate)(wl, trace, hw if hw is not None else target)
+
+
+def plan_measure(model: nn.Module, inputs: tuple, target: str, *, hw=None, scales: dict | None = None,
+                 simulate: Callable | None = None) -> Callable:
+    """A callable {layer: bits} -> simulated energy (pJ) of that plan's QANN on `inputs`, for
+    `plan_bits(measure=...)`: it checks the cost table's prediction against the simulator.  The
+    model must be calibrated; QANNs are built from the shared activation-step cache."""
+    if not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    make = _qann_factory(model, None, True, scales)
+
+    def measure(layers: dict) -> float:
+        qann = make(8, 8, overrides=layers)
+        return float(measure_plan(model, layers, inputs, target, hw=hw, qann=qann, simulate=simulate).energy_pj)
+    return measure
+
+
+def measure_fn(target: str, hw=None, n_inputs: int = 16, **kw) -> Callable:
+    """(model, calib_batches) -> `plan_measure` callable, for `compress_checkpoint(measure=...)`."""
+    def fn(model, calib):
+        calib = list(calib)
+        return plan_measure(model, tuple(x[:n_inputs] for x in calib[0]), target, hw=hw, **kw)
+    return fn
 
 
 def cost_fn(target: str, hw=None, n_inputs: int = 16, **kw) -> Callable:

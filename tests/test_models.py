@@ -41,7 +41,7 @@ def test_every_model_name_and_size_has_documented_output_shape(name, size):
     assert torch.isfinite(out).all()
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(batch=st.integers(1, 4), length=st.integers(1, 12), n_classes=st.integers(2, 7))
 def test_tiny_models_follow_batch_length_and_class_count(batch, length, n_classes):
     vit = build_model("vit", "tiny", n_classes=n_classes).eval()

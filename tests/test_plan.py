@@ -205,3 +205,20 @@ def test_top_plans_are_enumerated_in_order_and_validation_picks_by_measured_kl(v
     if chosen["source"] == "uniform w4a4":
         assert all(o["a_bits"] == 4 and o.get("w_bits", 4) == 4 for o in plan.layers.values())
     assert plan.cost <= budget
+
+
+def test_simulated_cost_overshoot_tightens_the_budget_until_the_plan_fits():
+    """A measured cost above the table's (here: +40% whenever activation bit widths are mixed) is
+    fed back: the returned plan's measured cost fits the budget."""
+    bits = (4, 8)
+    s = [[0.0, 0.0, 1.0, 0.0]] * 4
+    c = [[1.0, 2.0, 3.0, 4.0]] * 4
+    sens, costs = _tables(s, c, [0.0, 10.0], bits)
+
+    def measure(layers):
+        mixed = len({o["a_bits"] for o in layers.values()}) > 1
+        return plan_cost(layers, costs) * (1.4 if mixed else 1.0)
+    budget = plan_cost({n: ({"a_bits": 8} if n == "mm" else {"w_bits": 4, "a_bits": 8}) for n in LAYERS}, costs) - 1
+    plan = plan_bits(_Three(), budget, costs, "neuromorphic", sensitivity=sens, choices=bits, measure=measure)
+    assert plan.cost == measure(plan.layers) <= budget
+    assert len(plan.meta["budget_rounds"]) >= 1 and "predicted_cost" in plan.meta

@@ -54,7 +54,8 @@ def latent_float(student: nn.Module) -> nn.Module:
 
 
 def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, task: str | None = None,
-                        costs: Mapping | Callable | None = None, choices=(2, 4, 8), a_choices=None,
+                        costs: Mapping | Callable | None = None, measure: Callable | None = None,
+                        choices=(2, 4, 8), a_choices=None,
                         heads=None, mlp_channels=None, blocks=None, importance: str = "taylor",
                         finetune_steps: int = 0, lr: float = 2e-4, batch_size: int = 64,
                         calib_samples: int = 256, fixed_layers: Mapping | None = None,
@@ -64,6 +65,8 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
 
     budget: number in the target's unit (bits for size, pJ per inference for energy) or 'w4a4'-style.
     costs: cost table or callable (model, calib_batches) -> table; required for energy targets.
+    measure: optional callable (model, calib_batches) -> (plan layers -> simulated cost), e.g.
+    ``neuro_hw.costs.measure_fn(target)``: plans are then checked against the simulator.
     heads / mlp_channels / blocks: pruning (see `prune`); importance 'taylor' uses calibration data.
     finetune_steps: QAT steps (0: post-training quantisation).  out: base path of the outputs
     (<out>.json/.safetensors float checkpoint, <out>.plan.json, <out>-qann.* via save_qann)."""
@@ -101,7 +104,8 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
                        levels=("layer",), calibrated=True, scales=scales)
     held_out = [tuple(b) for b in tk.batches("train", batch_size, seed=seed, limit=calib_samples)]
     plan = plan_bits(model, budget, table, target, sensitivity=sens, choices=choices,
-                     a_choices=a_choices, fixed_layers=fixed_layers, validate=held_out, scales=scales)
+                     a_choices=a_choices, fixed_layers=fixed_layers, validate=held_out, scales=scales,
+                     measure=measure(model, calib) if measure is not None else None)
     if finetune_steps > 0:
         student = prepare_qat(model, overrides=plan.layers, scales=scales)
         adapter = task_adapter(tk, batch_size)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +254,7 @@ def solve(p: _Problem, budget: float, exclude=()) -> tuple[list[int], int, float
 def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: str = "size", *,
               sensitivity: SensitivityTable | None = None, data=None, choices=(2, 4, 8), a_choices=None,
               fixed_layers: Mapping | None = None, validate=None, top_k: int = 4, scales: dict | None = None,
-              **sensitivity_kw) -> BitPlan:
+              measure=None, max_rounds: int = 6, **sensitivity_kw) -> BitPlan:
     """The per-layer bit plan of least total sensitivity whose cost fits `budget`.
 
     budget: a number in the cost table's unit, or 'w4a4'-style (the cost of that uniform plan).
@@ -267,7 +268,14 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
     (enumerated exactly, with no-good cuts) and the most precise uniform plan within the budget are
     each built as a QANN (the model must be calibrated); the uniform plan (else the program's
     optimum) is returned unless another candidate's output is closer to the float model's (KL) by
-    more than twice the standard error of the paired per-sample difference.  `scales`: activation-step cache shared with `prepare_qat`.
+    more than twice the standard error of the paired per-sample difference.
+    scales: activation-step cache shared with `prepare_qat`.
+    measure: optional callable {layer: bits} -> the plan's real cost (e.g. simulated energy, from
+    `neuro_hw.costs.plan_measure`).  The table is a per-layer linear model; when the simulated cost
+    of the program's plan exceeds the budget, the program's budget is tightened by the overshoot and
+    it is solved again (at most `max_rounds` times); candidates are kept only if their simulated
+    cost fits, and the plan's `cost` is then the simulated one (`meta["predicted_cost"]` the table's).
+    A 'w4a4' budget is then the simulated cost of that uniform plan.
 
     Raises InfeasibleBudget (with the smallest feasible budget) and ValueError for an unknown target."""
     if target not in TARGETS:
@@ -296,38 +304,76 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
         raise InfeasibleBudget(f"no bit plan fits a budget of {b:.6g} {unit} for target {target!r}; "
                                f"the smallest feasible budget is {smallest:.6g} {unit} "
                                f"(choices w={list(w_choices)}, a={list(a_choices)})", smallest)
-    found, cuts = [], []
-    for _ in range(top_k if validate is not None else 1):
-        sol = solve(p, max(b, smallest), cuts)
-        if sol is None:
-            break
-        cuts.append(sol[0])
-        found.append(sol)
-    choice, k, obj, total = found[0]
-    layers = _layers_of(p, choice)
+    measured: dict[str, float] = {}
+
+    def real_cost(layers: dict) -> float:
+        key = json.dumps(layers, sort_keys=True)
+        if key not in measured:
+            measured[key] = float(measure(layers))
+        return measured[key]
+
+    if measure is not None and isinstance(budget, str):  # 'w4a4': what that plan really costs
+        b = real_cost(_uniform_layers(p, *parse_key_pair(budget)))
     meta = {"unit": unit, "solver": "scipy.optimize.milp (HiGHS), mip_rel_gap=0",
-            "w_choices": list(w_choices), "a_choices": list(a_choices), "max_a_bits": int(p.a_levels[k]),
-            "min_budget": smallest, "sensitivity_metric": sensitivity.metric,
+            "w_choices": list(w_choices), "a_choices": list(a_choices), "min_budget": smallest,
+            "sensitivity_metric": sensitivity.metric,
             "uniform_costs": {f"w{c}a{c}": uniform_cost(costs, c, c) for c in sorted(set(w_choices) & set(a_choices))},
             "budget_spec": budget if isinstance(budget, str) else None}
-    if validate is not None:
+    b_eff, rounds = b, []
+    for _ in range(max_rounds if measure is not None else 1):
+        found, cuts = [], []
+        for _ in range(top_k if validate is not None else 1):
+            sol = solve(p, max(b_eff, smallest), cuts)
+            if sol is None:
+                break
+            cuts.append(sol[0])
+            found.append(sol)
         cands = [(f"milp#{i + 1}", _layers_of(p, c), o, t) for i, (c, _, o, t) in enumerate(found)]
-        ref = 0
-        uni = _best_uniform(p, costs, b, w_choices, a_choices, fixed_layers)
-        if uni is not None:
-            same = [i for i, c in enumerate(cands) if c[1] == uni[1]]
-            if same:
-                ref = same[0]
-            else:
-                cands.append(uni)
-                ref = len(cands) - 1
+        uni = _best_uniform(p, costs, b, w_choices, a_choices, fixed_layers) if validate is not None else None
+        if uni is not None and all(c[1] != uni[1] for c in cands):
+            cands.append(uni)
+        if measure is None:
+            break
+        fits = [c for c in cands if real_cost(c[1]) <= b * (1 + 1e-9)]
+        rounds.append({"budget_used": b_eff, "predicted": cands[0][3], "simulated": real_cost(cands[0][1])})
+        if any(c[0].startswith("milp") for c in fits):
+            cands = fits
+            break
+        # the table under-predicted (e.g. more time steps than the uniform runs it came from):
+        # tighten the program's budget by the measured overshoot and solve again
+        b_eff *= 0.98 * b / real_cost(cands[0][1])
+        if b_eff < smallest:
+            break
+    if measure is not None:
+        meta["budget_rounds"] = rounds
+        cands = [c for c in cands if real_cost(c[1]) <= b * (1 + 1e-9)]
+        if not cands:
+            raise InfeasibleBudget(f"no bit plan found whose simulated cost fits {b:.6g} {unit} for target "
+                                   f"{target!r} (the cost table under-predicts; raise the budget)", smallest)
+    ref = next((i for i, c in enumerate(cands) if uni is not None and c[1] == uni[1]), 0)
+    best = 0
+    if validate is not None:
         rows = _validate(model, cands, validate, scales)
         best = _significantly_best(rows, ref)
-        _, layers, obj, total = cands[best]
-        meta["max_a_bits"] = max(o["a_bits"] for o in layers.values())
         meta["validation"] = {"metric": "kl to float on validate", "candidates": rows,
                               "reference": rows[ref]["source"], "chosen": rows[best]["source"]}
+    _, layers, obj, total = cands[best]
+    meta["max_a_bits"] = max(o["a_bits"] for o in layers.values())
+    if measure is not None:
+        meta["predicted_cost"], total = total, real_cost(layers)
     return BitPlan(layers=layers, target=target, budget=b, cost=total, objective=obj, meta=meta)
+
+
+def parse_key_pair(spec: str) -> tuple[int, int]:
+    m = re.fullmatch(r"w(\d+)a(\d+)", str(spec).strip().lower())
+    if not m:
+        raise ValueError(f"budget {spec!r}: give a number or a uniform plan such as 'w4a4'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _uniform_layers(p: _Problem, w_bits: int, a_bits: int) -> dict:
+    return {name: ({"a_bits": a_bits} if opts[0][0] is None else {"w_bits": w_bits, "a_bits": a_bits})
+            for name, opts in zip(p.layers, p.options)}
 
 
 def _layers_of(p: _Problem, choice) -> dict:
