@@ -247,7 +247,7 @@ class SpikingModel(nn.Module):
         return SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
                          per_step=torch.cat(kept) if keep_steps else None)
 
-    def _unit_hook(self, recorder, name, kind):  # noqa: D102
+    def _unit_hook(self, recorder, name, kind):
         def hook(module, args):
             recorder.unit(name, kind, args[0], self._steps)
         return hook
@@ -270,11 +270,10 @@ def _settle_cached_kv(B: int):
     def hook(module, args, kwargs):
         cache = args[2] if len(args) > 2 else kwargs.get("cache")
         if not cache or "k" not in cache:
-            return None
+            return
         k_site, v_site = module.qk.quant_b, module.av.quant_b
         if isinstance(k_site, IFNeuron) and k_site.count is None:
             k_site.settled = (k_site.targets(cache["k"][:B].transpose(-2, -1)), -1)  # K^T [B, H, hd, Lk]
         if isinstance(v_site, IFNeuron) and v_site.count is None:
             v_site.settled = (v_site.targets(cache["v"][:B]), -2)                    # V [B, H, Lk, hd]
-        return None
     return hook

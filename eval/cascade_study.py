@@ -18,6 +18,7 @@ accelerators.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -167,7 +168,8 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
                         cal = c.calibrate(rec["calib"], tolerance=tol, method=meth, delta=delta,
                                           costs=costs, test_costs=tcost, seed=seed)
                     except CalibrationError as e:
-                        rows.append({**row, "feasible": False, "best_achievable": e.best, "error": str(e)})
+                        rows.append({**row, "feasible": False, "error": str(e),
+                                     "best_achievable": e.best if math.isfinite(e.best) else None})
                         continue
                     preds, _, log = c.simulate(rec["test"])
                     acc = float((preds == rec["test"].targets).all(-1).double().mean())
@@ -175,7 +177,7 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
                     rows.append({**row, "feasible": True, "thresholds": cal.thresholds,
                                  "calib": {"accuracy": cal.accuracy, "energy_pj": cal.expected_cost,
                                            "escalation_rate": cal.escalation_rate, "bound": cal.bound,
-                                           "n": cal.n},
+                                           "drop": cal.drop, "n": cal.n},
                                  "test": {"accuracy": acc, "accuracy_drop": ref_acc["test"] - acc,
                                           "energy_pj": ch["energy_pj"], "latency_s": ch["latency_s"],
                                           "energy_ratio": ch["energy_pj"] / ref_hw["energy_pj"],

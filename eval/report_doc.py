@@ -235,7 +235,9 @@ def _provenance(report: Report) -> list:
             ["seed", str(p["seed"])],
             ["bits (main, variants)", ", ".join(f"W{w}A{a}" for w, a in r.options["bits"])],
             ["T", "until quiet" if r.options["T"] is None else str(r.options["T"])],
-            ["held-out limit", "whole test split" if r.options["limit"] is None else str(r.options["limit"])],
+            ["held-out examples (FP32 / QANN; SNN)",
+             ", ".join(f"{t.task} {t.fp32.get('n_examples')}; {t.variant().snn['n_examples']}" for t in r.tasks)
+             + ("" if r.options["limit"] is None else f" (limit {r.options['limit']})")],
             ["packages", ", ".join(f"{k} {v}" for k, v in p["packages"].items())],
             ["environment", ", ".join(f"{k}={v}" for k, v in p["environment"].items())]]
     for res in r.tasks:

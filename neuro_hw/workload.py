@@ -311,7 +311,7 @@ def extract_decoder_call(model: nn.Module, positions: int, context: int = 0, *, 
     for o in wl.ops:
         if o.kind == "matmul_act" and o.name.endswith((".attn.qk", ".attn.av")) and \
                 (not multimodal or o.name.startswith("decoder.")):
-            b, M, K, N = o.gemm
+            b, _, K, N = o.gemm
             per_pos = b * (K if o.name.endswith(".qk") else N)     # heads x head_dim
             bits = int((o.extra.get("a_bits_each") or [o.a_bits, o.a_bits])[1] or 32)
             kv = {"operand": "b", "cached": cached, "new": new, "read_elems": per_pos * cached,

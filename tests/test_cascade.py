@@ -139,6 +139,10 @@ def test_probe_and_generation_self_tests():
     cal = c.calibrate(c.record(batches(y)), tolerance=0.02, method="empirical")
     assert cal.probe["n_fit"] == 150 and c.stages[0].probe is not None
     assert self_test_ops("probe", 4, 1, feature_dim=4)["fp_mul"] >= 7
+    always = make(y, zl, zl, test="probe")
+    truth = always.record(batches(y)).members["small"].preds[:, 0].numpy()  # never wrong: nothing to learn
+    with pytest.raises(CalibrationError, match="right and wrong"):
+        always.calibrate(always.record(batches(truth)), tolerance=0.02, method="empirical")
     # generation: greedy answers of two tokens, confidence = sequence probability
     V, P = 6, 3
     def lm(images, tokens):

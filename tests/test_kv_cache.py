@@ -3,6 +3,7 @@ HF GPT-2; decoder Workloads (prefill, decode step at context n) and their KV-cac
 accelerators."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -176,12 +177,12 @@ def test_decode_step_energy_grows_with_context_as_the_kv_cache_terms_say():
         conv.append(simulate(wl, None, "conventional"))
         neuro.append(simulate(wl, retarget_trace(trace, wl), "neuromorphic"))
     pj_bit = conv[0].meta["tech_table"]["dram_pj_per_bit"]
-    for a, b in zip(conv, conv[1:]):
+    for a, b in itertools.pairwise(conv):
         assert b.energy_pj > a.energy_pj
         d_kv = (b.meta["kv_cache"]["read_bytes"] - a.meta["kv_cache"]["read_bytes"]) * 8 * pj_bit
         assert b.breakdown_pj["dram"] - a.breakdown_pj["dram"] == pytest.approx(d_kv, rel=1e-9)
         assert b.energy_pj - a.energy_pj >= b.meta["kv_cache"]["read_pj"] - a.meta["kv_cache"]["read_pj"]
-    for a, b in zip(neuro, neuro[1:]):
+    for a, b in itertools.pairwise(neuro):
         assert b.energy_pj > a.energy_pj
         assert b.energy_pj - a.energy_pj >= b.meta["kv_cache"]["read_pj"] - a.meta["kv_cache"]["read_pj"] > 0
     k_reads = [sum(r["kv_cache_read_pj"] for r in rep.per_op if r["name"].endswith(".attn.qk"))

@@ -61,7 +61,9 @@ def print_result(r: dict, log=print) -> None:
         for v in rows:
             head = f"   {v['ladder']:<22} {v['self_test']:<9} {v['method']:<9} {v['tolerance']:>5.3f}"
             if not v["feasible"]:
-                log(f"{head}   infeasible on calib: best achievable {v['best_achievable']:.4f}")
+                b = v["best_achievable"]
+                log(f"{head}   infeasible on calib: " + (f"best achievable {b:.4f}" if b is not None
+                                                          else v["error"].split(": ", 1)[-1][:70]))
                 continue
             t = v["test"]
             log(f"{head} {100 * t['accuracy']:>6.2f}% {100 * t['accuracy_drop']:>5.2f} {t['energy_ratio']:>6.3f} "

@@ -202,7 +202,13 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=kind)
                 for c, a, lab in pts:
                     ax.annotate(lab.replace("mixed@", "m@"), (c, a), fontsize=6)
-            ax.axhline(rs[0]["fp32_accuracy"], color="gray", ls="--", lw=0.8, label="FP32")
+            fp32 = rs[0]["fp32_accuracy"]
+            ax.axhline(fp32, color="gray", ls="--", lw=0.8, label="FP32")
+            near = [r["accuracy"] for r in rs if r["accuracy"] >= fp32 - 0.2]  # zoom on the useful range
+            ax.set_ylim(min(near) - 0.01, max(fp32, max(near)) + 0.01)
+            off = [r["point"] for r in rs if r["accuracy"] < fp32 - 0.2]
+            if off:
+                ax.text(0.02, 0.02, "below: " + ", ".join(off), transform=ax.transAxes, fontsize=6)
             ax.set_xscale("log")
             ax.set_xlabel(f"{target} ({rs[0]['unit']}{', simulated' if target != 'size' else ''})")
             ax.set_ylabel("accuracy")

@@ -79,9 +79,10 @@ def prompts(task, n: int, args) -> list[dict]:
     return out[:n]
 
 
-def _timed(fn):
+def _timed(fn, *a, **kw):
+    """fn(*a, **kw), its wall and process CPU seconds."""
     w, c = time.perf_counter(), time.process_time()
-    r = fn()
+    r = fn(*a, **kw)
     return r, time.perf_counter() - w, time.process_time() - c
 
 
@@ -94,8 +95,8 @@ def run_task(task, args, report: dict) -> None:
         use = ps[:args.snn_prompts] if t_form == "snn" else ps
         plain, plain_w, plain_c, plain_tok, uncached_ok = [], 0.0, 0.0, 0, 0
         for p in use:
-            r, w, c = _timed(lambda: decode(target, p["prompt"], p["max_new"], images=p["images"],
-                                            stop_token=p["stop"], snn_kw=snn_kw))
+            r, w, c = _timed(decode, target, p["prompt"], p["max_new"], images=p["images"],
+                             stop_token=p["stop"], snn_kw=snn_kw)
             plain.append(r.tokens)
             plain_w, plain_c, plain_tok = plain_w + w, plain_c + c, plain_tok + len(r.tokens)
             if t_form != "snn":
@@ -107,9 +108,8 @@ def run_task(task, args, report: dict) -> None:
             use_d = use[:args.snn_prompts] if "snn" in (t_form, d_form) else use
             same, stats, w_tot, c_tot, tok = 0, [], 0.0, 0.0, 0
             for p, ref in zip(use_d, plain):
-                r, w, c = _timed(lambda: speculative_decode(target, draft, p["prompt"], p["max_new"], k=args.k,
-                                                            images=p["images"], stop_token=p["stop"],
-                                                            snn_kw=snn_kw))
+                r, w, c = _timed(speculative_decode, target, draft, p["prompt"], p["max_new"], k=args.k,
+                                 images=p["images"], stop_token=p["stop"], snn_kw=snn_kw)
                 same += r.tokens == ref
                 stats.append(r.metrics())
                 w_tot, c_tot, tok = w_tot + w, c_tot + c, tok + len(r.tokens)
@@ -209,7 +209,9 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
             cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt))
         body.append(cells)
     w = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w[i]) for i, c in enumerate(cells))   # noqa: E731
+
+    def line(cells):
+        return "  ".join(c.rjust(w[i]) for i, c in enumerate(cells))
     return "\n".join([line(head), line(["-" * x for x in w])] + [line(b) for b in body])
 
 

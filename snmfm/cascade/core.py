@@ -70,6 +70,7 @@ class Calibration:
     escalation_rate: float
     expected_cost: float
     reference_cost: float
+    drop: float
     n_candidates: int
     n_valid: int
     min_queries: int
@@ -305,6 +306,7 @@ class Cascade:
             accuracy=float(acc[chosen]) if chosen is not None else ref_acc, reference_accuracy=ref_acc,
             escalation_rate=esc, expected_cost=float(cost[chosen]) if chosen is not None else float(cum[-1]),
             reference_cost=_member_cost(self.reference, len(self.stages) - 1, costs),
+            drop=float(drops[chosen]) if chosen is not None else 0.0,
             n_candidates=int(len(th)), n_valid=int(valid.sum()), min_queries=int(min(need, 10**9)),
             probe=probe_info)
         return self.calibration
@@ -321,7 +323,10 @@ class Cascade:
         info = {"n_fit": n_fit, "n_thresholds": rest.n, "seed": seed}
         for s in stages:
             r = fit.members[s.members[0].name]
-            s.probe = Probe.fit(r.logits, r.features, fit.correct(s.members[0].name))
+            try:
+                s.probe = Probe.fit(r.logits, r.features, fit.correct(s.members[0].name))
+            except ValueError as e:
+                raise CalibrationError(f"stage {s.members[0].name!r}: {e}", math.inf) from None
             info[s.members[0].name] = s.probe.meta
         return rest, info
 

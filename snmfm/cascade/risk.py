@@ -21,8 +21,9 @@ Three ways to pick lambda on n held-out calibration queries (the task's *calib* 
   monotonised loss l~(lambda) = max of l over the more conservative candidates (non-decreasing
   along the sequence, >= l): keep the candidates whose (sum l~ + 1) / (n + 1) <= tolerance.
   Guarantee: E[l(lambda_hat)] <= tolerance in expectation over calibration and test draws.
-* ``empirical`` -- the plug-in rule drop_calib(lambda) <= tolerance (the signed drop): no
-  guarantee, the point estimate; what the other two tighten.
+* ``empirical`` -- the plug-in rule mean_calib(l) <= tolerance: no guarantee, the point estimate
+  of the same loss that the other two bound.  (The signed drop is not used: on a small calib split
+  the reference's own mistakes would buy the cascade slack that does not carry over to new data.)
 
 Escalating every query (the reference alone) has l = 0 identically and is always valid; it is the
 fallback, never a calibration result: when nothing else is valid, `calibrate` raises with the best
@@ -73,13 +74,14 @@ def valid_candidates(losses: np.ndarray, drops: np.ndarray, tolerance: float, me
 
     losses [C, n] in {0, 1} (cascade wrong, reference right); drops [C]: signed accuracy drop.
     bound: the candidate's certified risk (ltt: binomial UCB, crc: (sum l~ + 1)/(n + 1),
-    empirical: the drop itself)."""
+    empirical: the mean loss)."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(METHODS)}")
     C, n = losses.shape
     k = losses.sum(1).astype(int)
     if method == "empirical":
-        return drops <= tolerance + 1e-12, drops.astype(float)
+        rate = k / max(n, 1)
+        return rate <= tolerance + 1e-12, rate.astype(float)
     if method == "crc":
         if not sequence:
             raise ValueError("method 'crc' needs one threshold path (search='shared'), not a grid")

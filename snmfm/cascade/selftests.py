@@ -98,6 +98,10 @@ class Probe:
         Hessian, converges in a few steps)."""
         x = cls.inputs(logits, features)
         y = right.to(torch.float64)
+        if len(y) < 4 or float(y.min()) == float(y.max()):
+            raise ValueError(f"the probe needs right and wrong answers to learn from: its {len(y)} fitting "
+                             f"queries are all {'right' if len(y) and float(y[0]) else 'wrong'}; use more "
+                             "queries (probe_fraction) or another self-test")
         mean, std = x.mean(0), x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1], dtype=x.dtype)
         z = torch.cat([(x - mean) / std, torch.ones(len(x), 1, dtype=torch.float64)], 1)
         n, d = z.shape
