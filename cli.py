@@ -279,5 +279,107 @@ def report(results, out_dir, as_json):
         print_summary(rep, out_dir=out_dir)
 
 
+# ---- compression and operation optimisation ---------------------------------------------------
+@main.command()
+@MODEL
+@click.option("--budget", type=float, required=True,
+              help="Budget in the target's unit: bits of weights (size) or pJ per inference (energy).")
+@click.option("--target", type=click.Choice(["size", "conventional", "neuromorphic"]), default="size",
+              show_default=True, help="What the budget limits.")
+@click.option("--task", default=None, help="Task of MODEL when it is a checkpoint file that does not say.")
+@click.option("--prune-heads", type=click.IntRange(min=0), default=None, help="Attention heads to remove per block.")
+@click.option("--prune-mlp", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Fraction of MLP channels to remove.")
+@click.option("--finetune-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Quantisation-aware recovery fine-tuning steps (LSQ + distillation).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the compressed checkpoint and its bit plan (OUT.plan.json).")
+@SEED
+@JSON
+@handles_errors
+def compress(model, budget, target, task, prune_heads, prune_mlp, finetune_steps, out, seed, as_json):
+    """Mixed-precision plan (exact integer program), pruning and recovery fine-tuning of MODEL."""
+    from converters.workflow import resolve_model
+    from snmfm.compress.pipeline import compress_checkpoint
+    t, _, _, info = resolve_model(model, task)
+    ref = info.get("path") or model
+    result = compress_checkpoint(ref, budget=budget, target=target, out=out, task=t.name,
+                                 heads=prune_heads, mlp_channels=prune_mlp,
+                                 finetune_steps=finetune_steps, seed=seed, progress=not as_json)
+    d = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
+    emit(d, as_json, title=f"compressed {t.name} ({target} budget {budget:g})")
+
+
+def _run_bench(module: str, argv: list[str]):
+    import importlib
+    return importlib.import_module(f"eval.benchmarks.{module}").main(argv)
+
+
+@main.command()
+@click.option("--tasks", default="code-stdlib,vqa-digits", show_default=True, help="Comma-separated decoder tasks.")
+@click.option("--k", type=click.IntRange(min=1), default=4, show_default=True, help="Draft tokens per round.")
+@click.option("--prompts", type=click.IntRange(min=1), default=16, show_default=True, help="Held-out prompts per task.")
+@click.option("--quick", is_flag=True, help="A small run (2 prompts, short generations).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the results as JSON to this file.")
+@handles_errors
+def speculate(tasks, k, prompts, quick, json_path):
+    """Speculative decoding: exactness, acceptance, speed-up and energy per token per pairing
+    (distilled / compressed / self drafts; FP32, QANN and SNN members; both accelerators)."""
+    argv = ["--tasks", *_csv(tasks), "--k", str(k), "--prompts", str(prompts)]
+    argv += ["--quick"] if quick else []
+    argv += ["--json", json_path] if json_path else []
+    _run_bench("bench_speculative", argv)
+
+
+@main.command()
+@TASK
+@click.option("--sizes", default="tiny,small,medium", show_default=True, help="Ladder of model sizes.")
+@click.option("--tolerance", type=float, default=0.005, show_default=True,
+              help="Accuracy the cascade may lose against its largest member (fraction).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Folder for plots.")
+@SEED
+@JSON
+@handles_errors
+def cascade(task, sizes, tolerance, out_dir, seed, as_json):
+    """Small-to-large cascade with calibrated self-tests, charged on both accelerators."""
+    from eval.cascade_study import run_cascade
+    result = run_cascade(task, _csv(sizes), tolerance=tolerance, out_dir=out_dir, seed=seed,
+                         progress=not as_json)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(json.dumps(_plain(result.get("summary", result)), indent=1, sort_keys=True, default=str))
+
+
+@main.command()
+@TASK
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Folder for Pareto plots.")
+@SEED
+@JSON
+@handles_errors
+def cooptimize(task, out_dir, seed, as_json):
+    """Joint search of resolution / patch stride / context length, bits and T: Pareto fronts on
+    both accelerators."""
+    from eval.cooptimize import run_cooptimize
+    result = run_cooptimize(task, seed=seed, out_dir=out_dir)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(json.dumps(_plain(result.get("summary", result)), indent=1, sort_keys=True, default=str))
+
+
+BENCHES = ("snn", "conventional", "neuromorphic", "crosscheck", "minilm", "compress", "speculative",
+           "cascade", "cooptimize")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name", type=click.Choice(BENCHES))
+@click.pass_context
+def bench(ctx, name):
+    """Run a benchmark of eval/benchmarks (prints a table); extra arguments go to it (--help)."""
+    _run_bench(f"bench_{name}", list(ctx.args))
+
+
 if __name__ == "__main__":
     sys.exit(main())

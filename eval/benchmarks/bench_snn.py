@@ -50,6 +50,14 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Peak resident memory of the code inside the `with`, above the resident memory before it.
 
@@ -58,6 +66,7 @@ class PeakMemory:
 
     def __enter__(self):
         gc.collect()
+        _malloc_trim()  # hand freed setup memory back, so RSS before = memory actually in use
         self.rss0_kb = _status_kb("VmRSS")
         self.reset = False
         try:
