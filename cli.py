@@ -301,8 +301,9 @@ def compress(model, budget, target, task, prune_heads, prune_mlp, finetune_steps
     """Mixed-precision plan (exact integer program), pruning and recovery fine-tuning of MODEL."""
     from converters.workflow import resolve_model
     from snmfm.compress.pipeline import compress_checkpoint
+    from snmfm.checkpoint import default_checkpoint
     t, _, _, info = resolve_model(model, task)
-    ref = info.get("path") or model
+    ref = info.get("path") or str(default_checkpoint(t.name))
     result = compress_checkpoint(ref, budget=budget, target=target, out=out, task=t.name,
                                  heads=prune_heads, mlp_channels=prune_mlp,
                                  finetune_steps=finetune_steps, seed=seed, progress=not as_json)

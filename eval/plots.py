@@ -46,36 +46,45 @@ def _scale(values_pj: list[float]) -> tuple[float, str]:
 
 
 def energy_breakdown(report: Report) -> bytes:
+    """Each accelerator's energy as shares of its own total (100% stacked), the total above the bar:
+    the two totals often differ by orders of magnitude, so absolute stacks would hide the smaller."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
     tasks = report.comparison["tasks"]
     fig, axes = _grid(len(tasks))
-    from matplotlib import colormaps
     names = sorted({k for t in tasks for a in ACCELERATORS for k in t["accelerators"][a]["breakdown_per_unit_pj"]})
     palette = colormaps["tab20"]
     color = {n: palette(i % 20) for i, n in enumerate(names)}
+    used = []
     for ax, t in zip(axes, tasks):
         totals = [t["accelerators"][a]["energy_per_unit_pj"] for a in ACCELERATORS]
-        f, unit = _scale(totals)
         x = list(range(len(ACCELERATORS)))
         bottoms = [0.0] * len(ACCELERATORS)
         for n in names:
-            vals = [t["accelerators"][a]["breakdown_per_unit_pj"].get(n, 0.0) / f for a in ACCELERATORS]
-            if not any(vals):
+            vals = [100 * t["accelerators"][a]["breakdown_per_unit_pj"].get(n, 0.0) / tot if tot else 0.0
+                    for a, tot in zip(ACCELERATORS, totals)]
+            if not any(v > 0 for v in vals):
                 continue
-            ax.bar(x, vals, bottom=bottoms, color=color[n], label=n, width=0.6)
+            if n not in used:
+                used.append(n)
+            ax.bar(x, vals, bottom=bottoms, color=color[n], width=0.6)
             bottoms = [b + v for b, v in zip(bottoms, vals)]
         for i, tot in enumerate(totals):
-            ax.text(i, tot / f, f"{tot / f:.3g}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, 101, f"{_fmt_pj(tot)}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(x, [ACCEL_SHORT[a] for a in ACCELERATORS])
-        ax.set_ylabel(f"{unit} per {t['unit']}")
+        ax.set_ylim(0, 112)
+        ax.set_ylabel(f"% of energy per {t['unit']}")
         ax.set_title(f"{t['task']} ({t['main']})", fontsize=10)
-        ax.margins(y=0.15)
-    from matplotlib.patches import Patch
-    used = [n for n in names if any(t["accelerators"][a]["breakdown_per_unit_pj"].get(n) for t in tasks
-                                    for a in ACCELERATORS)]
     fig.legend(handles=[Patch(color=color[n], label=n) for n in used], loc="outside lower center",
                ncol=min(6, max(1, len(used))), fontsize=7, frameon=False)
-    fig.suptitle("Energy breakdown per unit (stacked by component)", fontsize=11)
+    fig.suptitle("Energy breakdown: share of each accelerator's total (total per unit above the bar)",
+                 fontsize=11)
     return _png(fig)
+
+
+def _fmt_pj(pj: float) -> str:
+    f, unit = _scale([pj])
+    return f"{pj / f:.3g} {unit}"
 
 
 def accuracy_vs_T(report: Report) -> bytes:

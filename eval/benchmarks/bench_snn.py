@@ -89,7 +89,6 @@ def timed(fn, repeats: int) -> dict:
     wall, cpu = [], []
     with PeakMemory() as mem:
         for _ in range(repeats):
-            gc.collect()
             c0, w0 = time.process_time(), time.perf_counter()
             out = fn()
             cpu.append((time.process_time() - c0) * 1e3)
