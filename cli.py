@@ -307,8 +307,12 @@ def compress(model, budget, target, task, prune_heads, prune_mlp, finetune_steps
     result = compress_checkpoint(ref, budget=budget, target=target, out=out, task=t.name,
                                  heads=prune_heads, mlp_channels=prune_mlp,
                                  finetune_steps=finetune_steps, seed=seed, progress=not as_json)
-    d = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
-    emit(d, as_json, title=f"compressed {t.name} ({target} budget {budget:g})")
+    d = {"task": t.name, "target": target, "budget": budget, **result.metrics,
+         "paths": {k: str(v) for k, v in result.paths.items()}}
+    if as_json:
+        print_json({**d, "plan": result.plan.to_dict()})
+    else:
+        emit(d, False, title=f"compressed {t.name} ({target} budget {budget:g})")
 
 
 def _run_bench(module: str, argv: list[str]):

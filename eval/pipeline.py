@@ -211,7 +211,12 @@ def _load_model(task, size, seed, progress, checkpoint=None, train_steps=None):
         if task.kind == "embed":
             model, meta = task.load()
             return model.float().eval(), _checkpoint_info(task, task.default_size, meta, False)
-        from snmfm.checkpoint import cache_dir, checkpoint_files, default_checkpoint, shipped_checkpoint
+        from snmfm.checkpoint import (
+            cache_dir,
+            checkpoint_files,
+            default_checkpoint,
+            shipped_checkpoint,
+        )
         have = [all(f.is_file() for f in checkpoint_files(p))
                 for p in (shipped_checkpoint(task.name), cache_dir() / "checkpoints" / task.name)]
         base = default_checkpoint(task.name, progress=progress)
@@ -283,7 +288,7 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
         say(f"{label} SNN run")
         with vsw("snn_run"):
             s, trace, first = measure_snn(task, qann, snn, n_snn, T=T, seed=seed,
-                                          on_step=lambda t, lb=label: say(f"{label} SNN step {t}"))
+                                          on_step=lambda t, lb=label: say(f"{lb} SNN step {t}"))
         if norm is None:
             norm = _normalisation(task, first)
         say(f"{label} simulate")
@@ -346,9 +351,9 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     instead of the default checkpoints; train_steps: training steps when a non-default size is
     trained in the run (default: the task's); calib_limit: cap on calibration examples (default:
     the whole calib split)."""
-    from snmfm.tasks import get_task
     from eval.compare import DEFAULT_TOLERANCE, compare
     from eval.report import write_report
+    from snmfm.tasks import get_task
 
     started, t0, c0 = utc_now(), time.perf_counter(), time.process_time()
     names = list(tasks) if tasks else default_tasks()
@@ -414,8 +419,14 @@ class _Progress:
     def __enter__(self):
         if self.enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                                       TextColumn, TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
             self.p = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[name]:<14}"), BarColumn(),
                               MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
                               console=Console(stderr=True), transient=False)

@@ -74,7 +74,7 @@ class VariantResult:
         return jsonable(d)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VariantResult":
+    def from_dict(cls, d: dict) -> VariantResult:
         d = dict(d)
         d["hw"] = {k: HwReport.from_dict(v) for k, v in d["hw"].items()}
         return cls(**d)
@@ -118,7 +118,7 @@ class TaskResult:
         return jsonable(d)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TaskResult":
+    def from_dict(cls, d: dict) -> TaskResult:
         d = dict(d)
         d["variants"] = [VariantResult.from_dict(v) for v in d["variants"]]
         d["fp32_hw"] = {k: HwReport.from_dict(v) for k, v in d.get("fp32_hw", {}).items()}
@@ -145,7 +145,7 @@ class Results:
                          "provenance": self.provenance, "wall_s": self.wall_s})
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Results":
+    def from_dict(cls, d: dict) -> Results:
         return cls(tasks=[TaskResult.from_dict(t) for t in d["tasks"]], options=d["options"],
                    provenance=d["provenance"], wall_s=d.get("wall_s", 0.0))
 

@@ -136,8 +136,13 @@ def test_escalating_everything_is_the_reference():
 def test_probe_and_generation_self_tests():
     y, zs, zl = synthetic(n=300)
     c = make(y, zs, zl, test="probe")
-    cal = c.calibrate(c.record(batches(y)), tolerance=0.02, method="empirical")
-    assert cal.probe["n_fit"] == 150 and c.stages[0].probe is not None
+    rec = c.record(batches(y))
+    cal = c.calibrate(rec, tolerance=0.02, method="empirical", probe_fit="split")
+    assert cal.probe["n_fit"] == 150 and cal.n == 150 and c.stages[0].probe is not None
+    cal = c.calibrate(rec, tolerance=0.02, method="empirical")          # cross-fitted: every query
+    assert cal.probe["folds"] == 5 and cal.n == 300
+    preds, _, _ = c.simulate(rec)                                        # the refit probe deployed
+    assert float((preds == rec.targets).all(-1).double().mean()) > 0.9
     assert self_test_ops("probe", 4, 1, feature_dim=4)["fp_mul"] >= 7
     always = make(y, zl, zl, test="probe")
     truth = always.record(batches(y)).members["small"].preds[:, 0].numpy()  # never wrong: nothing to learn

@@ -5,11 +5,18 @@ import json
 import math
 
 import pytest
+from report_fixtures import synthetic_results
 
-from eval import REPORT_SCHEMA, compare, load_report, load_results, report_from_results, write_report
+from eval import (
+    REPORT_SCHEMA,
+    compare,
+    load_report,
+    load_results,
+    report_from_results,
+    write_report,
+)
 from eval.compare import iso_accuracy
 from eval.validate import validate_report
-from report_fixtures import synthetic_results
 
 
 @pytest.fixture(scope="module")

@@ -134,6 +134,17 @@ def build_qann(name: str, size: str, w_bits: int, a_bits: int, batch: int, seed:
 
 
 # ---- worker tasks: each runs in its own process -------------------------------------------------
+def _sj():
+    """The `_sj_compare` module.  A worker runs this file as a script, and imports its sibling
+    directly: importing the `eval` package would load the report/plotting stack into every
+    measurement process."""
+    if __package__:
+        from eval.benchmarks import _sj_compare
+    else:
+        import _sj_compare
+    return _sj_compare
+
+
 def task_qann(spec: dict) -> dict:
     import torch
     qann, x = build_qann(spec["model"], spec["size"], spec["w_bits"], spec["a_bits"], spec["batch"])
@@ -165,7 +176,7 @@ def task_snn(spec: dict) -> dict:
 def task_sj(spec: dict) -> dict:
     """SpikingJelly's SpikeZIP-TF recipe on the SpikeZIP QANN of the snmfm QANN."""
     import torch
-    from eval.benchmarks import _sj_compare as S
+    S = _sj()
     d = S.build(**spec["net"], batch=spec["batch"], w_bits=spec["w_bits"], a_bits=spec["a_bits"])
     dtype = getattr(torch, spec["dtype"])
     ids = d["ids"]
@@ -205,7 +216,7 @@ def task_sj_snmfm(spec: dict) -> dict:
     """snmfm on the same network as task_sj (same weights, scales, quantizer places)."""
     import torch
     from converters import convert
-    from eval.benchmarks import _sj_compare as S
+    S = _sj()
     d = S.build(**spec["net"], batch=spec["batch"], w_bits=spec["w_bits"], a_bits=spec["a_bits"])
     ids, qann = d["ids"], d["qann"]
     with torch.no_grad():
@@ -239,7 +250,7 @@ def run_task(spec: dict, isolate: bool = True) -> dict:
             torch.set_num_threads(n)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run([sys.executable, "-m", "eval.benchmarks.bench_snn", "--worker", json.dumps(spec)],
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                        capture_output=True, text=True, env=env, cwd=str(REPO))
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:

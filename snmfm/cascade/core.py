@@ -247,7 +247,8 @@ class Cascade:
 
     def calibrate(self, data, tolerance: float = 0.005, method: str = "ltt", delta: float = 0.1,
                   search: str = "shared", costs: Mapping | None = None, test_costs=None,
-                  probe_fraction: float = 0.5, seed: int = 0, on_infeasible: str = "raise") -> Calibration:
+                  probe_fit: str = "crossfit", probe_fraction: float = 0.5, probe_folds: int = 5,
+                  seed: int = 0, on_infeasible: str = "raise") -> Calibration:
         """Choose thresholds on held-out labelled queries (`Records` or batches with targets).
 
         tolerance: allowed accuracy drop against the reference (0.005 = half a point).
@@ -255,17 +256,23 @@ class Cascade:
         search: shared (one threshold for every stage: a single path, fixed-sequence testing) or
         grid (one per stage, Bonferroni).  costs: {member name: cost per query} (e.g. energy on an
         accelerator; default member.meta['cost'], else 10**stage); test_costs: per non-final stage.
-        The chosen setting is the cheapest valid one.  A probe self-test is fitted first on a
-        seeded `probe_fraction` of the queries; the thresholds are calibrated on the rest.
+        The chosen setting is the cheapest valid one.  A probe self-test is fitted on the same
+        queries: probe_fit 'crossfit' (default) calibrates the thresholds on out-of-fold probe
+        scores (`probe_folds` folds; every query used, the deployed probe fitted on all of them --
+        the guarantee then holds up to the probe's refit), 'split' fits it on a seeded
+        `probe_fraction` and calibrates on the rest (the guarantee holds as stated, on fewer queries).
         on_infeasible: raise (CalibrationError) or escalate (keep escalating every query)."""
         if method not in METHODS:
             raise CascadeError(f"unknown calibration method {method!r}; allowed: {', '.join(METHODS)}")
         if on_infeasible not in ("raise", "escalate"):
             raise CascadeError(f"on_infeasible must be 'raise' or 'escalate', got {on_infeasible!r}")
         rec = data if isinstance(data, Records) else self.record(data)
-        rec, probe_info = self._fit_probes(rec, probe_fraction, seed)
+        rec, probe_info, oof = self._fit_probes(rec, probe_fit, probe_fraction, probe_folds, seed)
         th = self.candidates(search)
-        exits = self._exits(self.confidences(rec), th)
+        conf = self.confidences(rec)
+        for i, c in oof.items():
+            conf[i] = c
+        exits = self._exits(conf, th)
         right = torch.stack([rec.correct(s.answerer.name) for s in self.stages])
         ok = right.gather(0, exits)
         ref_ok = right[-1]
@@ -311,24 +318,50 @@ class Cascade:
             probe=probe_info)
         return self.calibration
 
-    def _fit_probes(self, rec: Records, fraction: float, seed: int) -> tuple[Records, dict]:
-        stages = [s for s in self.stages if s.self_test == "probe"]
-        if not stages:
-            return rec, {}
-        if not 0 < fraction < 1:
-            raise CascadeError(f"probe_fraction must be in (0, 1), got {fraction}")
+    def _fit_probes(self, rec: Records, how: str, fraction: float, folds: int,
+                    seed: int) -> tuple[Records, dict, dict]:
+        """Fit the probes; returns (queries for the thresholds, info, {stage: out-of-fold conf})."""
+        idx = [i for i, s in enumerate(self.stages) if s.self_test == "probe"]
+        if not idx:
+            return rec, {}, {}
         perm = torch.randperm(rec.n, generator=torch.Generator().manual_seed(seed))
-        n_fit = int(round(rec.n * fraction))
-        fit, rest = rec.subset(perm[:n_fit]), rec.subset(perm[n_fit:])
-        info = {"n_fit": n_fit, "n_thresholds": rest.n, "seed": seed}
-        for s in stages:
-            r = fit.members[s.members[0].name]
+
+        def fit(s, part: Records) -> Probe:
+            r = part.members[s.members[0].name]
             try:
-                s.probe = Probe.fit(r.logits, r.features, fit.correct(s.members[0].name))
+                return Probe.fit(r.logits, r.features, part.correct(s.members[0].name))
             except ValueError as e:
                 raise CalibrationError(f"stage {s.members[0].name!r}: {e}", math.inf) from None
-            info[s.members[0].name] = s.probe.meta
-        return rest, info
+        if how == "split":
+            if not 0 < fraction < 1:
+                raise CascadeError(f"probe_fraction must be in (0, 1), got {fraction}")
+            n_fit = int(round(rec.n * fraction))
+            part, rest = rec.subset(perm[:n_fit]), rec.subset(perm[n_fit:])
+            info = {"fit": "split", "n_fit": n_fit, "n_thresholds": rest.n, "seed": seed}
+            for i in idx:
+                self.stages[i].probe = fit(self.stages[i], part)
+                info[self.stages[i].members[0].name] = self.stages[i].probe.meta
+            return rest, info, {}
+        if how != "crossfit":
+            raise CascadeError(f"probe_fit must be 'crossfit' or 'split', got {how!r}")
+        if not 2 <= folds <= rec.n:
+            raise CascadeError(f"probe_folds must be in 2..{rec.n}, got {folds}")
+        oof = {i: torch.zeros(rec.n, dtype=torch.float64) for i in idx}
+        for k in range(folds):
+            held = perm[k::folds]
+            keep = torch.ones(rec.n, dtype=torch.bool)
+            keep[held] = False
+            train, test = rec.subset(torch.nonzero(keep).flatten()), rec.subset(held)
+            for i in idx:
+                s = self.stages[i]
+                probe = fit(s, train)
+                r = test.members[s.members[0].name]
+                oof[i][held] = probe(r.logits, r.features)
+        info = {"fit": "crossfit", "folds": folds, "n_fit": rec.n, "n_thresholds": rec.n, "seed": seed}
+        for i in idx:
+            self.stages[i].probe = fit(self.stages[i], rec)
+            info[self.stages[i].members[0].name] = self.stages[i].probe.meta
+        return rec, info, oof
 
     # -- execution -----------------------------------------------------------------------------
     @torch.no_grad()
