@@ -69,7 +69,9 @@ class TokenPruned(nn.Module):
     """A ViT (classifier) or MultimodalLM whose image encoder keeps `keep` patch tokens (+ CLS).
 
     mode 'prune' drops the rest; 'merge' adds one token, the mean of the dropped tokens
-    (embedding + position), so their content is summarised instead of lost."""
+    (embedding + position), so their content is summarised instead of lost.  In a MultimodalLM
+    the shortened image prefix ends at the full prefix's last position, so the text tokens keep
+    the positions the decoder was trained with."""
 
     def __init__(self, model: nn.Module, keep: int, mode: str = "prune"):
         super().__init__()
@@ -112,7 +114,8 @@ class TokenPruned(nn.Module):
         if not self.multimodal:
             return h if self._vit().head is None else self._vit().head(h[:, 0])
         prefix = self.model.projector(h)
-        logits = self.model.decoder(tokens, prefix=prefix)
+        # the text keeps its trained positions: the shortened prefix ends where the full one did
+        logits = self.model.decoder(tokens, prefix=prefix, start_pos=self.model.n_prefix - prefix.shape[1])
         return logits[:, prefix.shape[1]:]
 
 

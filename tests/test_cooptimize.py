@@ -59,8 +59,13 @@ def test_pruned_and_resized_models_stay_exact_as_snns():
     task = get_task("vision-digits")
     vit = task.build_model("tiny")
     batch = next(iter(task.batches("test", 4)))
+    vqa = get_task("vqa-digits")
+    mm = vqa.build_model("tiny")
+    images, tokens = next(iter(vqa.batches("test", 4)))
     with torch.no_grad():
         assert torch.equal(TokenPruned(vit, 16)(batch[0]), vit(batch[0]))  # keeping all = the model
+        assert torch.equal(TokenPruned(mm, 16)(images, tokens), mm(images, tokens))
+        assert TokenPruned(mm, 12)(images, tokens).shape == mm(images, tokens).shape
     for m in (TokenPruned(vit, 10, "merge"),
               ResizedInput(build_model("vit", "tiny", image_size=4, patch_size=2, n_classes=10), 4)):
         calibrate(m, task.batches("calib", 16, limit=16))

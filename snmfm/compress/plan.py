@@ -329,7 +329,8 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
             cuts.append(sol[0])
             found.append(sol)
         cands = [(f"milp#{i + 1}", _layers_of(p, c), o, t) for i, (c, _, o, t) in enumerate(found)]
-        uni = _best_uniform(p, costs, b, w_choices, a_choices, fixed_layers) if validate is not None else None
+        cost_of = real_cost if measure is not None else (lambda layers: plan_cost(layers, costs))
+        uni = _best_uniform(p, cost_of, b, w_choices, a_choices, fixed_layers) if validate is not None else None
         if uni is not None and all(c[1] != uni[1] for c in cands):
             cands.append(uni)
         if measure is None:
@@ -384,7 +385,7 @@ def _layers_of(p: _Problem, choice) -> dict:
     return layers
 
 
-def _best_uniform(p: _Problem, costs, budget, w_choices, a_choices, fixed_layers):
+def _best_uniform(p: _Problem, cost_of, budget, w_choices, a_choices, fixed_layers):
     """The most precise uniform W{b}A{b} plan (pins applied) that fits the budget, as a candidate."""
     for bits in sorted(set(w_choices) & set(a_choices), reverse=True):
         choice = []
@@ -398,8 +399,8 @@ def _best_uniform(p: _Problem, costs, budget, w_choices, a_choices, fixed_layers
         if len(choice) != len(p.layers):
             continue
         layers = _layers_of(p, choice)
-        total = plan_cost(layers, costs)
-        if total <= budget * (1 + 1e-12):
+        total = cost_of(layers)
+        if total <= budget * (1 + 1e-9):
             obj = float(sum(p.sens[i][j] for i, j in enumerate(choice)))
             return f"uniform w{bits}a{bits}", layers, obj, total
     return None
