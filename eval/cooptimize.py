@@ -248,8 +248,6 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
     steps = steps if steps is not None else d.get("steps")
     snn_examples = snn_examples or d.get("snn_examples", 32)
     eval_limit = d.get("eval_limit") if eval_limit == -1 else eval_limit
-    common = {"task": task_name, "size": size, "steps": steps, "seed": seed,
-              "cache": str(cache) if cache else None}
     if train:
         trains = training_jobs(task_name, configs, size=size, steps=steps, seed=seed, cache=cache,
                                device=train_device)

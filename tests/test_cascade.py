@@ -173,16 +173,16 @@ def test_call_log_charging_sums_its_parts():
     n_esc = int((r.exit_stage == 1).sum())
     assert 0 < n_esc < 200
     st_n = self_test_cost(log.self_tests[0].ops, "neuromorphic")
-    for placement, e_small, e_large, st in ((None, 100.0, 1000.0, st_n),
+    for placement, e_small, e_large, test_cost in ((None, 100.0, 1000.0, st_n),
                                             ("conventional", 10.0, 1000.0, self_test_cost(log.self_tests[0].ops, "conventional"))):
         ch = charge_log(log, hw, placement)
         moved = transfer_cost(log.input_bits)["energy_pj"] * n_esc if placement is None else 0.0
-        total = 200 * e_small + n_esc * e_large + 200 * st["energy_pj"] + moved
+        total = 200 * e_small + n_esc * e_large + 200 * test_cost["energy_pj"] + moved
         assert ch["total_pj"] == pytest.approx(total)
         assert ch["energy_pj"] == pytest.approx(total / 200)
         assert ch["wasted_pj"] == pytest.approx(n_esc * e_small)
         assert ch["members_pj"] == pytest.approx({"small": 200 * e_small, "large": n_esc * e_large})
-        assert ch["self_tests_pj"] == pytest.approx(200 * st["energy_pj"]) and st["energy_pj"] > 0
+        assert ch["self_tests_pj"] == pytest.approx(200 * test_cost["energy_pj"]) and test_cost["energy_pj"] > 0
         assert ch["transfer_pj"] == pytest.approx(moved)
     assert charge_log(log, hw, None)["transfer_pj"] > 0 and log.input_bits == 8  # int64 ids as bytes
 

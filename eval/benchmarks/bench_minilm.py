@@ -115,7 +115,7 @@ def qann_vs_fp32(fp32, qann, eval_batches: list, device: str = "cpu") -> dict:
 
 # ---- stage 3: SNN vs QANN -----------------------------------------------------------------------
 def snn_vs_qann(qann, batches: list, t_grid=T_GRID, chunk: int | None = None, device: str = "cpu",
-                max_T: int = 4096) -> dict:
+                max_T: int = 4096, log=None) -> dict:
     """Run the converted QANN until quiet on each batch; compare with the QANN."""
     from converters import convert
     qann = qann.to(device)
@@ -158,6 +158,8 @@ def snn_vs_qann(qann, batches: list, t_grid=T_GRID, chunk: int | None = None, de
             t_settle = r.t_settle if record else r.steps - 1
             rows.append({"batch": len(idx), "seq_len": int(ids.shape[1]), "steps": r.steps,
                          "t_settle": t_settle, "max_abs": diff})
+            if log:
+                log(f"  batch {len(rows)}/{len(batches)}: {rows[-1]}, {wall:.0f} s wall so far")
     out = {"cos": _stats(final_cos), "max_abs": max_abs, "exact": exact, "batches": rows,
            "t_settle_max": max(r["t_settle"] for r in rows), "wall_s": wall, "cpu_s": cpu,
            "tokens": sum(r["batch"] * r["seq_len"] for r in rows),
@@ -242,6 +244,7 @@ def run(n_eval: int = 200, n_calib: int = 32, n_snn: int = 24, w_bits: int = 8, 
         if not skip_fp32:
             log("stage 1: FP32 mapping vs sentence-transformers ...")
             res["fp32_vs_st"] = fp32_vs_sentence_transformers(model, tok, evs, batch_size)
+            log(f"  {res['fp32_vs_st']}")
         ev_b, cal_b = tokenize(tok, evs, batch_size), tokenize(tok, cal, 8)
         snn_b = tokenize(tok, evs[:n_snn], snn_batch)
     log(f"stage 2: calibrate on {n_calib}, quantize W{w_bits}A{a_bits} ({method}) ...")
@@ -249,12 +252,14 @@ def run(n_eval: int = 200, n_calib: int = 32, n_snn: int = 24, w_bits: int = 8, 
     qann = make_qann(model, cal_b, w_bits, a_bits, method)
     res["quantize_s"] = time.perf_counter() - t0
     res["qann_vs_fp32"] = qann_vs_fp32(model, qann, ev_b, device)
+    log(f"  {res['qann_vs_fp32']}")
     if wide:
         ov = wide_overrides(model, WIDE_SITES, wide_bits)
         from snmfm.compress import quantize
         qw = quantize(model, w_bits, a_bits, method=method, overrides=ov)
         res["qann_wide_vs_fp32"] = {"sites": list(WIDE_SITES), "bits": wide_bits,
                                     **qann_vs_fp32(model, qw, ev_b, device)}
+        log(f"  {res['qann_wide_vs_fp32']}")
         del qw
     snn_qann = qann
     if snn_a_bits is not None and snn_a_bits != a_bits:
@@ -263,7 +268,7 @@ def run(n_eval: int = 200, n_calib: int = 32, n_snn: int = 24, w_bits: int = 8, 
     res["snn_a_bits"] = snn_a_bits or a_bits
     if n_snn:
         log(f"stage 3: SNN vs QANN on {n_snn} sentences ({len(snn_b)} batches) ...")
-        res["snn_vs_qann"] = snn_vs_qann(snn_qann, snn_b, t_grid, chunk, device)
+        res["snn_vs_qann"] = snn_vs_qann(snn_qann, snn_b, t_grid, chunk, device, log=log)
     return res
 
 
