@@ -325,7 +325,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="24 eval sentences, SNN at A4 on 4")
     ap.add_argument("--export", metavar="DIR", help="write the compact model + tokenised sentences and exit")
     ap.add_argument("--from-export", metavar="DIR")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a shared machine 2 threads ran the SNN 4-20x slower)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     if a.threads:

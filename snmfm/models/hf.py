@@ -140,7 +140,8 @@ def _bert(hf, pool: str) -> TextEncoder:
                       ln_eps=c.layer_norm_eps, vocab_size=c.vocab_size,
                       max_len=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
                       embed_ln=True, pool=pool,
-                      extra={"hf_class": type(hf).__name__, "hf_unmapped": ["pooler"]})
+                      extra={"hf_class": type(hf).__name__,
+                             "hf_unmapped": ["pooler"] if getattr(hf, "pooler", None) is not None else []})
     m = TextEncoder(cfg)
     cp = _Copier(hf)
     e = hf.embeddings
