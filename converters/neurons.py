@@ -30,9 +30,11 @@ caches=...)` does this for the key and value neurons of each attention block.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from converters import _kernels
 from snmfm.nn import Quantizer
 
 
@@ -107,6 +109,8 @@ class IFNeuron(nn.Module):
 
     def reset(self) -> None:
         self.count = None
+        self.input_numel = 0
+        self._rprev = None  # kernel path: targets of the last step run (for neuron updates)
         self.last_step_quiet = False
         self.last_spike_step = 0  # 1-based step of the last spike (tracked when no recorder)
         self.step0 = 0
@@ -129,11 +133,48 @@ class IFNeuron(nn.Module):
         return r.to(_count_dtype(self.qmin, self.qmax))
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Counts after each step of the chunk ([steps * B, ...], integers held in a float tensor
+        like Quantizer.codes: float32 from the kernel, float64 from torch; every consumer in
+        snmfm.nn accepts both) from the accumulated input of each step."""
+        if _kernels.available() and x.device.type == "cpu":
+            return self._codes_kernel(x)
+        return self._codes_torch(x)
+
+    def _codes_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """One fused pass (converters._kernels.if_chunk): counts and the trace's counters."""
+        T = self.steps
+        B = x.shape[0] // T
+        xs = x.detach().to(torch.float64).reshape(T, -1).contiguous()
+        M = xs.shape[1]
+        if self.count is None:
+            n0 = self.initial_count(torch.zeros((B, *x.shape[1:]), dtype=torch.int32))
+            self._rprev = n0.reshape(-1).clone()  # settled positions' inputs have not changed
+        else:
+            n0 = self.count
+        n = n0.reshape(-1).to(torch.int32, copy=True)  # a new state tensor: callers may hold the old
+        # float32 holds every count exactly (|count| < 2^24) and is what the consumers' exact
+        # GEMMs read (snmfm.nn.int_matmul), so no float64 copy is written and converted back
+        out = torch.empty((T, M), dtype=torch.float32)
+        stats = np.zeros((T, 4), dtype=np.int64)
+        last = np.full(B, -1, dtype=np.int64)
+        row_len = x.shape[-1] if x.dim() >= 2 else 1
+        _kernels.if_chunk(xs.numpy(), float(self.scale), float(self.qmin), float(self.qmax), n.numpy(),
+                          self._rprev.numpy(), row_len, M // B, out.numpy(), stats, last)
+        self.count = n.reshape(B, *x.shape[1:])
+        self.last_step_quiet = bool(stats[-1, 0] == 0 and stats[-1, 1] == 0)
+        if self.recorder is not None:
+            self.recorder.neuron_counts(self.name, tuple(x.shape[1:]), stats, last)
+        elif (last >= 0).any():
+            self.last_spike_step = self.step0 + int(last.max()) + 1
+        return out.reshape(x.shape)
+
+    def _codes_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """The same in torch operations (any device; the reference the kernel is tested against)."""
         T = self.steps
         r = self.targets(x)
         r = r.reshape(T, r.shape[0] // T, *r.shape[1:])
         if self.count is not None:
-            n0 = self.count
+            n0 = self.count.to(r.dtype)
         else:
             n0 = self.initial_count(r[0])
             if self.settled is not None and self.recorder is not None:
@@ -153,4 +194,4 @@ class IFNeuron(nn.Module):
         return n.reshape(-1, *n.shape[2:]).to(torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.codes(x) * self.scale
+        return self.codes(x).to(torch.float64) * self.scale

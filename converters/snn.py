@@ -144,7 +144,8 @@ class SpikingModel(nn.Module):
         """Simulate on a batch of inputs (the model's positional inputs, batch first).
 
         T: fixed number of time steps; None runs until the network is quiet (at most max_T steps).
-        chunk: time steps per batched chunk (default: as many as fit ~64M elements per activation).
+        chunk: time steps per batched chunk (default: one probe step, then as many steps as keep
+        the largest activation of a chunk within about 8 MB, at most 8).
         keep_steps: also return the output of every step ([steps, B, ...]).
         step_fn: called as step_fn(t0, outputs[chunk, B, ...]) after each chunk (accuracy per step
         without keeping every output).
@@ -175,17 +176,18 @@ class SpikingModel(nn.Module):
                 if "k" in c and c["k"].shape[0] != B:
                     raise ValueError(f"a cache holds a batch of {c['k'].shape[0]}, the inputs {B}")
         limit = T if T is not None else max_T
-        if chunk is None:
-            per_step = max(int(x[:1].numel()) for x in tensors) * max(1, B) * 256
-            chunk = int(max(1, min(64, 2**26 // max(per_step, 1))))
-        chunk = max(1, min(chunk, limit))
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1 time step, got {chunk}")
+        auto = chunk is None  # a 1-step probe first, then chunks sized by the activations seen
+        cap = 1 if auto else min(chunk, limit)
         prefix = "" if entry is None else entry + "."
         neurons = [(prefix + n, m) for n, m in net.named_modules() if isinstance(m, IFNeuron)]
         # Until quiet: no neuron can settle before it has walked to its largest code, so the first
-        # chunk covers that walk; later chunks grow geometrically (4, 8, 16, ...) so at most about
+        # chunks cover that walk; later chunks grow geometrically (4, 8, 16, ...) so at most about
         # as many steps are simulated past the settling step as before it.
         levels = max((max(abs(n.qmin), n.qmax) for _, n in neurons), default=1)
-        sizes = _chunk_sizes(limit, chunk, first=levels + 2 if T is None else chunk)
+        first = levels + 2 if T is None else limit
+        sizes = None if auto else _chunk_sizes(limit, cap, first=first)
         recorder = TraceRecorder(B) if record else None
         hooks = []
         for name, n in neurons:
@@ -207,7 +209,10 @@ class SpikingModel(nn.Module):
         kept, done, quiet, out = [], 0, False, None
         try:
             while done < limit and not quiet:
-                steps = min(next(sizes), limit - done)
+                if sizes is None and done > 0:
+                    cap = _auto_chunk(neurons, B, limit)
+                    sizes = _chunk_sizes(limit - done, cap, first=max(1, first - done))
+                steps = 1 if sizes is None else min(next(sizes), limit - done)
                 self._steps = steps
                 for _, n in neurons:
                     n.steps = steps
@@ -256,6 +261,21 @@ class SpikingModel(nn.Module):
         def hook(module, args):
             recorder.embed(name, args[0], self._steps)
         return hook
+
+
+# Elements of the largest activation a chunk may hold.  Measured (eval/benchmarks/bench_snn.py,
+# small models, batch 32, one thread): chunks of 4-8 steps ran fastest, 32-64 up to 1.5x slower:
+# tensors past glibc's 32 MB mmap threshold are mapped and page-faulted afresh at every allocation,
+# and smaller ones stay in cache.  2^20 float64 elements is 8 MB.
+_CHUNK_ELEMENTS = 2**20
+_CHUNK_MAX = 8
+
+
+def _auto_chunk(neurons, B: int, limit: int) -> int:
+    """Steps per chunk after the 1-step probe: as many as keep the largest neuron input (per step,
+    seen in the probe) within _CHUNK_ELEMENTS, between 1 and _CHUNK_MAX."""
+    largest = max((n.input_numel for _, n in neurons), default=1)
+    return int(max(1, min(_CHUNK_MAX, limit, _CHUNK_ELEMENTS // max(1, largest))))
 
 
 def _repeat(x: torch.Tensor, steps: int) -> torch.Tensor:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from converters import _kernels
+
 SITE_KINDS = ("neuron", "nonspiking", "embed")
 
 
@@ -114,9 +116,21 @@ class TraceRecorder:
         for k, v in counts.items():
             self.rows[name][k].append(v)
 
+    def neuron_counts(self, name: str, shape: tuple, stats: np.ndarray, last: np.ndarray) -> None:
+        """A neuron site's counters for one chunk: stats int64 [T, 4] per step (+1 spikes, -1
+        spikes, active rows, neuron updates); last int64 [B], per sample the last step of the
+        chunk (0-based, -1 none) with a spike."""
+        last = torch.from_numpy(np.asarray(last, dtype=np.int64))
+        last = torch.where(last >= 0, last + self.step0, torch.full_like(last, -1))
+        self.last_spike_step = torch.maximum(self.last_spike_step, last)
+        stats = np.asarray(stats, dtype=np.int64)
+        self._append(name, "neuron", shape, pos=stats[:, 0].copy(), neg=stats[:, 1].copy(),
+                     active_rows=stats[:, 2].copy(), updates=stats[:, 3].copy())
+
     def neuron(self, name: str, n: torch.Tensor, n0: torch.Tensor, r: torch.Tensor) -> None:
-        """n [T, B, ...] integer counts after each step, n0 [B, ...] count before the chunk,
-        r [T, B, ...] the targets (QANN codes of the accumulated input)."""
+        """The same counters from tensors (the torch path): n [T, B, ...] integer counts after
+        each step, n0 [B, ...] count before the chunk, r [T, B, ...] the targets (QANN codes of
+        the accumulated input)."""
         T, B = n.shape[:2]
         o = torch.diff(n, dim=0, prepend=n0[None].to(n.dtype))  # spikes in {-1, 0, 1}
         spk = o.ne(0)
@@ -130,29 +144,38 @@ class TraceRecorder:
         # a neuron is updated when its input changed or it spiked (event-driven update)
         rprev = self.prev_inputs.get(name)
         r0 = rprev if rprev is not None else torch.zeros_like(r[0])
-        changed = torch.diff(r, dim=0, prepend=r0[None]).ne_(0)
+        changed = torch.diff(r, dim=0, prepend=r0[None].to(r.dtype)).ne_(0)
         upd = changed.logical_or_(spk).reshape(T, -1).sum(1)
         self.prev_inputs[name] = r[-1].clone()
         per_sample = spk.reshape(T, B, -1).any(-1)  # [T, B]
-        steps = torch.arange(T)[:, None].expand(T, B) + self.step0
+        steps = torch.arange(T)[:, None].expand(T, B)
         last = torch.where(per_sample, steps, torch.full_like(steps, -1)).amax(0)
-        self.last_spike_step = torch.maximum(self.last_spike_step, last)
-        self._append(name, "neuron", tuple(o.shape[2:]), pos=pos.numpy(), neg=neg.numpy(),
-                     active_rows=rows.numpy(), updates=upd.numpy())
+        stats = torch.stack([pos, neg, rows, upd], 1).to(torch.int64).numpy()
+        self.neuron_counts(name, tuple(o.shape[2:]), stats, last.numpy())
 
     def unit(self, name: str, kind: str, x: torch.Tensor, T: int) -> None:
         """Non-spiking unit input x [T*B, ..., D]: rows whose input changed are re-evaluated."""
-        x = x.detach().reshape(T, x.shape[0] // T, *x.shape[1:])
+        x = x.detach()
+        D = x.shape[-1]
         prev = self.prev_inputs.get(name)
-        first = torch.full_like(x[0], float("nan")) if prev is None else prev
-        prevs = torch.cat([first[None], x[:-1]], 0)
-        changed = ~((x == prevs) | (torch.isnan(x) & torch.isnan(prevs)))
-        rows = changed.reshape(T, -1, x.shape[-1]).any(-1)
-        n_rows = rows.sum(1)
-        self.prev_inputs[name] = x[-1].clone()
+        if _kernels.available() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            xs = x.reshape(T, -1).contiguous()
+            first = torch.full_like(xs[0], float("nan")) if prev is None else prev.reshape(-1).to(xs.dtype)
+            n_rows = np.zeros(T, dtype=np.int64)
+            _kernels.changed_rows(xs.numpy(), first.contiguous().numpy(), D, n_rows)
+            self.prev_inputs[name] = xs[-1].clone()
+            shape = tuple(x.shape[1:])
+        else:
+            x = x.reshape(T, x.shape[0] // T, *x.shape[1:])
+            first = torch.full_like(x[0], float("nan")) if prev is None else prev.reshape(x[0].shape)
+            prevs = torch.cat([first[None], x[:-1]], 0)
+            changed = ~((x == prevs) | (torch.isnan(x) & torch.isnan(prevs)))
+            n_rows = changed.reshape(T, -1, D).any(-1).sum(1).numpy()
+            self.prev_inputs[name] = x[-1].clone()
+            shape = tuple(x.shape[2:])
         z = np.zeros(T, dtype=np.int64)
-        self._append(name, kind, tuple(x.shape[2:]), pos=z, neg=z, active_rows=n_rows.numpy(),
-                     updates=(n_rows * x.shape[-1]).numpy())
+        self._append(name, kind, shape, pos=z, neg=z, active_rows=np.asarray(n_rows, dtype=np.int64),
+                     updates=np.asarray(n_rows, dtype=np.int64) * D)
 
     def embed(self, name: str, ids: torch.Tensor, T: int) -> None:
         B = ids.shape[0] // T

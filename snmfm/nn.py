@@ -49,14 +49,14 @@ _F32_EXACT = 2**24  # every integer of magnitude <= 2^24 is exact in float32
 
 
 def int_matmul(a: torch.Tensor, b: torch.Tensor, bound: float) -> torch.Tensor:
-    """a @ b for integer-valued float64 tensors, exactly.  `bound` >= max |a| * max |b| * K bounds
+    """a @ b for integer-valued float tensors (float32 or float64), exactly.  `bound` >= max |a| * max |b| * K bounds
     every partial sum; when it is below 2^24 the float32 GEMM is exact too (and about twice as fast),
     otherwise float64 (exact below 2^53).  The QANN and the SNN both call this, with the same bound."""
     if bound < _F32_EXACT:
         return (a.to(torch.float32) @ b.to(torch.float32)).to(torch.float64)
     if bound >= 2**53:
         raise OverflowError(f"integer accumulation bound {bound:.3g} exceeds float64's exact range")
-    return a @ b
+    return a.to(torch.float64) @ b.to(torch.float64)
 
 
 def _absmax_code(q) -> int:
@@ -108,7 +108,8 @@ class Quantizer(nn.Module):
 
     # -- the QANN -----------------------------------------------------------------------------
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer codes (float64 tensor holding integers) of `x`; QANN mode only."""
+        """Integer codes (float64 tensor holding integers) of `x`; QANN mode only.  (An SNN's
+        IF neuron, standing in for a quantizer, may hand float32 integers to the consumers.)"""
         if self.mode != "int":
             raise RuntimeError(f"Quantizer.codes needs mode 'int', this one is '{self.mode}'")
         x = x.to(torch.float64)
@@ -231,7 +232,7 @@ class QuantConv2d(_IntWeight):
             return self.conv(x)
         if not self.is_int:
             raise RuntimeError("QuantConv2d in int mode has no integer weights; call snmfm.compress.quantize")
-        acc = F.conv2d(self.quant.codes(x), self.w_int, None, self.conv.stride, self.conv.padding)
+        acc = F.conv2d(self.quant.codes(x).to(torch.float64), self.w_int, None, self.conv.stride, self.conv.padding)
         y = acc * (self.quant.scale * self.w_scale)[None, :, None, None]
         if self.conv.bias is not None:
             y = y + self.conv.bias.to(torch.float64)[None, :, None, None]

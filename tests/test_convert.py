@@ -159,6 +159,104 @@ def test_trace_counts_are_consistent_with_final_spike_counts():
 
 
 # ---- bad input --------------------------------------------------------------------------------
+@pytest.fixture
+def torch_path():
+    """Run with the torch implementation of the neurons and the trace instead of the kernels."""
+    from converters import _kernels
+    _kernels._DISABLED = True
+    yield
+    _kernels._DISABLED = False
+
+
+def _run_both(q, inputs, **kw):
+    from converters import _kernels
+    assert _kernels.available(), "numba is a core dependency: the kernel path must be on"
+    fast = convert(q).run(*inputs, keep_steps=True, **kw)
+    _kernels._DISABLED = True
+    try:
+        ref = convert(q).run(*inputs, keep_steps=True, **kw)
+    finally:
+        _kernels._DISABLED = False
+    return fast, ref
+
+
+def _assert_same_trace(a, b):
+    assert (a.steps, a.t_settle, a.t_settle_per_sample) == (b.steps, b.t_settle, b.t_settle_per_sample)
+    assert a.sites.keys() == b.sites.keys()
+    for k in a.sites:
+        for f in ("pos", "neg", "active_rows", "updates"):
+            assert getattr(a.sites[k], f).tolist() == getattr(b.sites[k], f).tolist(), (k, f)
+        assert a.sites[k].shape == b.sites[k].shape
+
+
+@pytest.mark.parametrize("name,a_bits,T", [("vit", 4, None), ("text", 4, None), ("decoder", 6, None),
+                                            ("features", 8, 5), ("multimodal", 4, None)])
+def test_kernel_path_equals_torch_path_outputs_and_trace(name, a_bits, T):
+    """The fused numba kernels (neurons, unit re-evaluation counts) give the same outputs at every
+    step and the same ActivityTrace, counter for counter, as the torch implementation."""
+    torch.manual_seed(3)
+    m = build_model(name, "tiny")
+    inputs = {"vit": (torch.rand(3, 1, 8, 8) * 16,), "features": (torch.randn(3, 30),),
+              "text": (torch.randint(0, 256, (3, 7)), torch.ones(3, 7, dtype=torch.bool)),
+              "decoder": (torch.randint(0, 256, (3, 9)),),
+              "multimodal": (torch.rand(3, 1, 8, 8) * 16, torch.randint(0, 64, (3, 4)))}[name]
+    q = _qann(m, *inputs, a_bits=a_bits)
+    fast, ref = _run_both(q, inputs, T=T)
+    assert torch.equal(fast.per_step, ref.per_step)
+    assert torch.equal(fast.output, q(*inputs)) or T is not None
+    _assert_same_trace(fast.trace, ref.trace)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 4), st.integers(1, 7), st.integers(2, 8), st.booleans(),
+       st.integers(0, 2**31 - 1))
+def test_kernel_neuron_equals_torch_neuron_on_random_chunks(T, B, D, bits, signed, seed):
+    """One IF layer over two chunks of random inputs: same counts, spikes, rows, updates and
+    per-sample last spikes from the kernel and from torch."""
+    from converters import _kernels
+    from converters.neurons import IFNeuron
+    from converters.trace import TraceRecorder
+    from snmfm.nn import Quantizer
+    g = torch.Generator().manual_seed(seed)
+    q = Quantizer(signed=signed)
+    q.set_bits(bits)
+    q.mode = "int"
+    q.scale = torch.tensor(0.37, dtype=torch.float64)
+    xs = [torch.randn(T * B, 3, D, generator=g, dtype=torch.float64) * 2 ** bits * 0.2 for _ in range(2)]
+    outs, recs = [], []
+    for disabled in (False, True):
+        _kernels._DISABLED = disabled
+        try:
+            n = IFNeuron(q, "site")
+            n.recorder = TraceRecorder(B)
+            n.steps = T
+            res = []
+            for i, x in enumerate(xs):
+                n.step0 = i * T
+                n.recorder.step0 = i * T
+                res.append(n.codes(x).to(torch.float64))
+            outs.append(torch.cat(res))
+            recs.append(n.recorder.finish(2 * T))
+        finally:
+            _kernels._DISABLED = False
+    assert torch.equal(outs[0], outs[1])
+    _assert_same_trace(recs[0], recs[1])
+
+
+def test_auto_chunks_probe_then_bounded_steps_and_explicit_chunk_is_checked():
+    torch.manual_seed(0)
+    m = build_model("vit", "tiny")
+    x = torch.rand(2, 1, 8, 8) * 16
+    q = _qann(m, x, a_bits=4)
+    snn = convert(q)
+    seen = []
+    r = snn.run(x, step_fn=lambda t0, y: seen.append(y.shape[0]))
+    assert seen[0] == 1 and max(seen) <= 8 and sum(seen) == r.steps
+    assert torch.equal(r.output, q(x))
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        snn.run(x, chunk=0)
+
+
 def test_unsupported_module_is_named_with_supported_list():
     class Odd(nn.Module):
         def __init__(self):

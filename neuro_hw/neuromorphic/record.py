@@ -51,7 +51,8 @@ def record_spikes(snn, *inputs, max_elements: int = 50_000_000, **run_kw):
             if n[0].numel() > max_elements:
                 raise ValueError(f"site {_name!r} has {n[0].numel()} neurons per step: too large "
                                  "for the event-exact path")
-            first = torch.zeros_like(n[0]) if n0 is None else n0.to(n.dtype)
+            # before the first chunk: 0, or the settled count of cached K/V positions
+            first = (_n.initial_count(n[0]) if n0 is None else n0).to(n.dtype)
             o = torch.diff(n, dim=0, prepend=first[None])
             chunks.setdefault(_name, []).append(o.to(torch.int8).numpy())
             r = _n.targets(x)

@@ -1,0 +1,109 @@
+"""Fused CPU kernels of the SNN simulation (numba), with the statistics the ActivityTrace needs.
+
+Why hand-written loops: a chunk of T time steps of one IF-neuron layer is, in torch, about fifteen
+full passes over [T, B, ...] tensors (divide, round, clamp, cast, the step loop, cast back, then
+diff / compare / reduce for the trace).  Those passes, not the layers' GEMMs, were what made the
+SNN cost about twice T x the QANN (eval/benchmarks/bench_snn.py).  One numba loop does it all in a
+single pass that reads the input once and writes the counts once, with the counters of the trace
+kept in registers.  The arithmetic is the QANN quantizer's, operation for operation in float64
+(x / s, + 1/2, floor, clamp: IEEE-754 operations give the same bits in numba as in torch), so the
+counts are the same integers; tests/test_convert.py checks the kernels against the torch path.
+
+`available()` is False without numba or for tensors off the CPU; the callers then use torch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # numba is a core dependency; the torch path stays as the fallback and as the reference
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+_DISABLED = False  # tests flip this to compare the torch path with the kernels
+
+
+def available() -> bool:
+    return numba is not None and not _DISABLED
+
+
+def _njit(fn):
+    if numba is None:
+        return fn
+    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
+
+
+@_njit
+def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last):
+    """Advance one IF-neuron layer by a chunk of T steps.
+
+    x      float64 [T, M]  accumulated input of each step (M = B * neurons per sample)
+    s      float           threshold (the quantizer step); qmin, qmax: the count's range (floats)
+    n      int32 [M]       spike count before the chunk; updated in place to the count after it
+    rprev  int32 [M]       target (QANN code of the input) of the step before the chunk; updated
+    out    float32 [T, M]  count after each step (what the consumer reads; exact below 2^24)
+    stats  int64 [T, 4]    per step: +1 spikes, -1 spikes, active rows (rows of `row_len` neurons
+                           with >= 1 spike), neuron updates (input changed or spiked)
+    last   int64 [B]       per sample, the last step of this chunk with a spike (-1: none)
+
+    Branch-free inner loop (spikes are data-dependent; branches on them mispredict and were 5x
+    slower), so LLVM vectorises it.
+    """
+    T, M = x.shape
+    for t in range(T):
+        xt = x[t]
+        ot = out[t]
+        pos = 0
+        neg = 0
+        rows = 0
+        upd = 0
+        for r0 in range(0, M, row_len):
+            p_row = 0
+            n_row = 0
+            u_row = 0
+            for e in range(r0, r0 + row_len):
+                v = math.floor(xt[e] / s + 0.5)
+                if v < qmin:
+                    v = qmin
+                if v > qmax:
+                    v = qmax
+                r = np.int32(v)
+                c = n[e]
+                up = np.int32(r > c)
+                dn = np.int32(r < c)
+                c = c + up - dn
+                p_row += up
+                n_row += dn
+                u_row += (up | dn) | np.int32(r != rprev[e])
+                rprev[e] = r
+                n[e] = c
+                ot[e] = c
+            pos += p_row
+            neg += n_row
+            upd += u_row
+            if p_row + n_row > 0:
+                rows += 1
+                last[r0 // per_sample] = t
+        stats[t, 0] = pos
+        stats[t, 1] = neg
+        stats[t, 2] = rows
+        stats[t, 3] = upd
+
+
+@_njit
+def changed_rows(x, prev, row_len, counts):
+    """Rows (of `row_len` elements) of x [T, M] that differ from the step before (prev [M] before
+    the first); NaN equals NaN.  counts int64 [T] receives the number of changed rows per step."""
+    T, M = x.shape
+    for t in range(T):
+        c = 0
+        for r0 in range(0, M, row_len):
+            for e in range(r0, r0 + row_len):
+                a = x[t, e]
+                b = prev[e] if t == 0 else x[t - 1, e]
+                if a != b and not (a != a and b != b):
+                    c += 1
+                    break
+        counts[t] = c
