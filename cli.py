@@ -247,17 +247,21 @@ def _csv(value):
 @click.option("--snn-examples", type=click.IntRange(min=1), default=None,
               help="Held-out examples the SNN runs on (default: per task).")
 @click.option("--no-variants", is_flag=True, help="Only the main bit widths (skip the A4 / W4A4 iso-accuracy variants).")
+@click.option("--studies", default=None, metavar="NAMES",
+              help="Also run these studies at small settings and add their sections to the report: "
+                   "comma-separated speculative, cascade, cooptimize, compression, or all "
+                   "(default: none; each adds minutes).")
 @SEED
 @JSON
 @handles_errors
 def run(tasks, size, w_bits, a_bits, timesteps, hw_neuromorphic, hw_conventional, out_dir, limit,
-        snn_examples, no_variants, seed, as_json):
+        snn_examples, no_variants, studies, seed, as_json):
     """The main job: FP32 / QANN / SNN quality and energy on both accelerators, as a report folder."""
     from eval import compare, run_main
     results = run_main(tasks=_csv(tasks), sizes=size, w_bits=w_bits, a_bits=a_bits, T=timesteps,
                        hw_neuromorphic=hw_neuromorphic, hw_conventional=hw_conventional, out_dir=out_dir,
                        limit=limit, seed=seed, progress=not as_json, variants=not no_variants,
-                       snn_examples=snn_examples)
+                       snn_examples=snn_examples, studies=studies)
     if as_json:
         print_json({"out_dir": out_dir, "comparison": compare(results).comparison})
 
@@ -266,13 +270,18 @@ def run(tasks, size, w_bits, a_bits, timesteps, hw_neuromorphic, hw_conventional
 @click.argument("results", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the re-rendered report (default: beside RESULTS).")
+@click.option("--study", "study_files", multiple=True, type=click.Path(), metavar="FILE.json",
+              help="Add a study's JSON output to the report (repeatable): snmfm speculate --json FILE, "
+                   "snmfm cascade/cooptimize TASK --json > FILE, or bench compress/cascade/cooptimize's "
+                   "results.json. A study of the same kind and task replaces the report's own.")
 @JSON
 @handles_errors
-def report(results, out_dir, as_json):
-    """Re-render report.md / report.html / plots from a saved report.json (or its folder)."""
+def report(results, out_dir, study_files, as_json):
+    """Re-render report.md / report.html / plots from a saved report.json (or its folder),
+    adding the study outputs given with --study."""
     from eval import report_from_results
     from eval.summary import print_summary
-    rep = report_from_results(results, out_dir)
+    rep = report_from_results(results, out_dir, studies=study_files)
     if as_json:
         print_json(rep.comparison)
     else:
@@ -282,37 +291,79 @@ def report(results, out_dir, as_json):
 # ---- compression and operation optimisation ---------------------------------------------------
 @main.command()
 @MODEL
-@click.option("--budget", type=float, required=True,
-              help="Budget in the target's unit: bits of weights (size) or pJ per inference (energy).")
+@click.option("--budget", required=True,
+              help="Budget in the target's unit -- bits (size) or pJ per inference (energy) -- or a uniform "
+                   "plan such as w4a4 / W8A8, meaning its cost under --target.")
 @click.option("--target", type=click.Choice(["size", "conventional", "neuromorphic"]), default="size",
-              show_default=True, help="What the budget limits.")
+              show_default=True, help="What the budget limits: model size or the energy of one inference "
+                                      "on that accelerator (per-layer costs from the hardware model).")
+@click.option("--hw", default=None,
+              help="Hardware config for an energy target: bundled name or TOML/YAML file (default: the target's).")
+@click.option("--choices", default="2,4,8", show_default=True, help="Bit widths the plan chooses from.")
 @click.option("--task", default=None, help="Task of MODEL when it is a checkpoint file that does not say.")
+@click.option("--prune", "prune_spec", default=None,
+              help="Structural pruning, e.g. 'heads=1,mlp=0.5,blocks=1': heads / MLP channels removed per "
+                   "block (count, or fraction with a decimal point), whole blocks removed.")
 @click.option("--prune-heads", type=click.IntRange(min=0), default=None, help="Attention heads to remove per block.")
 @click.option("--prune-mlp", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Fraction of MLP channels to remove.")
+@click.option("--importance", type=click.Choice(["taylor", "magnitude"]), default="taylor", show_default=True,
+              help="Which units pruning removes first.")
 @click.option("--finetune-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Quantisation-aware recovery fine-tuning steps (LSQ + distillation).")
+@click.option("--calib", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Calibration samples from the task's calib split.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write the compressed checkpoint and its bit plan (OUT.plan.json).")
+              help="Write the compressed checkpoint, its bit plan (OUT.plan.json) and QANN (OUT-qann.json).")
 @SEED
 @JSON
 @handles_errors
-def compress(model, budget, target, task, prune_heads, prune_mlp, finetune_steps, out, seed, as_json):
-    """Mixed-precision plan (exact integer program), pruning and recovery fine-tuning of MODEL."""
+def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, prune_mlp, importance,
+             finetune_steps, calib, out, seed, as_json):
+    """Mixed-precision plan (exact integer program), pruning and recovery fine-tuning of MODEL.
+
+    MODEL: a task name (its shipped checkpoint) or a float checkpoint path.  Energy targets take
+    their per-layer costs from the hardware models and check the plan against the simulator."""
+    from converters.io import save_qann
     from converters.workflow import resolve_model
-    from snmfm.compress.pipeline import compress_checkpoint
     from snmfm.checkpoint import default_checkpoint
-    t, _, _, info = resolve_model(model, task)
+    from snmfm.compress.cost_table import check_budget
+    from snmfm.compress.pipeline import compress_checkpoint
+    from snmfm.compress.prune import parse_prune_spec
+    try:
+        bits = tuple(sorted({int(b) for b in _csv(choices)}))
+    except (TypeError, ValueError):
+        raise SnmfmCLIError(f"--choices {choices!r}: give comma-separated bit widths such as 2,4,8") from None
+    check_budget(budget, bits)  # before loading anything
+    if hw is not None and target == "size":
+        raise SnmfmCLIError("--hw applies to the energy targets (--target conventional or neuromorphic)")
+    pruning = parse_prune_spec(prune_spec)
+    for name, value in (("heads", prune_heads), ("mlp_channels", prune_mlp)):
+        if value is not None:
+            if name in pruning:
+                raise SnmfmCLIError(f"{name} given twice (--prune and --prune-{name.split('_')[0]})")
+            pruning[name] = value
+    t, _, qann, info = resolve_model(model, task)
+    if qann is not None:
+        raise SnmfmCLIError(f"{model} is a QANN file: compress starts from a float checkpoint or a task name")
     ref = info.get("path") or str(default_checkpoint(t.name))
-    result = compress_checkpoint(ref, budget=budget, target=target, out=out, task=t.name,
-                                 heads=prune_heads, mlp_channels=prune_mlp,
-                                 finetune_steps=finetune_steps, seed=seed, progress=not as_json)
-    d = {"task": t.name, "target": target, "budget": budget, **result.metrics,
+    energy = {}
+    if target != "size":
+        from neuro_hw.costs import cost_fn, measure_fn
+        energy = {"costs": cost_fn(target, hw=hw), "measure": measure_fn(target, hw=hw)}
+    result = compress_checkpoint(ref, budget=budget, target=target, out=out, task=t.name, choices=bits,
+                                 importance=importance, finetune_steps=finetune_steps, calib_samples=calib,
+                                 seed=seed, save_qann=save_qann if out else None, progress=not as_json,
+                                 **energy, **pruning)
+    plan = result.plan
+    d = {"task": t.name, "target": target, "budget": plan.budget, "budget_spec": budget, "cost": plan.cost,
+         "unit": plan.meta.get("unit"), "min_budget": plan.meta.get("min_budget"),
+         "max_a_bits": plan.meta.get("max_a_bits"), **result.metrics,
          "paths": {k: str(v) for k, v in result.paths.items()}}
     if as_json:
-        print_json({**d, "plan": result.plan.to_dict()})
+        print_json({**d, "plan": plan.to_dict()})
     else:
-        emit(d, False, title=f"compressed {t.name} ({target} budget {budget:g})")
+        emit(d, False, title=f"compressed {t.name} ({target} budget {budget})")
 
 
 def _run_bench(module: str, argv: list[str]):

@@ -16,7 +16,7 @@ every example of its subset (agreement 1, settled), and otherwise the SNN's own 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eval.results import ACCELERATORS, REPORT_SCHEMA, Results, TaskResult, VariantResult
 
@@ -27,13 +27,17 @@ RATIO_DEFINITION = ("conventional / neuromorphic (above 1: the neuromorphic chip
 
 @dataclass
 class Report:
-    """A run's results plus the comparison derived from them (never stored apart from them)."""
+    """A run's results plus the comparison derived from them (never stored apart from them), and
+    the studies added to the report (eval.studies entries: each study's own output)."""
 
     results: Results
     comparison: dict
+    studies: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"schema": REPORT_SCHEMA, "results": self.results.to_dict(), "comparison": self.comparison}
+        from eval.studies import STUDIES_SCHEMA
+        return {"schema": REPORT_SCHEMA, "results": self.results.to_dict(), "comparison": self.comparison,
+                "studies": {"schema": STUDIES_SCHEMA, "entries": list(self.studies)}}
 
     def task(self, name: str) -> dict:
         for t in self.comparison["tasks"]:
@@ -188,9 +192,11 @@ def compare_task(t: TaskResult, tolerance: float = DEFAULT_TOLERANCE, top_ops: i
     }
 
 
-def compare(results: Results, tolerance: float = DEFAULT_TOLERANCE, top_ops: int = 12) -> Report:
+def compare(results: Results, tolerance: float = DEFAULT_TOLERANCE, top_ops: int = 12,
+            studies=()) -> Report:
     """The comparison of a run: per task accuracy, energy with breakdown, latency, EDP, ratios, the
-    iso-accuracy view and the per-op table.  Everything is computed from `results`."""
+    iso-accuracy view and the per-op table.  Everything is computed from `results`; `studies`
+    (eval.studies entries) ride along into the report unchanged."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 (accuracy units), got {tolerance}")
     if not results.tasks:
@@ -198,4 +204,4 @@ def compare(results: Results, tolerance: float = DEFAULT_TOLERANCE, top_ops: int
     comparison = {"tolerance": tolerance, "ratio_definition": RATIO_DEFINITION,
                   "tasks": [compare_task(t, tolerance, top_ops) for t in results.tasks]}
     from eval.results import jsonable
-    return Report(results=results, comparison=jsonable(comparison))
+    return Report(results=results, comparison=jsonable(comparison), studies=list(studies))

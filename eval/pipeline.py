@@ -339,7 +339,7 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
              limit: int | None = None, seed: int = 0, progress: bool = True, variants=True,
              snn_examples: int | dict | None = None, tolerance: float | None = None,
              checkpoints: dict | None = None, train_steps: int | None = None,
-             calib_limit: int | None = None, console=None) -> Results:
+             calib_limit: int | None = None, studies=None, console=None) -> Results:
     """Run the main job and (unless out_dir is None) write the report folder; returns `Results`.
 
     tasks: task names (default: `default_tasks()`); sizes: one size for all or {task: size}
@@ -350,7 +350,9 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     all, or {task: n}; default SNN_EXAMPLES); checkpoints: {task: checkpoint path} to measure
     instead of the default checkpoints; train_steps: training steps when a non-default size is
     trained in the run (default: the task's); calib_limit: cap on calibration examples (default:
-    the whole calib split)."""
+    the whole calib split); studies: study names (eval.studies.STUDIES, "all" or "a,b") run after
+    the tasks at their small settings (eval.study_runs.QUICK_STUDIES) and added to the report as
+    study sections (default: none)."""
     from eval.compare import DEFAULT_TOLERANCE, compare
     from eval.report import write_report
     from snmfm.tasks import get_task
@@ -359,6 +361,8 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     names = list(tasks) if tasks else default_tasks()
     for n in names:
         get_task(n)  # unknown names fail before any work, listing the tasks
+    from eval.studies import parse_study_names
+    study_names = parse_study_names(studies)  # so do unknown studies
     if T is not None and (not isinstance(T, int) or T < 1):
         raise ValueError(f"T must be an integer >= 1 or None (run until quiet), got {T!r}")
     bits = bit_variants(w_bits, a_bits, variants)
@@ -391,22 +395,37 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
             stage_wall[n] = sum(r.wall_s.values())
             stage_cpu[n] = time.process_time() - c1
             bar.done()
+    entries = []
+    if study_names:
+        from eval.study_runs import run_studies
+        say = _study_status(progress)
+        entries, study_wall = run_studies(study_names, seed=seed, status=say)
+        stage_wall.update({f"study.{k}": v for k, v in study_wall.items()})
     options = {"tasks": names, "sizes": {t.task: t.size for t in out}, "w_bits": w_bits, "a_bits": a_bits,
                "bits": [list(b) for b in bits], "T": T, "limit": limit, "calib_limit": calib_limit,
                "snn_examples": {t.task: t.variant().snn["n_examples"] for t in out}, "seed": seed,
-               "tolerance": tol, "hardware": hw_echo}
+               "tolerance": tol, "hardware": hw_echo, "studies": study_names}
     prov = collect(seed, started, stage_wall)
     # CPU seconds of this process: on a shared machine the wall time also measures the neighbours
     prov.update(cpu_s=time.process_time() - c0, stage_cpu_s=stage_cpu)
     results = Results(tasks=out, options=jsonable(options), provenance=jsonable(prov),
                       wall_s=time.perf_counter() - t0)
-    report = compare(results, tolerance=tol)
+    report = compare(results, tolerance=tol, studies=entries)
     if out_dir is not None:
         write_report(report, out_dir)
     if progress:
         from eval.summary import print_summary
         print_summary(report, console=console, out_dir=out_dir)
     return results
+
+
+def _study_status(progress: bool) -> Callable[[str], None]:
+    """One timestamped line per study stage on stderr (nothing when progress is off)."""
+    if not progress:
+        return lambda s: None
+    from rich.console import Console
+    err = Console(stderr=True)
+    return lambda s: err.print(f"[{time.strftime('%H:%M:%S')}] study: {s}")
 
 
 class _Progress:

@@ -3,6 +3,7 @@
 energy_breakdown.png    stacked energy per unit by named component, both accelerators per task
 accuracy_vs_T.png       SNN accuracy at every time step, with QANN and FP32 levels and T_settle
 energy_vs_accuracy.png  every measured configuration: energy per unit (log) against accuracy
+study_*.png             the plots of the studies added to the report (eval.plots_studies)
 """
 from __future__ import annotations
 
@@ -139,9 +140,10 @@ def energy_vs_accuracy(report: Report) -> bytes:
 
 
 def render_plots(report: Report) -> dict[str, bytes]:
-    """{plot name: PNG bytes} for every plot in PLOTS."""
+    """{plot name: PNG bytes} for every plot in PLOTS and every plot of the report's studies."""
+    from eval.plots_studies import study_plots
     return {"energy_breakdown": energy_breakdown(report), "accuracy_vs_T": accuracy_vs_T(report),
-            "energy_vs_accuracy": energy_vs_accuracy(report)}
+            "energy_vs_accuracy": energy_vs_accuracy(report), **study_plots(report.studies)}
 
 
 def write_plots(report: Report, out_dir) -> dict[str, Path]:

@@ -1,9 +1,11 @@
-"""Writing a report folder, and re-rendering one from a saved report.json (`snmfm report RESULTS`).
+"""Writing a report folder, and re-rendering one from a saved report.json (`snmfm report RESULTS`),
+optionally adding study outputs to it (`snmfm report RESULTS --study FILE.json`).
 
-A report folder holds report.json (schema "snmfm.report/1": the measured results and the derived
-comparison), report.md, report.html (self-contained) and the PNG plots.  It is written into a
-temporary sibling folder and renamed into place at the end, so a failure never leaves a partial
-report behind, and an existing report folder is replaced only by a complete one.
+A report folder holds report.json (schema "snmfm.report/2": the measured results, the derived
+comparison and the studies added to it), report.md, report.html (self-contained) and the PNG plots
+(study plots too).  It is written into a temporary sibling folder and renamed into place at the
+end, so a failure never leaves a partial report behind, and an existing report folder is replaced
+only by a complete one.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from eval.plots import render_plots
 from eval.report_doc import build_document
 from eval.report_html import render_html
 from eval.report_md import render_markdown
-from eval.results import load_results, read_report_json
+from eval.results import Results, read_report_json
+from eval.studies import load_study_file, merge_entries
 from eval.validate import validate_report
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
@@ -72,19 +75,24 @@ def write_report(report: Report, out_dir) -> Path:
 
 def load_report(path) -> Report:
     """The Report of a saved report.json (or report folder): its results, compared again with the
-    tolerance it was written with."""
+    tolerance it was written with, and its studies."""
     d = read_report_json(path)
-    results = load_results(path)
-    return compare(results, tolerance=d["comparison"]["tolerance"])
+    results = Results.from_dict(d["results"])
+    return compare(results, tolerance=d["comparison"]["tolerance"], studies=d["studies"]["entries"])
 
 
-def report_from_results(path, out_dir=None, tolerance: float | None = None) -> Report:
+def report_from_results(path, out_dir=None, tolerance: float | None = None, studies=()) -> Report:
     """Re-render md/html/plots (and report.json) from a saved report.json into `out_dir` (default:
-    the folder holding it).  Missing file -> FileNotFoundError; wrong schema -> ValueError."""
+    the folder holding it), adding the study outputs in the files `studies` (eval.studies: an
+    entry of the same kind and key replaces the report's own).  Every file is read and checked
+    before anything is written.  Missing file -> FileNotFoundError; wrong schema, or a study file
+    that is corrupt or not a study's output -> ValueError."""
     p = Path(path)
     d = read_report_json(p)
-    results = load_results(p)
-    report = compare(results, tolerance=d["comparison"]["tolerance"] if tolerance is None else tolerance)
+    results = Results.from_dict(d["results"])
+    added = [e for f in studies for e in load_study_file(f)]
+    report = compare(results, tolerance=d["comparison"]["tolerance"] if tolerance is None else tolerance,
+                     studies=merge_entries(d["studies"]["entries"], added))
     target = Path(out_dir) if out_dir is not None else (p if p.is_dir() else p.parent)
     write_report(report, target)
     return report

@@ -2,7 +2,8 @@
 
 One builder, two renderers, so the Markdown and the HTML report always say the same thing.
 Blocks: ("h", level, text) | ("p", text) | ("list", [text]) | ("table", headers, rows) |
-("img", plot name, alt text) | ("pre", text).  Every number comes from the Report.
+("img", plot name, alt text) | ("pre", text).  Every number comes from the Report (the study
+sections, eval.report_studies, from the studies' own outputs).
 """
 from __future__ import annotations
 
@@ -261,9 +262,16 @@ def build_document(report: Report) -> list:
             + (f", git {git['commit'][:10]}" if git else "") + "). Every number below was measured or "
             "simulated in this run; none is copied in. Energies are per inference, or per predicted "
             "token for decoders; latencies are per inference.")
+    if report.studies:
+        kinds = ", ".join(dict.fromkeys(e["kind"] for e in report.studies))
+        head += (f" Study sections ({kinds}) follow the main comparison; each says where its numbers "
+                 "come from (this run, or the study output added to the report) and its settings.")
     doc = [("h", 1, "snmfm: neuromorphic versus conventional energy report"), ("p", head)]
     doc += _summary(report) + _counts(report) + _iso(report) + _breakdown(report) + _acc_vs_t(report)
     doc += _variants(report) + _per_op(report)
+    if report.studies:
+        from eval.report_studies import study_sections
+        doc += study_sections(report.studies)
     doc += [("h", 2, "What is modelled and what is not"), ("list", CAVEATS)]
     doc += _provenance(report)
     return doc

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from neuro_hw.report import HwReport
 
-REPORT_SCHEMA = "snmfm.report/1"
+REPORT_SCHEMA = "snmfm.report/2"
+# Versions this reader accepts: version 1 is version 2 without the `studies` part (read as empty).
+READABLE_SCHEMAS = ("snmfm.report/1", REPORT_SCHEMA)
 ACCELERATORS = ("neuromorphic", "conventional")
 
 
@@ -151,7 +153,8 @@ class Results:
 
 
 def read_report_json(path) -> dict:
-    """The parsed report.json at `path` (a file, or a report folder holding one), schema-checked.
+    """The parsed report.json at `path` (a file, or a report folder holding one), schema-checked,
+    as the current version (a version 1 report gets an empty `studies` part).
 
     Errors: FileNotFoundError naming the file; ValueError naming the found and expected schema
     versions, or what is malformed."""
@@ -166,9 +169,13 @@ def read_report_json(path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"results file {p} is not valid JSON: {e}") from e
     found = d.get("schema") if isinstance(d, dict) else None
-    if found != REPORT_SCHEMA:
-        raise ValueError(f"results file {p} has schema version {found!r}, expected {REPORT_SCHEMA!r}; "
-                         "re-run the main job with this version of snmfm to regenerate it")
+    if found not in READABLE_SCHEMAS:
+        raise ValueError(f"results file {p} has schema version {found!r}, expected {REPORT_SCHEMA!r} "
+                         f"(readable: {', '.join(repr(s) for s in READABLE_SCHEMAS)}); re-run the main job with "
+                         "this version of snmfm to regenerate it")
+    if found != REPORT_SCHEMA:  # version 1: no studies yet
+        from eval.studies import empty_studies
+        d = {**d, "schema": REPORT_SCHEMA, "studies": empty_studies()}
     from eval.validate import validate_report
     validate_report(d, source=str(p))
     return d

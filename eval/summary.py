@@ -40,5 +40,7 @@ def print_summary(report: Report, console=None, out_dir=None) -> None:
     console.print(f"E ratio > 1: the neuromorphic chip needs less energy; iso: cheapest configuration of "
                   f"each within {report.comparison['tolerance']:g} of FP32 accuracy. "
                   f"Wall time {report.results.wall_s:.1f} s.")
+    if report.studies:
+        console.print("Study sections: " + ", ".join(f"{e['kind']} ({e['key']})" for e in report.studies))
     if out_dir is not None:
         console.print(f"Report: {out_dir}/report.html (also report.md, report.json, PNG plots)")

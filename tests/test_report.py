@@ -43,7 +43,7 @@ def test_report_folder_has_json_md_html_and_plots(written):
 def test_report_json_is_versioned_and_validates_against_the_schema(written):
     _, out = written
     d = json.loads((out / "report.json").read_text())
-    assert d["schema"] == REPORT_SCHEMA == "snmfm.report/1"
+    assert d["schema"] == REPORT_SCHEMA == "snmfm.report/2"
     validate_report(d)
 
 
@@ -103,7 +103,7 @@ def test_wrong_schema_version_names_found_and_expected(written, tmp_path):
     d["schema"] = "snmfm.report/0"
     bad = tmp_path / "old.json"
     bad.write_text(json.dumps(d))
-    with pytest.raises(ValueError, match=r"'snmfm.report/0'.*'snmfm.report/1'"):
+    with pytest.raises(ValueError, match=r"'snmfm.report/0', expected 'snmfm.report/2'"):
         report_from_results(bad, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
