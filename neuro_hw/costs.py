@@ -174,19 +174,24 @@ def plan_measure(model: nn.Module, inputs: tuple, target: str, *, hw=None, scale
 
 
 def measure_fn(target: str, hw=None, n_inputs: int = 16, **kw) -> Callable:
-    """(model, calib_batches) -> `plan_measure` callable, for `compress_checkpoint(measure=...)`."""
-    def fn(model, calib):
+    """(model, calib_batches, *, scales) -> `plan_measure` callable, for
+    `compress_checkpoint(measure=...)`; `scales` is the caller's activation-step cache."""
+    def fn(model, calib, *, scales: dict | None = None):
         calib = list(calib)
-        return plan_measure(model, tuple(x[:n_inputs] for x in calib[0]), target, hw=hw, **kw)
+        return plan_measure(model, tuple(x[:n_inputs] for x in calib[0]), target, hw=hw,
+                            **{"scales": scales, **kw})
     return fn
 
 
 def cost_fn(target: str, hw=None, n_inputs: int = 16, **kw) -> Callable:
-    """A callable (model, calib_batches) -> cost table, for `snmfm.compress.compress_checkpoint`
-    (which may not import neuro_hw itself): example inputs are the first `n_inputs` calibration
-    samples."""
-    def fn(model, calib):
+    """A callable (model, calib_batches, *, scales, choices, a_choices, calibrated) -> cost table, for
+    `snmfm.compress.compress_checkpoint` (which may not import neuro_hw itself): example inputs are
+    the first `n_inputs` calibration samples.  The keywords let the caller share its activation-step
+    cache and bit choices and skip a second calibration; `kw` given here wins over them."""
+    def fn(model, calib, *, scales: dict | None = None, choices=None, a_choices=None, calibrated: bool = False):
         calib = list(calib)
         inputs = tuple(x[:n_inputs] for x in calib[0])
-        return cost_table(model, inputs, target, hw=hw, calib=calib, **kw)
+        given = {"scales": scales, "calibrated": calibrated, "choices": choices, "a_choices": a_choices}
+        opts = {**{k: v for k, v in given.items() if v is not None}, **kw}
+        return cost_table(model, inputs, target, hw=hw, calib=calib, **opts)
     return fn

@@ -222,3 +222,20 @@ def test_simulated_cost_overshoot_tightens_the_budget_until_the_plan_fits():
     plan = plan_bits(_Three(), budget, costs, "neuromorphic", sensitivity=sens, choices=bits, measure=measure)
     assert plan.cost == measure(plan.layers) <= budget
     assert len(plan.meta["budget_rounds"]) >= 1 and "predicted_cost" in plan.meta
+
+
+def test_public_names_import_from_snmfm_compress_without_the_layers_above():
+    """DESIGN's public names (and the rest of the stage) come from `snmfm.compress`, in a fresh
+    interpreter (no import cycle), without pulling in converters / neuro_hw / eval."""
+    import subprocess
+    import sys
+    code = ("import sys; from snmfm.compress import (calibrate, quantize, prune, plan_bits, BitPlan, "
+            "InfeasibleBudget, sensitivity, SensitivityTable, prepare_qat, finetune, freeze, qat, "
+            "compress_checkpoint, CompressResult); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('converters', 'neuro_hw', 'eval', 'cli')); "
+            "assert not bad, bad; assert callable(prune) and callable(sensitivity) and callable(qat)")
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import snmfm.compress as c
+    assert {"calibrate", "quantize", "prune", "plan_bits"} <= set(c.__all__)
+    assert all(hasattr(c, n) for n in c.__all__)

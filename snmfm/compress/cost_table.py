@@ -101,14 +101,48 @@ def uniform_cost(costs: Mapping, w_bits: int, a_bits: int) -> float:
     return total
 
 
+_UNIFORM = re.compile(r"w(\d+)a(\d+)")
+
+
+def check_budget(budget, w_choices=None, a_choices=None) -> float | str:
+    """Validate a budget before any work is done: a finite number (returned as float) or a
+    uniform plan 'wXaY' / 'WXAY' (returned normalised, e.g. 'w4a4'), whose bit widths must be among
+    the choices the cost table will hold."""
+    if isinstance(budget, bool):
+        raise ValueError(f"budget {budget!r}: give a number or a uniform plan such as 'w4a4'")
+    if not isinstance(budget, (int, float)):
+        s = str(budget).strip().lower()
+        m = _UNIFORM.fullmatch(s)
+        if m:
+            w, a = int(m.group(1)), int(m.group(2))
+            for bits, allowed, what in ((w, w_choices, "weight"), (a, a_choices or w_choices, "activation")):
+                if allowed is not None and bits not in {int(b) for b in allowed}:
+                    raise ValueError(f"budget {budget!r}: {bits}-bit {what}s are not among the bit widths "
+                                     f"planned over ({', '.join(str(b) for b in sorted(allowed))}); add "
+                                     f"{bits} to the choices or give the budget as a number")
+            return s
+        try:
+            budget = float(s)
+        except ValueError:
+            raise ValueError(f"budget {str(budget)!r} is neither a number nor a uniform plan such as "
+                             "'w4a4' or 'W8A8'") from None
+    b = float(budget)
+    if not np.isfinite(b):  # too small a number is left to plan_bits: its error names the smallest
+        raise ValueError(f"budget must be a finite number, got {budget!r}")
+    return b
+
+
 def parse_budget(budget, costs: Mapping) -> float:
     """A number (in the table's unit), or 'w4a4' / 'W8A8': the cost of that uniform plan."""
     if isinstance(budget, (int, float)) and not isinstance(budget, bool):
         return float(budget)
     s = str(budget).strip().lower()
-    m = re.fullmatch(r"w(\d+)a(\d+)", s)
+    m = _UNIFORM.fullmatch(s)
     if m:
-        return uniform_cost(costs, int(m.group(1)), int(m.group(2)))
+        try:
+            return uniform_cost(costs, int(m.group(1)), int(m.group(2)))
+        except KeyError as e:
+            raise ValueError(f"budget {budget!r}: the cost table has no such uniform plan ({e.args[0]})") from None
     try:
         return float(s)
     except ValueError:

@@ -13,6 +13,7 @@ whose bits are planned.
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from snmfm.compress.cost_table import check_budget
 from snmfm.compress.plan import TARGETS, BitPlan, plan_bits
 from snmfm.compress.prune import prune
 from snmfm.compress.quant import calibrate
@@ -37,6 +39,15 @@ class CompressResult:
     plan: BitPlan
     metrics: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
+
+
+def _call(fn: Callable, model, calib, **context):
+    """fn(model, calib, **the keywords of `context` that fn accepts): a plain (model, calib)
+    callable works, one that takes e.g. ``scales`` shares the pipeline's activation-step cache."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return fn(model, calib, **context)
+    return fn(model, calib, **{k: v for k, v in context.items() if k in params})
 
 
 def latent_float(student: nn.Module) -> nn.Module:
@@ -63,10 +74,14 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
                         save_qann: Callable | None = None, progress: bool = False) -> CompressResult:
     """Compress a trained checkpoint to a bit budget (see the module docstring).
 
-    budget: number in the target's unit (bits for size, pJ per inference for energy) or 'w4a4'-style.
+    budget: number in the target's unit (bits for size, pJ per inference for energy) or 'w4a4'-style:
+    the cost of that uniform plan for the model being planned (after pruning, when it prunes).
     costs: cost table or callable (model, calib_batches) -> table; required for energy targets.
     measure: optional callable (model, calib_batches) -> (plan layers -> simulated cost), e.g.
     ``neuro_hw.costs.measure_fn(target)``: plans are then checked against the simulator.
+    Both callables also get, when they take them as keywords, ``scales`` (the activation-step
+    cache), and `costs` ``choices``, ``a_choices`` and ``calibrated=True`` (the model they get is
+    calibrated on `calib_batches`).
     heads / mlp_channels / blocks: pruning (see `prune`); importance 'taylor' uses calibration data.
     finetune_steps: QAT steps (0: post-training quantisation).  out: base path of the outputs
     (<out>.json/.safetensors float checkpoint, <out>.plan.json, <out>-qann.* via save_qann)."""
@@ -77,6 +92,7 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     if target != "size" and costs is None:
         raise ValueError(f"target {target!r} needs costs from the hardware models, e.g. "
                          f"costs=neuro_hw.costs.cost_fn({target!r})")
+    budget = check_budget(budget, choices, a_choices)  # bad budget text fails before any work
     t0 = time.time()
     torch.manual_seed(seed)
     teacher, meta = load_checkpoint(checkpoint, task=task)
@@ -98,14 +114,15 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
                                                                "params_before", "params_after")}
     model = copy.deepcopy(model).eval()
     calibrate(model, calib)
-    table = costs(model, calib) if callable(costs) else costs
-    scales: dict = {}  # activation steps searched once, shared by sensitivity and QAT
+    scales: dict = {}  # activation steps searched once, shared by costs, sensitivity and QAT
+    table = (_call(costs, model, calib, scales=scales, choices=choices, a_choices=a_choices, calibrated=True)
+             if callable(costs) else costs)
     sens = sensitivity(model, calib[:2], bits=sorted(set(choices) | set(a_choices or choices)),
                        levels=("layer",), calibrated=True, scales=scales)
     held_out = [tuple(b) for b in tk.batches("train", batch_size, seed=seed, limit=calib_samples)]
     plan = plan_bits(model, budget, table, target, sensitivity=sens, choices=choices,
                      a_choices=a_choices, fixed_layers=fixed_layers, validate=held_out, scales=scales,
-                     measure=measure(model, calib) if measure is not None else None)
+                     measure=_call(measure, model, calib, scales=scales) if measure is not None else None)
     if finetune_steps > 0:
         student = prepare_qat(model, overrides=plan.layers, scales=scales)
         adapter = task_adapter(tk, batch_size)
@@ -134,5 +151,5 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
                                                                 "compress": metrics}))
         paths["plan"] = str(plan.save(base.with_name(base.name + ".plan.json")))
         if save_qann is not None:
-            paths["qann"] = str(save_qann(qann, base.with_name(base.name + "-qann"), meta={"plan": plan.to_dict()}))
+            paths["qann"] = str(save_qann(qann, base.with_name(base.name + "-qann"), meta={"task": task_name, "plan": plan.to_dict()}))
     return CompressResult(model=model, qann=qann, plan=plan, metrics=metrics, paths=paths)

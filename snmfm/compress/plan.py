@@ -312,13 +312,14 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
             measured[key] = float(measure(layers))
         return measured[key]
 
-    if measure is not None and isinstance(budget, str):  # 'w4a4': what that plan really costs
+    uniform_spec = isinstance(budget, str) and bool(re.fullmatch(r"w\d+a\d+", budget.strip().lower()))
+    if measure is not None and uniform_spec:  # 'w4a4': what that plan really costs
         b = real_cost(_uniform_layers(p, *parse_key_pair(budget)))
     meta = {"unit": unit, "solver": "scipy.optimize.milp (HiGHS), mip_rel_gap=0",
             "w_choices": list(w_choices), "a_choices": list(a_choices), "min_budget": smallest,
             "sensitivity_metric": sensitivity.metric,
             "uniform_costs": {f"w{c}a{c}": uniform_cost(costs, c, c) for c in sorted(set(w_choices) & set(a_choices))},
-            "budget_spec": budget if isinstance(budget, str) else None}
+            "budget_spec": budget.strip().lower() if uniform_spec else None}
     b_eff, rounds = b, []
     for _ in range(max_rounds if measure is not None else 1):
         found, cuts = [], []

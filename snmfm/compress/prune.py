@@ -22,6 +22,12 @@ Importance (which units go):
 Whole blocks, whenever `data` is given, are ranked by the measured divergence of the output when
 the block is skipped (as cheap as one forward pass per block, and exact rather than estimated).
 
+Why our own surgery rather than Torch-Pruning: Torch-Pruning removes MLP channels exactly as we do
+(cross-checked in tests/test_prune.py), but its dependency graph treats the activation products
+Q K^T and attn V as elementwise ops and maps the fused qkv output channels straight onto proj's
+inputs, so it cannot remove heads (IndexError), and it does not remove blocks; one surgery for all
+three also keeps the ModelConfig in step, so the pruned checkpoint reloads.
+
 Pruning happens on the float model, before calibration: quantizer samples are cleared (their
 shapes change), so calibrate after pruning.
 """
@@ -294,6 +300,37 @@ def _record(model: nn.Module, tname: str, removed: dict) -> None:
     prev.setdefault("blocks", []).extend(removed["blocks"])
     extra["pruned"] = prev
     cfg.extra = extra
+
+
+_SPEC_KEYS = {"heads": "heads", "mlp": "mlp_channels", "mlp_channels": "mlp_channels", "channels": "mlp_channels",
+              "blocks": "blocks"}
+
+
+def parse_prune_spec(spec: str | None) -> dict:
+    """'heads=1,mlp=0.5,blocks=1' -> {"heads": 1, "mlp_channels": 0.5, "blocks": 1} (the keyword
+    arguments of `prune`).  An integer is a count per block (blocks: in the model), a number with a
+    decimal point a fraction in [0, 1)."""
+    out: dict = {}
+    if spec is None or not str(spec).strip():
+        return out
+    for part in str(spec).split(","):
+        key, eq, val = (x.strip() for x in part.partition("="))
+        if not eq or key.lower() not in _SPEC_KEYS:
+            raise ValueError(f"prune spec {spec!r}: expected comma-separated key=value with keys heads, mlp, "
+                             f"blocks (e.g. 'heads=1,mlp=0.5'), got {part.strip()!r}")
+        try:
+            num = float(val) if any(c in val for c in ".eE") else int(val)
+        except ValueError:
+            raise ValueError(f"prune spec {spec!r}: {key} must be a count or a fraction, got {val!r}") from None
+        name = _SPEC_KEYS[key.lower()]
+        if name in out:
+            raise ValueError(f"prune spec {spec!r}: {key} given twice")
+        if name == "blocks" and isinstance(num, float):
+            raise ValueError(f"prune spec {spec!r}: blocks is a count of blocks, got {val!r}")
+        if num < 0 or (isinstance(num, float) and num >= 1):
+            raise ValueError(f"prune spec {spec!r}: {key}={val} must be a count >= 0 or a fraction in [0, 1)")
+        out[name] = num
+    return out
 
 
 def count_params(model: nn.Module) -> int:
