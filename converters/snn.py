@@ -108,12 +108,13 @@ class SNNResult:
 
 
 def _chunk_sizes(limit: int, cap: int, first: int):
-    """Time steps per chunk: `first` steps (in chunks of at most `cap`), then 4, 8, 16, ... (<= cap)."""
+    """Time steps per chunk: `first` steps (in chunks of at most `cap`), then 1, 2, 4, ... (<= cap):
+    a network that settles right after `first` is seen quiet one step later, not a chunk later."""
     left = max(1, min(first, limit))
     while left > 0:
         yield min(left, cap)
         left -= min(left, cap)
-    k = 4
+    k = 1
     while True:
         yield max(1, min(k, cap))
         k *= 2
@@ -183,7 +184,7 @@ class SpikingModel(nn.Module):
         prefix = "" if entry is None else entry + "."
         neurons = [(prefix + n, m) for n, m in net.named_modules() if isinstance(m, IFNeuron)]
         # Until quiet: no neuron can settle before it has walked to its largest code, so the first
-        # chunks cover that walk; later chunks grow geometrically (4, 8, 16, ...) so at most about
+        # chunks cover that walk; later chunks grow geometrically (1, 2, 4, ...) so at most about
         # as many steps are simulated past the settling step as before it.
         levels = max((max(abs(n.qmin), n.qmax) for _, n in neurons), default=1)
         first = levels + 2 if T is None else limit
