@@ -64,7 +64,8 @@ def save_qann(qann: nn.Module, path, *, spiking: bool = False, meta: dict | None
     for name, layer in quant_layers(qann).items():
         layers[name] = {"w_bits": getattr(layer, "w_bits", None)}
     doc = {"format": FORMAT, "spiking": spiking, "config": cfg.to_dict(),
-           "quantizers": {n: {"bits": q.bits, "signed": q.signed} for n, q in quantizers(qann)},
+           "quantizers": {n: {"bits": q.bits, "signed": q.signed, "qmin": q.qmin, "qmax": q.qmax}
+                          for n, q in quantizers(qann)},
            "layers": layers, "quant": dict(getattr(qann, "snmfm_quant", {})),
            "tensors_sha256": digest, "meta": meta or {}}
     _atomic_write(js_path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
@@ -92,7 +93,10 @@ def load_qann(path) -> nn.Module:
         missing = sorted(set(doc["quantizers"]) ^ set(qs))
         raise ValueError(f"QANN file {js_path} does not match its model config: quantizer sites differ ({missing[:5]})")
     for name, q in qs.items():
-        q.set_bits(doc["quantizers"][name]["bits"])
+        d = doc["quantizers"][name]
+        q.set_bits(d["bits"])
+        if "qmin" in d:  # the integer window (snmfm.compress.fit_window may shift it); older files: symmetric
+            q.qmin, q.qmax = int(d["qmin"]), int(d["qmax"])
         q.mode = "int"
     for name, layer in quant_layers(model).items():
         if isinstance(layer, QuantMatMul):

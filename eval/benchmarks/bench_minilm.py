@@ -3,18 +3,22 @@
 1. FP32.  The snmfm TextEncoder mapped from the packaged model (`snmfm.models.hf.load_minilm`)
    against sentence-transformers' own pipeline on the same files (Transformer -> mean Pooling ->
    Normalize): cosine of the sentence embeddings, max |difference|.
-2. QANN.  `calibrate` on `n_calib` shipped sentences that are not in the evaluation set, then
-   `quantize(model, w_bits, a_bits)`: cosine to FP32 on `n_eval` sentences.  `wide` adds a mixed
-   plan in which the inputs of the named layers (default fc1, fc2, qkv: the LayerNorm and GELU
-   outputs, where BERT's outlier channels live) get `wide_bits`.
+2. QANN.  `calibrate` on the text-minilm task's calibration split (60 shipped sentences, as the
+   main job: one batch), then `quantize(model, w_bits, a_bits)`: cosine to FP32 on the held-out
+   sentences, mean and min, over all of them and over the task's test split alone (the main
+   job's number).  Also with the two's-complement windows of before `fit_window`
+   (`window="symmetric"`), and `wide`: a mixed plan in which the inputs of the named layers
+   (default fc1, fc2, qkv: the LayerNorm and GELU outputs) get `wide_bits`.
 3. SNN.  `converters.convert(qann).run(input_ids, attention_mask)` until quiet on the first `n_snn`
-   evaluation sentences, in batches of similar token length: cosine to the QANN, max |SNN - QANN|,
+   held-out sentences, in batches of similar token length: cosine to the QANN, max |SNN - QANN|,
    T_settle per batch, cosine of the step-t output to the QANN for t on a grid, time and peak memory.
 
-The shipped sentences (`snmfm.data.sentences`) are split once: evaluation = the first `n_eval`,
-calibration = the last `n_calib`.
+Sentences (`snmfm.data.sentences`, 600) are split as the task splits them
+(`snmfm.tasks.text.SPLIT`): calibration = the calib split (60); held out = the other 540 (the
+pretrained model is trained on none of them), of which the test split is 180.  `n_eval` takes the
+first n held-out sentences (in file order), `n_calib` the first n of the calib split.
 
-    python -m eval.benchmarks.bench_minilm                    # 200 eval sentences, SNN on 24
+    python -m eval.benchmarks.bench_minilm                    # 540 held-out sentences, SNN on 24
     python -m eval.benchmarks.bench_minilm --quick            # a minute: what tests/test_hf.py runs
     python -m eval.benchmarks.bench_minilm --json out.json
 
@@ -67,10 +71,20 @@ def _stats(c: torch.Tensor) -> dict:
     return {"min": float(c.min()), "mean": float(c.mean()), "n": int(c.numel())}
 
 
-def _split(sentences: list[str], n_eval: int, n_calib: int) -> tuple[list[str], list[str]]:
-    if n_eval + n_calib > len(sentences):
-        raise ValueError(f"n_eval + n_calib = {n_eval + n_calib} > {len(sentences)} shipped sentences")
-    return sentences[:n_eval], sentences[len(sentences) - n_calib:]
+def split(n_sentences: int, n_eval: int | None = None, n_calib: int | None = None) -> dict[str, list[int]]:
+    """Sentence indices: "calib" (the task's calib split), "eval" (held out: every other sentence,
+    in file order) and "test" (the held-out ones in the task's test split)."""
+    from snmfm.data.splits import split_indices
+    from snmfm.tasks.text import SPLIT
+    parts = {k: v.tolist() for k, v in split_indices(n_sentences, SPLIT).items()}
+    held = sorted(parts["train"] + parts["test"])
+    for name, n, have in (("n_eval", n_eval, len(held)), ("n_calib", n_calib, len(parts["calib"]))):
+        if n is not None and not 1 <= n <= have:
+            raise ValueError(f"{name} = {n}: the split has {have} sentences")
+    ev = held[:n_eval] if n_eval else held
+    test = set(parts["test"])
+    return {"calib": parts["calib"][:n_calib] if n_calib else parts["calib"], "eval": ev,
+            "test": [i for i in ev if i in test]}
 
 
 # ---- stage 1: FP32 mapping vs sentence-transformers --------------------------------------------
@@ -91,10 +105,10 @@ def fp32_vs_sentence_transformers(model, tokenizer, sentences: list[str], batch_
 
 # ---- stage 2: QANN vs FP32 ----------------------------------------------------------------------
 def make_qann(model, calib_batches: list, w_bits: int, a_bits: int, method: str = "mse",
-              overrides: dict | None = None):
+              overrides: dict | None = None, window: str = "fit"):
     from snmfm.compress import calibrate, quantize
     calibrate(model, [(ids, mask) for _, ids, mask in calib_batches])
-    return quantize(model, w_bits, a_bits, method=method, overrides=overrides)
+    return quantize(model, w_bits, a_bits, method=method, overrides=overrides, window=window)
 
 
 def wide_overrides(model, sites=WIDE_SITES, bits: int = 10) -> dict:
@@ -102,15 +116,22 @@ def wide_overrides(model, sites=WIDE_SITES, bits: int = 10) -> dict:
     return {n: {"a_bits": bits} for n in quant_layers(model) if n.rpartition(".")[2] in sites}
 
 
-def qann_vs_fp32(fp32, qann, eval_batches: list, device: str = "cpu") -> dict:
+def qann_vs_fp32(fp32, qann, eval_batches: list, device: str = "cpu", test: list[int] | None = None,
+                 ref: torch.Tensor | None = None) -> dict:
+    """Cosine of QANN to FP32 sentence embeddings: over every sentence of `eval_batches` and over the
+    positions `test` among them; `ref` reuses FP32 embeddings computed before."""
     t0 = time.perf_counter()
-    ef = embed_batches(fp32.to(device), eval_batches, device=device)
+    ef = embed_batches(fp32.to(device), eval_batches, device=device) if ref is None else ref
     t_fp = time.perf_counter() - t0
     t0 = time.perf_counter()
     eq = embed_batches(qann.to(device), eval_batches, device=device)
     t_q = time.perf_counter() - t0
     fp32.cpu()
-    return {"cos": _stats(_cos(eq, ef)), "fp32_s": t_fp, "qann_s": t_q}
+    c = _cos(eq, ef)
+    out = {"cos": _stats(c), "qann_s": t_q, "fp32_s": t_fp}
+    if test:
+        out["cos_test"] = _stats(c[torch.tensor(test)])
+    return out
 
 
 # ---- stage 3: SNN vs QANN -----------------------------------------------------------------------
@@ -221,50 +242,65 @@ def rebatch(batches: list, keep: set[int], batch_size: int, pad_id: int = 0) -> 
 
 
 # ---- the whole benchmark ------------------------------------------------------------------------
-def run(n_eval: int = 200, n_calib: int = 32, n_snn: int = 24, w_bits: int = 8, a_bits: int = 8,
-        snn_a_bits: int | None = None, method: str = "mse", wide: bool = True, wide_bits: int = 10,
-        batch_size: int = 32, snn_batch: int = 8, chunk: int | None = None, device: str = "cpu",
+def run(n_eval: int | None = None, n_calib: int | None = None, n_snn: int = 24, w_bits: int = 8,
+        a_bits: int = 8, snn_a_bits: int | None = None, method: str = "mse", window: str = "fit",
+        compare_symmetric: bool = True, wide: bool = True, wide_bits: int = 10, batch_size: int = 32,
+        calib_batch: int = 64, snn_batch: int = 8, chunk: int | None = None, device: str = "cpu",
         skip_fp32: bool = False, from_export: str | None = None, t_grid=T_GRID, log=print) -> dict:
+    """The three stages; n_eval / n_calib None = the whole held-out set / calib split."""
+    from snmfm.compress import quantize
     from snmfm.data.sentences import load_sentences
-    res = {"n_eval": n_eval, "n_calib": n_calib, "n_snn": n_snn, "w_bits": w_bits, "a_bits": a_bits,
-           "method": method, "device": device, "torch": torch.__version__}
     if from_export:
         model, d = load_compact(from_export)
-        sentences, all_batches = d["sentences"], d["batches"]
-        _split(sentences, n_eval, n_calib)  # checks the sizes
-        n_all = len(sentences)
-        pad = d.get("pad_id", 0)
-        ev_b = rebatch(all_batches, set(range(n_eval)), batch_size, pad)
-        cal_b = rebatch(all_batches, set(range(n_all - n_calib, n_all)), 8, pad)
-        snn_b = rebatch(all_batches, set(range(n_snn)), snn_batch, pad)
+        sentences, all_batches, pad = d["sentences"], d["batches"], d.get("pad_id", 0)
     else:
         from snmfm.models.hf import load_minilm
         model, tok = load_minilm()
-        evs, cal = _split(load_sentences(), n_eval, n_calib)
+        sentences = load_sentences()
+    idx = split(len(sentences), n_eval, n_calib)
+    ev, n_snn = idx["eval"], min(n_snn, len(idx["eval"]))
+    in_test = set(idx["test"])
+    test_pos = [k for k, i in enumerate(ev) if i in in_test]
+    res = {"n_eval": len(ev), "n_test": len(test_pos), "n_calib": len(idx["calib"]), "n_snn": n_snn,
+           "w_bits": w_bits, "a_bits": a_bits, "method": method, "window": window, "device": device,
+           "torch": torch.__version__}
+    if from_export:
+        ev_b = rebatch(all_batches, set(ev), batch_size, pad)
+        cal_b = rebatch(all_batches, set(idx["calib"]), calib_batch, pad)
+        snn_b = rebatch(all_batches, set(ev[:n_snn]), snn_batch, pad)
+    else:
+        evs = [sentences[i] for i in ev]
         if not skip_fp32:
             log("stage 1: FP32 mapping vs sentence-transformers ...")
             res["fp32_vs_st"] = fp32_vs_sentence_transformers(model, tok, evs, batch_size)
             log(f"  {res['fp32_vs_st']}")
-        ev_b, cal_b = tokenize(tok, evs, batch_size), tokenize(tok, cal, 8)
+        ev_b = tokenize(tok, evs, batch_size)
+        cal_b = tokenize(tok, [sentences[i] for i in idx["calib"]], calib_batch)
         snn_b = tokenize(tok, evs[:n_snn], snn_batch)
-    log(f"stage 2: calibrate on {n_calib}, quantize W{w_bits}A{a_bits} ({method}) ...")
+    log(f"stage 2: calibrate on {res['n_calib']}, quantize W{w_bits}A{a_bits} ({method}, {window} windows) ...")
     t0 = time.perf_counter()
-    qann = make_qann(model, cal_b, w_bits, a_bits, method)
+    qann = make_qann(model, cal_b, w_bits, a_bits, method, window=window)
     res["quantize_s"] = time.perf_counter() - t0
-    res["qann_vs_fp32"] = qann_vs_fp32(model, qann, ev_b, device)
+    t0 = time.perf_counter()
+    ref = embed_batches(model.to(device), ev_b, device=device)
+    fp32_s = time.perf_counter() - t0
+    res["qann_vs_fp32"] = {**qann_vs_fp32(model, qann, ev_b, device, test_pos, ref), "fp32_s": fp32_s}
     log(f"  {res['qann_vs_fp32']}")
+    if compare_symmetric and window != "symmetric":
+        qs = quantize(model, w_bits, a_bits, method=method, window="symmetric")
+        res["qann_symmetric_vs_fp32"] = qann_vs_fp32(model, qs, ev_b, device, test_pos, ref)
+        log(f"  symmetric windows: {res['qann_symmetric_vs_fp32']}")
+        del qs
     if wide:
         ov = wide_overrides(model, WIDE_SITES, wide_bits)
-        from snmfm.compress import quantize
-        qw = quantize(model, w_bits, a_bits, method=method, overrides=ov)
+        qw = quantize(model, w_bits, a_bits, method=method, overrides=ov, window=window)
         res["qann_wide_vs_fp32"] = {"sites": list(WIDE_SITES), "bits": wide_bits,
-                                    **qann_vs_fp32(model, qw, ev_b, device)}
+                                    **qann_vs_fp32(model, qw, ev_b, device, test_pos, ref)}
         log(f"  {res['qann_wide_vs_fp32']}")
         del qw
     snn_qann = qann
     if snn_a_bits is not None and snn_a_bits != a_bits:
-        from snmfm.compress import quantize
-        snn_qann = quantize(model, w_bits, snn_a_bits, method=method)
+        snn_qann = quantize(model, w_bits, snn_a_bits, method=method, window=window)
     res["snn_a_bits"] = snn_a_bits or a_bits
     if n_snn:
         log(f"stage 3: SNN vs QANN on {n_snn} sentences ({len(snn_b)} batches) ...")
@@ -274,28 +310,36 @@ def run(n_eval: int = 200, n_calib: int = 32, n_snn: int = 24, w_bits: int = 8, 
 
 def format_tables(res: dict) -> str:
     title = (f"all-MiniLM-L6-v2 fidelity (device {res['device']}, torch {res['torch']}, "
-             f"eval {res['n_eval']} / calib {res['n_calib']} sentences)")
+             f"{res['n_eval']} held-out sentences ({res['n_test']} in the test split), "
+             f"calibration on {res['n_calib']})")
     lines = [title, "",
-             "| comparison | sentences | cos min | cos mean | max abs diff | time |",
-             "|---|---|---|---|---|---|"]
+             "| comparison | sentences | cos min | cos mean | test split min / mean | max abs diff | time |",
+             "|---|---|---|---|---|---|---|"]
     if "fp32_vs_st" in res:
         r = res["fp32_vs_st"]
         lines.append(f"| FP32 snmfm vs sentence-transformers | {r['cos']['n']} | {r['cos']['min']:.7f} | "
-                     f"{r['cos']['mean']:.7f} | {r['max_abs']:.2e} | {r['snmfm_s']:.1f} s (ST {r['st_s']:.1f} s) |")
-    r = res["qann_vs_fp32"]
-    lines.append(f"| QANN W{res['w_bits']}A{res['a_bits']} ({res['method']}) vs FP32 | {r['cos']['n']} | "
-                 f"{r['cos']['min']:.5f} | {r['cos']['mean']:.5f} | | {r['qann_s']:.1f} s (FP32 {r['fp32_s']:.1f} s) |")
+                     f"{r['cos']['mean']:.7f} | | {r['max_abs']:.2e} | {r['snmfm_s']:.1f} s (ST {r['st_s']:.1f} s) |")
+
+    def qrow(label: str, r: dict) -> str:
+        t = r.get("cos_test")
+        test = f"{t['min']:.5f} / {t['mean']:.5f}" if t else ""
+        fp = f" (FP32 {r['fp32_s']:.1f} s)" if r["fp32_s"] > 0.01 else ""
+        return (f"| {label} vs FP32 | {r['cos']['n']} | {r['cos']['min']:.5f} | {r['cos']['mean']:.5f} | "
+                f"{test} | | {r['qann_s']:.1f} s{fp} |")
+    wa = f"W{res['w_bits']}A{res['a_bits']}"
+    lines.append(qrow(f"QANN {wa} ({res['method']}, {res['window']} windows)", res["qann_vs_fp32"]))
+    if "qann_symmetric_vs_fp32" in res:
+        lines.append(qrow(f"QANN {wa} ({res['method']}, symmetric windows)", res["qann_symmetric_vs_fp32"]))
     if "qann_wide_vs_fp32" in res:
         r = res["qann_wide_vs_fp32"]
-        lines.append(f"| QANN W{res['w_bits']}A{res['a_bits']}, A{r['bits']} at {'/'.join(r['sites'])} inputs "
-                     f"vs FP32 | {r['cos']['n']} | {r['cos']['min']:.5f} | {r['cos']['mean']:.5f} | | {r['qann_s']:.1f} s |")
+        lines.append(qrow(f"QANN {wa}, A{r['bits']} at {'/'.join(r['sites'])} inputs", r))
     if "snn_vs_qann" in res:
         r = res["snn_vs_qann"]
         mem = f", peak +{r['peak_mb']:.0f} MB RSS" if r.get("peak_mb") is not None else ""
         if "cuda_peak_mb" in r:
             mem += f", {r['cuda_peak_mb']:.0f} MB GPU"
         lines.append(f"| SNN vs QANN W{res['w_bits']}A{res['snn_a_bits']} (until quiet) | {r['cos']['n']} | "
-                     f"{r['cos']['min']:.9f} | {r['cos']['mean']:.9f} | {r['max_abs']:.1e} "
+                     f"{r['cos']['min']:.9f} | {r['cos']['mean']:.9f} | | {r['max_abs']:.1e} "
                      f"(bit-equal: {r['exact']}) | {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU{mem} |")
         lines += ["", f"SNN batches: T_settle max {r['t_settle_max']}, {r['tokens']} tokens in all", "",
                   "| batch | seq len | steps run | T_settle | max abs diff |", "|---|---|---|---|---|"]
@@ -308,13 +352,15 @@ def format_tables(res: dict) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m eval.benchmarks.bench_minilm", description=__doc__.split("\n")[0])
-    ap.add_argument("--n-eval", type=int, default=200)
-    ap.add_argument("--n-calib", type=int, default=32)
+    ap.add_argument("--n-eval", type=int, default=None, help="first n held-out sentences (default all 540)")
+    ap.add_argument("--n-calib", type=int, default=None, help="first n of the calib split (default all 60)")
     ap.add_argument("--n-snn", type=int, default=24)
     ap.add_argument("--w-bits", type=int, default=8)
     ap.add_argument("--a-bits", type=int, default=8)
     ap.add_argument("--snn-a-bits", type=int, default=None, help="activation bits of the QANN the SNN runs")
     ap.add_argument("--method", default="mse", choices=("mse", "percentile", "max"))
+    ap.add_argument("--window", default="fit", choices=("fit", "symmetric"), help="integer windows (quantize)")
+    ap.add_argument("--no-symmetric", action="store_true", help="skip the comparison with symmetric windows")
     ap.add_argument("--no-wide", action="store_true", help="skip the mixed plan with wide fc1/fc2/qkv inputs")
     ap.add_argument("--wide-bits", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -338,11 +384,13 @@ def main(argv=None) -> dict:
         print(export_compact(a.export, model, tok, load_sentences(), a.batch_size))
         return {}
     kw = dict(n_eval=a.n_eval, n_calib=a.n_calib, n_snn=a.n_snn, w_bits=a.w_bits, a_bits=a.a_bits,
-              snn_a_bits=a.snn_a_bits, method=a.method, wide=not a.no_wide, wide_bits=a.wide_bits,
+              snn_a_bits=a.snn_a_bits, method=a.method, window=a.window,
+              compare_symmetric=not a.no_symmetric, wide=not a.no_wide, wide_bits=a.wide_bits,
               batch_size=a.batch_size, snn_batch=a.snn_batch, chunk=a.chunk, device=a.device,
               skip_fp32=a.skip_fp32, from_export=a.from_export)
     if a.quick:
-        kw.update(n_eval=24, n_snn=4, snn_a_bits=4, wide=False, method="percentile", snn_batch=4)
+        kw.update(n_eval=24, n_snn=4, snn_a_bits=4, wide=False, compare_symmetric=False,
+                  method="percentile", snn_batch=4)
     res = run(**kw)
     print(format_tables(res))
     if a.json:

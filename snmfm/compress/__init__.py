@@ -22,10 +22,11 @@ from snmfm.compress.pipeline import CompressResult, compress_checkpoint
 from snmfm.compress.plan import BitPlan, InfeasibleBudget, plan_bits
 from snmfm.compress.prune import prune
 from snmfm.compress.qat import finetune, freeze, prepare_qat, qat
-from snmfm.compress.quant import calibrate, is_qann, quantize, quantize_weight, search_scale
+from snmfm.compress.quant import (activation_range, calibrate, fit_window, is_qann, quantize, quantize_weight,
+                                  search_scale)
 from snmfm.compress.sensitivity import SensitivityTable, hessian_sensitivity, sensitivity
 
-__all__ = ["TARGETS", "BitPlan", "CompressResult", "InfeasibleBudget", "SensitivityTable", "calibrate",
-           "compress_checkpoint", "finetune", "freeze", "hessian_sensitivity", "is_qann", "parse_budget",
+__all__ = ["TARGETS", "BitPlan", "CompressResult", "InfeasibleBudget", "SensitivityTable", "activation_range",
+           "calibrate", "compress_checkpoint", "fit_window", "finetune", "freeze", "hessian_sensitivity", "is_qann", "parse_budget",
            "plan_bits", "plan_cost", "prepare_qat", "prune", "qat", "quantize", "quantize_weight", "search_scale",
            "sensitivity", "size_costs", "uniform_cost"]

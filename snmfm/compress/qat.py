@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from snmfm.compress.quant import (CALIB_METHODS, WEIGHT_LAYERS, _as_args, quant_layers,
-                                  quantize_weight, search_scale)
+from snmfm.compress.quant import (CALIB_METHODS, WEIGHT_LAYERS, _as_args, activation_range,
+                                  quant_layers, quantize_weight)
 from snmfm.nn import QuantConv2d, QuantLinear, QuantMatMul, quantizers
 
 
@@ -97,11 +97,12 @@ def _check_overrides(layers: Mapping, overrides: Mapping) -> None:
 
 def prepare_qat(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *,
                 overrides: Mapping[str, Mapping[str, int]] | None = None, method: str = "mse",
-                percentile: float = 99.99, scales: dict | None = None, embed_bits: int | None = None) -> nn.Module:
+                percentile: float = 99.99, scales: dict | None = None, embed_bits: int | None = None,
+                window: str = "fit") -> nn.Module:
     """Trainable fake-quantised copy (float32) of a calibrated float model.
 
-    scales: optional cache {(quantizer path, bits): step} read and filled here, so sweeping many
-    bit plans over one calibration searches each scale once."""
+    scales: optional cache {(quantizer path, bits, ...): (step, qmin, qmax)} read and filled here, so
+    sweeping many bit plans over one calibration searches each scale once.  window: as `quantize`."""
     if method not in CALIB_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(CALIB_METHODS)}")
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
@@ -116,15 +117,16 @@ def prepare_qat(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *,
         qs = [layer.quant_a, layer.quant_b] if isinstance(layer, QuantMatMul) else [layer.quant]
         for qname, q in zip(qn, qs):
             q.set_bits(ab)
-            key = (qname, ab, method, percentile)
+            key = (qname, ab, method, percentile, window)
             if key not in scales:
                 samples = src[qname].samples
                 if not samples:
                     raise ValueError(f"uncalibrated model: quantizer {qname!r} saw no data; "
                                      "call snmfm.compress.calibrate(model, data) first")
-                scales[key] = search_scale(torch.cat(samples), q.qmin, q.qmax, method, percentile)
+                scales[key] = activation_range(torch.cat(samples), ab, q.signed, method, percentile, window)
+            step, q.qmin, q.qmax = scales[key]
             q.samples = []
-            q.log_scale = nn.Parameter(torch.tensor(scales[key], dtype=torch.float64).log())
+            q.log_scale = nn.Parameter(torch.tensor(step, dtype=torch.float64).log())
             q.mode = "fake"
         if isinstance(layer, WEIGHT_LAYERS):
             wb = int(o.get("w_bits", w_bits))
@@ -137,6 +139,7 @@ def prepare_qat(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *,
             raise ValueError("a Quantizer outside a QuantLinear/QuantConv2d/QuantMatMul/QuantFeatureEmbed "
                              "cannot be paired with integer weights")
     student.snmfm_qat = {"w_bits": w_bits, "a_bits": a_bits, "method": method, "percentile": percentile,
+                         "window": window,
                          "overrides": overrides,
                          "embed_bits": embed_bits if embed_bits is not None else w_bits}
     return student

@@ -2,19 +2,21 @@
 
 `calibrate(model, data)` records what every `Quantizer` sees on real inputs.
 `quantize(model, w_bits, a_bits, overrides=...)` returns the QANN: a deep copy in float64 whose
-quantizers are in ``int`` mode with scales from a percentile or MSE search, and whose weights are
-per-output-channel symmetric integers.  The QANN is a runnable torch module and is *the*
-reference the SNN must reproduce exactly.
+quantizers are in ``int`` mode with an integer window fitted to the calibrated range and scales
+from a percentile or MSE search, and whose weights are per-output-channel symmetric integers.  The
+QANN is a runnable torch module and is *the* reference the SNN must reproduce exactly.
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from snmfm.nn import QuantConv2d, QuantFeatureEmbed, QuantLinear, QuantMatMul, Quantizer, quantizers
+from snmfm.nn import (QuantConv2d, QuantFeatureEmbed, QuantLinear, QuantMatMul, Quantizer, qrange,
+                      quantizers)
 
 CALIB_METHODS = ("mse", "percentile", "max")
 WEIGHT_LAYERS = (QuantLinear, QuantConv2d, QuantFeatureEmbed)
@@ -59,33 +61,100 @@ def calibrate(model: nn.Module, data: Iterable) -> nn.Module:
     return model
 
 
+WINDOWS = ("fit", "symmetric")
+_MSE_SAMPLES = 65536   # the MSE search runs on a seeded subsample of this many recorded values
+_MSE_RATIOS = 128      # clipping ranges tried, from 2% to 100% of the no-clipping range
+_MSE_CHUNK = 4         # candidates per vectorised step: a [4, 65536] float64 buffer fits in cache
+
+
+def fit_window(samples: torch.Tensor, bits: int, signed: bool = True) -> tuple[int, int]:
+    """Integer window [qmin, qmax] of 2^bits codes (0 included) placed over the observed range.
+
+    A signed site whose values span [lo, hi] (lo <= 0 <= hi) gets about -lo / (hi - lo) * (2^b - 1)
+    negative codes instead of the fixed two's-complement half.  GELU outputs (>= -0.17, a positive
+    tail to ~25 in all-MiniLM-L6-v2) then get [-2, 253] instead of [-128, 127]: twice the
+    resolution for the same 256 codes, i.e. asymmetric (zero-point) 8-bit quantisation with the
+    zero point folded into the codes, so integer accumulation and the IF neuron (count kept inside
+    [qmin, qmax]) stay exact.  Unsigned sites keep [0, 2^b - 1]."""
+    qmin, qmax = qrange(bits, signed)
+    if not signed or samples.numel() == 0:
+        return qmin, qmax
+    lo, hi = min(float(samples.min()), 0.0), max(float(samples.max()), 0.0)
+    if hi - lo <= 0:
+        return qmin, qmax
+    top = 2 ** int(bits) - 1
+
+    def no_clip_scale(k: int) -> float:  # the smallest scale at which [-k, top - k] covers [lo, hi]
+        pos = hi / (top - k) if k < top else (math.inf if hi > 0 else 0.0)
+        neg = -lo / k if k > 0 else (math.inf if lo < 0 else 0.0)
+        return max(pos, neg)
+    p = -lo / (hi - lo) * top  # negative codes in proportion to the range: its floor or its ceiling
+    k = min(sorted({min(top, math.floor(p)), min(top, math.ceil(p))}), key=no_clip_scale)
+    return -k, top - k
+
+
+def _range_limit(x: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, float]:
+    """(m, lim): per-value magnitudes m and a code limit such that the no-clipping scale is
+    max(m) / lim.  The two's-complement range [-2^(b-1), 2^(b-1)-1] and unsigned ranges map max|x|
+    (unsigned: max x) to qmax, as always; a shifted window (fit_window) scales each side to its own
+    edge, so m = x * qmax / qmin on the negative side."""
+    if qmin >= 0:
+        return x.clamp_min(0), float(qmax)
+    if qmin == -(qmax + 1):
+        return x.abs(), float(qmax)
+    if qmax <= 0:  # an all-negative window
+        return (-x).clamp_min(0), float(-qmin)
+    return torch.where(x >= 0, x, x * (qmax / qmin)), float(qmax)
+
+
 def search_scale(samples: torch.Tensor, qmin: int, qmax: int, method: str = "mse",
                  percentile: float = 99.99) -> float:
     """Scale for codes in [qmin, qmax] from recorded activations.
 
-    mse: minimise E[(x - q(x))^2] over 128 clipping ranges between 2% and 100% of max|x|
-    (the clipping search of e.g. Banner et al., NeurIPS 2019); percentile: clip at the given
-    percentile of |x|; max: no clipping."""
+    mse: minimise E[(x - q(x))^2] over 128 clipping ranges between 2% and 100% of the range
+    (the clipping search of e.g. Banner et al., NeurIPS 2019), on a seeded subsample of 65536
+    values; percentile: clip at the given percentile of |x|; max: no clipping.  The range is
+    max|x| / qmax for the two's-complement and unsigned windows, and each side to its own edge for
+    a shifted window from `fit_window`.
+
+    The candidates are evaluated 4 at a time, in place (same arithmetic per value, so the result is
+    bit-identical to evaluating all 128 at once, and about 20x faster on one core)."""
     if method not in CALIB_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(CALIB_METHODS)}")
     x = samples.to(torch.float64)
-    signed = qmin < 0
-    mag = x.abs() if signed else x.clamp_min(0)
+    mag, lim = _range_limit(x, qmin, qmax)
     top = float(mag.max()) if mag.numel() else 0.0
     if top <= 0:
         return 1.0 / max(qmax, 1)  # constant-zero site: any scale is exact
     if method == "max":
-        return top / qmax
+        return top / lim
     if method == "percentile":
         k = max(1, int(round(mag.numel() * percentile / 100.0)))
         clip = float(mag.kthvalue(min(k, mag.numel())).values)
-        return max(clip, top * 1e-6) / qmax
-    xs = x if x.numel() <= 65536 else x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:65536]]
-    ratios = torch.linspace(0.02, 1.0, 128, dtype=torch.float64)
-    scales = ratios * top / qmax
-    q = torch.clamp(torch.floor(xs[None, :] / scales[:, None] + 0.5), qmin, qmax) * scales[:, None]
-    err = ((q - xs[None, :]) ** 2).mean(1)
+        return max(clip, top * 1e-6) / lim
+    if x.numel() > _MSE_SAMPLES:
+        x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:_MSE_SAMPLES]]
+    xs = x[None, :]
+    scales = torch.linspace(0.02, 1.0, _MSE_RATIOS, dtype=torch.float64) * top / lim
+    err = torch.empty(_MSE_RATIOS, dtype=torch.float64)
+    buf = torch.empty(_MSE_CHUNK, x.numel(), dtype=torch.float64)
+    for i in range(0, _MSE_RATIOS, _MSE_CHUNK):
+        s = scales[i:i + _MSE_CHUNK, None]
+        q = buf[:s.shape[0]]
+        torch.div(xs, s, out=q)
+        q.add_(0.5).floor_().clamp_(qmin, qmax).mul_(s).sub_(xs)  # q(x) - x
+        err[i:i + _MSE_CHUNK] = (q ** 2).mean(1)
     return float(scales[int(err.argmin())])
+
+
+def activation_range(samples: torch.Tensor, bits: int, signed: bool, method: str = "mse",
+                     percentile: float = 99.99, window: str = "fit") -> tuple[float, int, int]:
+    """(scale, qmin, qmax) of a `bits`-bit activation site from its calibration samples: the integer
+    window (`fit_window`, or two's-complement for "symmetric") and the scale searched for it."""
+    if window not in WINDOWS:
+        raise ValueError(f"unknown window {window!r}; allowed: {', '.join(WINDOWS)}")
+    qmin, qmax = fit_window(samples, bits, signed) if window == "fit" else qrange(bits, signed)
+    return search_scale(samples, qmin, qmax, method, percentile), qmin, qmax
 
 
 def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,14 +185,20 @@ def quant_layers(model: nn.Module) -> dict[str, nn.Module]:
 @torch.no_grad()
 def quantize(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *, method: str = "mse",
              percentile: float = 99.99, overrides: Mapping[str, Mapping[str, int]] | None = None,
-             embed_bits: int | None = None) -> nn.Module:
+             embed_bits: int | None = None, window: str = "fit") -> nn.Module:
     """Return the QANN of a calibrated model.
 
     overrides: {layer path: {"w_bits": b, "a_bits": b}} for mixed precision (a plan from
     `plan_bits`); a_bits of a layer sets the quantizer(s) on its input(s).  Unknown layer names
-    or keys are errors."""
+    or keys are errors.
+    window: "fit" places each signed site's 2^a_bits codes over its calibrated range
+    (`fit_window`); "symmetric" keeps the two's-complement range [-2^(b-1), 2^(b-1)-1].  On
+    all-MiniLM-L6-v2 at W8A8 the mean sentence-embedding cosine to FP32 on 540 held-out sentences
+    is 0.9932 with "fit", 0.9866 with "symmetric" (eval/benchmarks/bench_minilm.py)."""
     if method not in CALIB_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(CALIB_METHODS)}")
+    if window not in WINDOWS:
+        raise ValueError(f"unknown window {window!r}; allowed: {', '.join(WINDOWS)}")
     layers = quant_layers(model)
     overrides = dict(overrides or {})
     for name, o in overrides.items():
@@ -143,8 +218,8 @@ def quantize(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *, method: str 
         qs = [layer.quant_a, layer.quant_b] if isinstance(layer, QuantMatMul) else [layer.quant]
         for q in qs:
             q.set_bits(ab)
-            q.scale = torch.tensor(search_scale(torch.cat(q.samples), q.qmin, q.qmax, method, percentile),
-                                   dtype=torch.float64)
+            s, q.qmin, q.qmax = activation_range(torch.cat(q.samples), ab, q.signed, method, percentile, window)
+            q.scale = torch.tensor(s, dtype=torch.float64)
             q.samples = []
             q.mode = "int"
         if isinstance(layer, WEIGHT_LAYERS):
@@ -161,7 +236,7 @@ def quantize(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *, method: str 
             raise ValueError("a Quantizer outside a QuantLinear/QuantConv2d/QuantMatMul/QuantFeatureEmbed "
                              "cannot be paired with integer weights")
     qann.snmfm_quant = {"w_bits": w_bits, "a_bits": a_bits, "method": method,
-                        "percentile": percentile, "overrides": {k: dict(v) for k, v in overrides.items()},
+                        "percentile": percentile, "window": window, "overrides": {k: dict(v) for k, v in overrides.items()},
                         "embed_bits": eb}
     return qann
 

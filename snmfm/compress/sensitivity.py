@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snmfm.compress.quant import (WEIGHT_LAYERS, _as_args, _weight_of, calibrate, quant_layers,
-                                  quantize_weight, search_scale)
+from snmfm.compress.quant import (WEIGHT_LAYERS, _as_args, _weight_of, activation_range, calibrate,
+                                  quant_layers, quantize_weight)
 from snmfm.models.blocks import Attention, MLP
-from snmfm.nn import QuantMatMul, qrange, quantizers
+from snmfm.nn import QuantMatMul, quantizers
 
 LEVELS = ("model", "block", "layer", "head", "channel")
 KINDS = ("w", "a")
@@ -201,19 +201,18 @@ class _Quantiser:
         self.model = model
         self.layers = quant_layers(model)
         self.qs = dict(quantizers(model))
-        # {(quantizer, bits, method, percentile): step}, the cache `prepare_qat` shares
+        # {(quantizer, bits, method, percentile, window): (step, qmin, qmax)}, the cache `prepare_qat` shares
         self._scales: dict = {} if scales is None else scales
         self._weights: dict = {}
 
     def scale(self, qname: str, bits: int) -> tuple[float, int, int]:
-        key = (qname, bits, "mse", 99.99)  # quantize's defaults
+        key = (qname, bits, "mse", 99.99, "fit")  # quantize's defaults
         q = self.qs[qname]
-        qmin, qmax = qrange(bits, q.signed)
         if key not in self._scales:
             if not q.samples:
                 raise ValueError(f"quantizer {qname!r} saw no calibration data")
-            self._scales[key] = search_scale(torch.cat(q.samples), qmin, qmax)
-        return self._scales[key], qmin, qmax
+            self._scales[key] = activation_range(torch.cat(q.samples), bits, q.signed)
+        return self._scales[key]
 
     def weight(self, lname: str, bits: int) -> torch.Tensor:
         key = (lname, bits)
