@@ -35,7 +35,7 @@ from torch import nn
 from converters.neurons import IFNeuron
 from converters.trace import ActivityTrace, TraceRecorder
 from snmfm.models.blocks import Attention
-from snmfm.nn import NonSpiking, Quantizer, quantizers
+from snmfm.nn import NonSpiking, quantizers
 
 
 class ConversionError(ValueError):

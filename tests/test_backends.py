@@ -20,14 +20,6 @@ from snmfm.compress import calibrate, quantize
 T = 24
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _convert(model, x, w_bits=6, a_bits=4, method="mse", **kw):
     seq = from_sequential(model.eval(), example_input=x, **kw)
     calibrate(seq, [x])

@@ -1,7 +1,6 @@
 """SNN == QANN, exactly: neurons, every spiking op, whole random blocks and models; bad inputs."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

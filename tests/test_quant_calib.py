@@ -14,14 +14,6 @@ from snmfm.models import build_model
 from snmfm.nn import Quantizer, quantizers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _search_scale_unchunked(samples, qmin, qmax, method="mse", percentile=99.99):
     """search_scale as it was before the chunked search (all 128 candidates in one [128, N] tensor)."""
     x = samples.to(torch.float64)

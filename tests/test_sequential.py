@@ -14,15 +14,6 @@ from snmfm.nn import QuantConv2d, QuantLinear, quantizers
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: OpenMP threads only add contention on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _snn_equals_qann(model, x, w_bits, a_bits):
     calibrate(model, [x])
     qann = quantize(model, w_bits, a_bits)
