@@ -69,6 +69,10 @@ def track_counts(targets: torch.Tensor, n0: torch.Tensor) -> torch.Tensor:
     return out
 
 
+_NO_INT = np.zeros(0, np.int32)        # rprev when there is no trace (the kernel does not read it)
+_NO_STATS = np.zeros((0, 4), np.int64)  # stats when there is no trace (the kernel does not write)
+
+
 def _count_dtype(qmin: int, qmax: int) -> torch.dtype:
     """Smallest integer type holding the spike count (int16 up to 15-bit codes)."""
     return torch.int16 if -(2**15) <= qmin and qmax < 2**15 else torch.int32
@@ -110,7 +114,7 @@ class IFNeuron(nn.Module):
     def reset(self) -> None:
         self.count = None
         self.input_numel = 0
-        self._rprev = None  # kernel path: targets of the last step run (for neuron updates)
+        self._kstate = None  # kernel path: threshold, range, counts, last targets, ...
         self.last_step_quiet = False
         self.last_spike_step = 0  # 1-based step of the last spike (tracked when no recorder)
         self.step0 = 0
@@ -136,37 +140,48 @@ class IFNeuron(nn.Module):
         """Counts after each step of the chunk ([steps * B, ...], integers held in a float tensor
         like Quantizer.codes: float32 from the kernel, float64 from torch; every consumer in
         snmfm.nn accepts both) from the accumulated input of each step."""
+        self.__dict__["input_numel"] = x.numel() // max(1, self.steps)  # per step: sizes the chunks
         if _kernels.available() and x.device.type == "cpu":
             return self._codes_kernel(x)
         return self._codes_torch(x)
 
     def _codes_kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """One fused pass (converters._kernels.if_chunk): counts and the trace's counters."""
+        """One fused pass (converters._kernels.if_chunk): counts, and the trace's counters when
+        recording.  Called once per layer and chunk, so the Python around the kernel is kept to a
+        few calls: with small chunks it, not the kernel, was the cost (about 90 us per call, of
+        which nn.Module.__setattr__ and numpy allocations were most)."""
         T = self.steps
         B = x.shape[0] // T
-        xs = x.detach().to(torch.float64).reshape(T, -1).contiguous()
+        xs = (x if x.dtype == torch.float64 else x.to(torch.float64)).reshape(T, -1)
+        if not xs.is_contiguous():  # e.g. q, k, v of attention: one copy into the neurons' order
+            xs = xs.contiguous()
         M = xs.shape[1]
-        if self.count is None:
-            n0 = self.initial_count(torch.zeros((B, *x.shape[1:]), dtype=torch.int32))
-            self._rprev = n0.reshape(-1).clone()  # settled positions' inputs have not changed
+        rec = self.recorder
+        st = self._kstate
+        if st is None:  # first chunk of a run
+            n = self.initial_count(torch.zeros((B, *x.shape[1:]), dtype=torch.int32)).reshape(-1).numpy()
+            # settled positions' inputs have not changed: their previous target is their count
+            st = {"s": float(self.scale), "qmin": float(self.qmin), "qmax": float(self.qmax),
+                  "rprev": n.copy() if rec is not None else _NO_INT, "last": np.empty(B, np.int64),
+                  "shape": (B, *x.shape[1:]), "row": x.shape[-1] if x.dim() >= 2 else 1}
+            object.__setattr__(self, "_kstate", st)
         else:
-            n0 = self.count
-        n = n0.reshape(-1).to(torch.int32, copy=True)  # a new state tensor: callers may hold the old
+            n = st["n"].copy()  # a new state array: a caller may hold the count of the last chunk
         # float32 holds every count exactly (|count| < 2^24) and is what the consumers' exact
         # GEMMs read (snmfm.nn.int_matmul), so no float64 copy is written and converted back
         out = torch.empty((T, M), dtype=torch.float32)
-        stats = np.zeros((T, 4), dtype=np.int64)
-        last = np.full(B, -1, dtype=np.int64)
-        row_len = x.shape[-1] if x.dim() >= 2 else 1
-        _kernels.if_chunk(xs.numpy(), float(self.scale), float(self.qmin), float(self.qmax), n.numpy(),
-                          self._rprev.numpy(), row_len, M // B, out.numpy(), stats, last)
-        self.count = n.reshape(B, *x.shape[1:])
-        self.last_step_quiet = bool(stats[-1, 0] == 0 and stats[-1, 1] == 0)
-        if self.recorder is not None:
-            self.recorder.neuron_counts(self.name, tuple(x.shape[1:]), stats, last)
-        elif (last >= 0).any():
-            self.last_spike_step = self.step0 + int(last.max()) + 1
-        return out.reshape(x.shape)
+        stats = np.empty((T, 4), np.int64) if rec is not None else _NO_STATS
+        t_last = _kernels.if_chunk(xs.numpy(), st["s"], st["qmin"], st["qmax"], n, st["rprev"], st["row"],
+                                   M // B, out.numpy(), stats, st["last"], rec is not None)
+        st["n"] = n
+        d = self.__dict__  # plain attributes, set without nn.Module.__setattr__'s checks
+        d["count"] = torch.from_numpy(n).view(st["shape"])
+        d["last_step_quiet"] = t_last != T - 1
+        if rec is not None:
+            rec.neuron_counts(self.name, st["shape"][1:], stats, st["last"])
+        elif t_last >= 0:
+            d["last_spike_step"] = self.step0 + t_last + 1
+        return out.view(x.shape)
 
     def _codes_torch(self, x: torch.Tensor) -> torch.Tensor:
         """The same in torch operations (any device; the reference the kernel is tested against)."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from converters import _alloc
 from converters.neurons import IFNeuron
 from converters.trace import ActivityTrace, TraceRecorder
 from snmfm.models.blocks import Attention
@@ -146,7 +147,7 @@ class SpikingModel(nn.Module):
 
         T: fixed number of time steps; None runs until the network is quiet (at most max_T steps).
         chunk: time steps per batched chunk (default: one probe step, then as many steps as keep
-        the largest activation of a chunk within about 8 MB, at most 8).
+        the largest neuron input of a chunk within about 4 MB, at most 8).
         keep_steps: also return the output of every step ([steps, B, ...]).
         step_fn: called as step_fn(t0, outputs[chunk, B, ...]) after each chunk (accuracy per step
         without keeping every output).
@@ -168,6 +169,7 @@ class SpikingModel(nn.Module):
             if torch.is_floating_point(x) and not torch.isfinite(x).all():
                 raise ValueError("input contains NaN or Inf; the SNN (like the QANN) needs finite inputs")
         B = tensors[0].shape[0]
+        _alloc.tune()  # keep freed chunk-sized tensors mapped (converters/_alloc.py says why)
         net = self.net if entry is None else self.net.get_submodule(entry)
         kw = dict(forward_kw or {})
         if caches is not None:
@@ -264,11 +266,14 @@ class SpikingModel(nn.Module):
         return hook
 
 
-# Elements of the largest activation a chunk may hold.  Measured (eval/benchmarks/bench_snn.py,
-# small models, batch 32, one thread): chunks of 4-8 steps ran fastest, 32-64 up to 1.5x slower:
-# tensors past glibc's 32 MB mmap threshold are mapped and page-faulted afresh at every allocation,
-# and smaller ones stay in cache.  2^20 float64 elements is 8 MB.
-_CHUNK_ELEMENTS = 2**20
+# Elements of the largest neuron input a chunk may hold (2^19 float64 = 4 MB).  Larger chunks
+# spend less Python per step but their tensors fall out of the caches: the GEMMs (K = 64-256, so
+# bound by writing their outputs), the float64 epilogues and the non-spiking units then cost more
+# per element than in the QANN.  Measured (bench_snn's models, batch 32, one thread, largest input
+# 2^17 elements per step): 2-4 steps per chunk ran fastest, 1 step 10-20% slower (Python per
+# step), 8 steps 5-15% slower; 32-64 steps up to 1.5x slower before the allocator settings of
+# converters/_alloc.py (glibc unmapped and page-faulted tensors over 32 MB at every allocation).
+_CHUNK_ELEMENTS = 2**19
 _CHUNK_MAX = 8
 
 

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snmfm import _kernels
+
 QUANT_MODES = ("off", "calib", "fake", "int")
 
 
@@ -49,20 +51,60 @@ _F32_EXACT = 2**24  # every integer of magnitude <= 2^24 is exact in float32
 
 
 def int_matmul(a: torch.Tensor, b: torch.Tensor, bound: float,
-               scale: torch.Tensor | None = None) -> torch.Tensor:
-    """a @ b for integer-valued float tensors (float32 or float64), exactly; times `scale` if
-    given.  `bound` >= max |a| * max |b| * K bounds every partial sum; when it is below 2^24 the
-    float32 GEMM is exact too (and about twice as fast), otherwise float64 (exact below 2^53).
-    The result is float64 (float32 -> float64 is exact), scaled in place: one temporary fewer
-    than `acc * scale` on the SNN's large time-batched tensors.  The QANN and the SNN both call
-    this, with the same bound."""
-    if bound < _F32_EXACT:
-        acc = (a.to(torch.float32) @ b.to(torch.float32)).to(torch.float64)
-    elif bound >= 2**53:
+               scale: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b for integer-valued float tensors (float32 or float64), exactly; times `scale`, plus
+    `bias` (along the last axis), if given.  `bound` >= max |a| * max |b| * K bounds every partial
+    sum; when it is below 2^24 the float32 GEMM is exact too (and about twice as fast), otherwise
+    float64 (exact below 2^53).  The result is float64 (float32 -> float64 is exact), computed as
+    float64(acc) * scale, rounded, + bias, rounded: on the CPU in one fused pass
+    (snmfm._kernels.dequant), elsewhere by torch in place; the two give the same bits.  The QANN
+    and the SNN both call this, with the same bound."""
+    if bound >= 2**53:
         raise OverflowError(f"integer accumulation bound {bound:.3g} exceeds float64's exact range")
+    if bound < _F32_EXACT:
+        acc = a.to(torch.float32) @ b.to(torch.float32)
+        fused = _fused_epilogue(acc, scale, bias)
+        if fused is not None:
+            return fused
+        acc = acc.to(torch.float64)
     else:
         acc = a.to(torch.float64) @ b.to(torch.float64)
-    return acc if scale is None else acc.mul_(scale)
+    if scale is not None:
+        acc.mul_(scale)
+    if bias is not None:
+        acc.add_(bias.detach().to(torch.float64))
+    return acc
+
+
+def _fused_epilogue(acc: torch.Tensor, scale, bias) -> torch.Tensor | None:
+    """float64(acc) * scale + bias in one numba pass, for a float32 CPU accumulator whose scale is
+    a scalar or a vector along the last axis; None where that does not apply (torch does it)."""
+    if not _kernels.available() or acc.device.type != "cpu" or acc.dim() < 1 or acc.numel() == 0:
+        return None
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (acc, scale, bias)):
+        return None  # autograd needs torch's ops
+    N = acc.shape[-1]
+    if scale is None:
+        s = _ONE
+    elif scale.dim() == 0 or (scale.dim() == 1 and scale.shape[0] in (1, N)):
+        s = scale.detach().to(torch.float64).reshape(-1)
+    else:
+        return None
+    if bias is None:
+        bb = _NO_BIAS
+    elif bias.dim() == 1 and bias.shape[0] == N:
+        bb = bias.detach().to(torch.float64)
+    else:
+        return None
+    acc = acc.contiguous()
+    out = torch.empty(acc.shape, dtype=torch.float64)
+    _kernels.dequant(acc.view(-1, N).numpy(), s.contiguous().numpy(), bb.contiguous().numpy(),
+                     out.view(-1, N).numpy())
+    return out
+
+
+_ONE = torch.ones(1, dtype=torch.float64)
+_NO_BIAS = torch.zeros(0, dtype=torch.float64)
 
 
 def _absmax_code(q) -> int:
@@ -225,11 +267,8 @@ class QuantLinear(_IntWeight):
             return self.linear(x)
         if not self.is_int:
             raise RuntimeError("QuantLinear in int mode has no integer weights; call snmfm.compress.quantize")
-        y = int_matmul(self.quant.codes(x), self.w_int.t(), self.acc_bound(),
-                       scale=self.quant.scale * self.w_scale)
-        if self.linear.bias is not None:
-            y.add_(self.linear.bias.detach().to(torch.float64))
-        return y
+        return int_matmul(self.quant.codes(x), self.w_int.t(), self.acc_bound(),
+                          scale=self.quant.scale * self.w_scale, bias=self.linear.bias)
 
 
 class QuantConv2d(_IntWeight):

@@ -206,12 +206,31 @@ def test_kernel_path_equals_torch_path_outputs_and_trace(name, a_bits, T):
     _assert_same_trace(fast.trace, ref.trace)
 
 
+@pytest.mark.parametrize("name,a_bits", [("vit", 4), ("decoder", 6), ("multimodal", 4)])
+def test_kernel_path_without_trace_equals_torch_path(name, a_bits):
+    """record=False takes the kernel's lighter no-trace loop: the same outputs at every step, the
+    same number of steps and the same T_settle as the torch path."""
+    torch.manual_seed(4)
+    m = build_model(name, "tiny")
+    inputs = {"vit": (torch.rand(3, 1, 8, 8) * 16,), "decoder": (torch.randint(0, 256, (3, 9)),),
+              "multimodal": (torch.rand(3, 1, 8, 8) * 16, torch.randint(0, 64, (3, 4)))}[name]
+    q = _qann(m, *inputs, a_bits=a_bits)
+    fast, ref = _run_both(q, inputs, record=False)
+    assert fast.trace is None and ref.trace is None
+    assert torch.equal(fast.per_step, ref.per_step)
+    assert (fast.steps, fast.t_settle) == (ref.steps, ref.t_settle)
+    assert torch.equal(fast.output, q(*inputs))
+    traced = convert(q).run(*inputs)
+    assert (traced.steps, traced.t_settle) == (fast.steps, fast.t_settle)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 9), st.integers(1, 4), st.integers(1, 7), st.integers(2, 8), st.booleans(),
-       st.integers(0, 2**31 - 1))
-def test_kernel_neuron_equals_torch_neuron_on_random_chunks(T, B, D, bits, signed, seed):
+       st.integers(0, 2**31 - 1), st.booleans())
+def test_kernel_neuron_equals_torch_neuron_on_random_chunks(T, B, D, bits, signed, seed, record):
     """One IF layer over two chunks of random inputs: same counts, spikes, rows, updates and
-    per-sample last spikes from the kernel and from torch."""
+    per-sample last spikes from the kernel and from torch (with a recorder); without one, the
+    same counts, last spike step and quiet flag after each chunk."""
     from converters import _kernels
     from converters.neurons import IFNeuron
     from converters.trace import TraceRecorder
@@ -222,24 +241,31 @@ def test_kernel_neuron_equals_torch_neuron_on_random_chunks(T, B, D, bits, signe
     q.mode = "int"
     q.scale = torch.tensor(0.37, dtype=torch.float64)
     xs = [torch.randn(T * B, 3, D, generator=g, dtype=torch.float64) * 2 ** bits * 0.2 for _ in range(2)]
-    outs, recs = [], []
+    xs[1][: B] = xs[0][-B:]  # the second chunk starts where the first ended: quiet rows occur
+    outs, recs, flags = [], [], []
     for disabled in (False, True):
         _kernels._DISABLED = disabled
         try:
             n = IFNeuron(q, "site")
-            n.recorder = TraceRecorder(B)
+            n.recorder = TraceRecorder(B) if record else None
             n.steps = T
-            res = []
+            res, fl = [], []
             for i, x in enumerate(xs):
                 n.step0 = i * T
-                n.recorder.step0 = i * T
+                if record:
+                    n.recorder.step0 = i * T
                 res.append(n.codes(x).to(torch.float64))
+                fl.append((n.last_step_quiet, None if record else n.last_spike_step))
             outs.append(torch.cat(res))
-            recs.append(n.recorder.finish(2 * T))
+            flags.append(fl)
+            if record:
+                recs.append(n.recorder.finish(2 * T))
         finally:
             _kernels._DISABLED = False
     assert torch.equal(outs[0], outs[1])
-    _assert_same_trace(recs[0], recs[1])
+    assert flags[0] == flags[1]
+    if record:
+        _assert_same_trace(recs[0], recs[1])
 
 
 def test_auto_chunks_probe_then_bounded_steps_and_explicit_chunk_is_checked():

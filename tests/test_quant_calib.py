@@ -4,6 +4,8 @@ windows still converts to an SNN that reproduces it exactly."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 
@@ -129,3 +131,34 @@ def test_shifted_windows_survive_save_and_load(vit_qann, tmp_path):
     for (n, a), (_, b) in zip(quantizers(qann), quantizers(back)):
         assert (a.qmin, a.qmax, a.bits, float(a.scale)) == (b.qmin, b.qmax, b.bits, float(b.scale)), n
     assert torch.equal(back(x), qann(x))
+
+
+# ---- the fused GEMM epilogue ------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 37), st.integers(1, 19), st.integers(1, 70), st.sampled_from(["none", "scalar", "vector"]),
+       st.booleans(), st.integers(0, 2**31 - 1))
+def test_fused_epilogue_gives_the_torch_bits(R, K, N, scale_kind, with_bias, seed):
+    """int_matmul's one-pass numba epilogue (float64(acc) * scale + bias) equals torch's three
+    in-place passes bit for bit, on odd shapes (vector body and scalar tail alike), so a QANN and
+    an SNN agree whichever path runs them."""
+    from snmfm import _kernels
+    from snmfm.nn import int_matmul
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(-128, 128, (R, K), generator=g).to(torch.float32)
+    b = torch.randint(-128, 128, (K, N), generator=g).to(torch.float64)
+    scale = {"none": None, "scalar": torch.rand((), generator=g, dtype=torch.float64) / 7,
+             "vector": torch.rand(N, generator=g, dtype=torch.float64) / 7}[scale_kind]
+    bias = torch.randn(N, generator=g) * 3 if with_bias else None
+    bound = 128 * 128 * K
+    assert _kernels.available()
+    fused = int_matmul(a, b, bound, scale=scale, bias=bias)
+    _kernels._DISABLED = True
+    try:
+        ref = int_matmul(a, b, bound, scale=scale, bias=bias)
+    finally:
+        _kernels._DISABLED = False
+    assert fused.dtype == ref.dtype == torch.float64
+    assert torch.equal(fused, ref)
+    acc = a.to(torch.float64) @ b
+    want = acc * (1.0 if scale is None else scale) + (0.0 if bias is None else bias.to(torch.float64))
+    assert torch.allclose(fused, want, rtol=1e-12, atol=1e-9)

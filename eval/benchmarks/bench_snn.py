@@ -258,11 +258,21 @@ def run_task(spec: dict, isolate: bool = True) -> dict:
     return json.loads(lines[-1])
 
 
+def _alloc_on() -> bool:
+    from converters import _alloc
+    return _alloc.enabled() and _alloc._glibc() is not None
+
+
 def _worker(spec_json: str) -> None:
     import warnings
     import torch
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
+    # Every process (QANN, snmfm SNN, SpikingJelly) runs under the same glibc allocator settings
+    # that SpikingModel.run applies (converters/_alloc.py), so none is timed with page faults
+    # the others are spared.
+    from converters import _alloc
+    _alloc.tune()
     spec = json.loads(spec_json)
     print(json.dumps(TASKS[spec["task"]](spec)), flush=True)
 
@@ -394,7 +404,8 @@ def main(argv=None) -> dict:
     from eval.benchmarks._sj_compare import have_spikingjelly
     commit = _commit()
     print(f"# bench_snn at {commit}: 1 torch thread per measurement, times = median {a.clock} ms over "
-          f"{repeats} repeats; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+          f"{repeats} repeats; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"glibc allocator tuning {'on' if _alloc_on() else 'off'} in every process", flush=True)
     out = {"clock": a.clock, "repeats": repeats, "loadavg_start": os.getloadavg(), "commit": commit,
            "models": [], "spikingjelly": []}
 
