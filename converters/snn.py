@@ -109,15 +109,18 @@ class SNNResult:
 
 
 def _chunk_sizes(limit: int, cap: int, first: int):
-    """Time steps per chunk: `first` steps (in chunks of at most `cap`), then 1, 2, 4, ... (<= cap):
-    a network that settles right after `first` is seen quiet one step later, not a chunk later."""
+    """Time steps per chunk: `first` steps (in chunks of at most `cap`), then 1, 1, 2, 2, 4, 4, ...
+    (<= cap): a network that settles a few steps after `first` (the depth of the network, at
+    4-bit activations often 1-3 steps) is seen quiet one step later, and a long tail still runs in
+    growing chunks, overshooting its settling step by at most about a third."""
     left = max(1, min(first, limit))
     while left > 0:
         yield min(left, cap)
         left -= min(left, cap)
     k = 1
     while True:
-        yield max(1, min(k, cap))
+        for _ in range(2):
+            yield max(1, min(k, cap))
         k *= 2
 
 
@@ -186,8 +189,8 @@ class SpikingModel(nn.Module):
         prefix = "" if entry is None else entry + "."
         neurons = [(prefix + n, m) for n, m in net.named_modules() if isinstance(m, IFNeuron)]
         # Until quiet: no neuron can settle before it has walked to its largest code, so the first
-        # chunks cover that walk; later chunks grow geometrically (1, 2, 4, ...) so at most about
-        # as many steps are simulated past the settling step as before it.
+        # chunks cover that walk; later chunks grow geometrically (1, 1, 2, 2, 4, 4, ...) so few
+        # steps are simulated past the settling step (`_chunk_sizes`).
         levels = max((max(abs(n.qmin), n.qmax) for _, n in neurons), default=1)
         first = levels + 2 if T is None else limit
         sizes = None if auto else _chunk_sizes(limit, cap, first=first)

@@ -104,7 +104,7 @@ class TraceRecorder:
         self.rows: dict[str, dict[str, list]] = {}
         self.kinds: dict[str, str] = {}
         self.shapes: dict[str, tuple] = {}
-        self.last_spike_step = torch.full((n_samples,), -1, dtype=torch.long)
+        self.last_spike_step = np.full(n_samples, -1, dtype=np.int64)
         self.step0 = 0  # global index of the chunk's first step
         self.prev_inputs: dict[str, torch.Tensor] = {}
 
@@ -119,13 +119,15 @@ class TraceRecorder:
     def neuron_counts(self, name: str, shape: tuple, stats: np.ndarray, last: np.ndarray) -> None:
         """A neuron site's counters for one chunk: stats int64 [T, 4] per step (+1 spikes, -1
         spikes, active rows, neuron updates); last int64 [B], per sample the last step of the
-        chunk (0-based, -1 none) with a spike."""
-        last = torch.from_numpy(np.asarray(last, dtype=np.int64))
-        last = torch.where(last >= 0, last + self.step0, torch.full_like(last, -1))
-        self.last_spike_step = torch.maximum(self.last_spike_step, last)
-        stats = np.asarray(stats, dtype=np.int64)
-        self._append(name, "neuron", shape, pos=stats[:, 0].copy(), neg=stats[:, 1].copy(),
-                     active_rows=stats[:, 2].copy(), updates=stats[:, 3].copy())
+        chunk (0-based, -1 none) with a spike.  Called once per layer and chunk: numpy only, and
+        `stats` is kept as it is (its columns are split in `finish`)."""
+        last = np.asarray(last, dtype=np.int64)
+        np.maximum(self.last_spike_step, np.where(last >= 0, last + self.step0, -1), out=self.last_spike_step)
+        if name not in self.rows:
+            self.rows[name] = {"stats": []}
+            self.kinds[name] = "neuron"
+            self.shapes[name] = shape
+        self.rows[name]["stats"].append(np.asarray(stats, dtype=np.int64))
 
     def neuron(self, name: str, n: torch.Tensor, n0: torch.Tensor, r: torch.Tensor) -> None:
         """The same counters from tensors (the torch path): n [T, B, ...] integer counts after
@@ -188,8 +190,12 @@ class TraceRecorder:
     def finish(self, steps: int) -> ActivityTrace:
         sites = {}
         for name, r in self.rows.items():
-            arrs = {k: np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in v])
-                    for k, v in r.items()}
+            if "stats" in r:  # neuron sites: [steps, 4] per chunk
+                st = np.concatenate(r["stats"], 0)
+                arrs = {k: np.ascontiguousarray(st[:, i]) for i, k in enumerate(("pos", "neg", "active_rows", "updates"))}
+            else:
+                arrs = {k: np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in v])
+                        for k, v in r.items()}
             sites[name] = SiteActivity(kind=self.kinds[name], shape=self.shapes[name], **arrs)
         last = self.last_spike_step + 1  # steps are 1-based: t_settle = last step with a spike
         t_settle = int(last.max()) if steps > int(last.max()) else None

@@ -282,6 +282,20 @@ def test_auto_chunks_probe_then_bounded_steps_and_explicit_chunk_is_checked():
         snn.run(x, chunk=0)
 
 
+def test_chunk_schedule_covers_the_walk_then_grows_slowly():
+    """The walk of `first` steps in chunks of at most `cap`, then 1, 1, 2, 2, 4, 4, ... (<= cap):
+    a network that settles s steps after the walk runs at most about s/2 + 1 steps past it."""
+    from itertools import islice
+    from converters.snn import _chunk_sizes
+    assert list(islice(_chunk_sizes(1000, 8, first=19), 12)) == [8, 8, 3, 1, 1, 2, 2, 4, 4, 8, 8, 8]
+    assert list(islice(_chunk_sizes(5, 8, first=19), 3)) == [5, 1, 1]  # the walk is cut at the limit
+    for extra in range(1, 60):  # settles `extra` steps after a walk of 19; quiet one step later
+        done, sizes = 0, _chunk_sizes(1000, 8, first=19)
+        while done < 19 + extra + 1:
+            done += next(sizes)
+        assert done - (19 + extra) <= max(1, extra // 2 + 1), (extra, done)
+
+
 def test_unsupported_module_is_named_with_supported_list():
     class Odd(nn.Module):
         def __init__(self):
