@@ -282,6 +282,26 @@ def test_auto_chunks_probe_then_bounded_steps_and_explicit_chunk_is_checked():
         snn.run(x, chunk=0)
 
 
+def test_trace_recorder_grows_one_buffer_per_site_and_keeps_every_step():
+    """Counters of many chunks go into one growing array per site (no small object per chunk that
+    would fragment the heap: see TraceRecorder), and `finish` returns every step in order."""
+    import numpy as np
+    from converters.trace import TraceRecorder
+    rec = TraceRecorder(2)
+    rng = np.random.default_rng(0)
+    chunks = [rng.integers(0, 100, (int(rng.integers(1, 9)), 4)) for _ in range(60)]
+    for i, c in enumerate(chunks):
+        rec.step0 = sum(len(x) for x in chunks[:i])
+        rec.neuron_counts("n", (3,), c, np.array([len(c) - 1, -1]))
+    assert isinstance(rec.rows["n"][0], np.ndarray) and len(rec.rows) == 1
+    steps = sum(len(c) for c in chunks)
+    tr = rec.finish(steps + 1)
+    want = np.concatenate(chunks)
+    for i, k in enumerate(("pos", "neg", "active_rows", "updates")):
+        assert getattr(tr.sites["n"], k).tolist() == want[:, i].tolist()
+    assert tr.t_settle_per_sample == [steps, 0] and tr.t_settle == steps
+
+
 def test_chunk_schedule_covers_the_walk_then_grows_slowly():
     """The walk of `first` steps in chunks of at most `cap`, then 1, 1, 2, 2, 4, 4, ... (<= cap):
     a network that settles s steps after the walk runs at most about s/2 + 1 steps past it."""
