@@ -58,7 +58,8 @@ def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, 
     into a small buffer that stays in L1, the walk with its counters as int32 sums, then (trace
     only, and only for a sample that spiked) which rows spiked.  Keeping those apart matters: the
     counters per row inside the walk (a short inner loop with a reduction and a branch per row)
-    kept the walk scalar, 3-4x slower (measured, scratch micro-benchmark, M = 133,120).
+    kept the walk scalar, 3-4x slower.  Measured (M = 133,120 neurons, 8 steps, one core): 1.3 ns
+    per neuron and step without the trace, 1.7 with it (was 4.6-5.6 for the per-row version).
     """
     T, M = x.shape
     B = M // per_sample
@@ -100,12 +101,11 @@ def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, 
                 neg += (a - net) // 2
                 upd += u
                 if a > 0:
-                    for q in range(0, per_sample, row_len):
-                        acc = np.int32(0)
+                    for q in range(0, per_sample, row_len):  # stop at a row's first spike
                         for k in range(q, q + row_len):
-                            acc |= spk[k]
-                        if acc != 0:
-                            rows += 1
+                            if spk[k] != 0:
+                                rows += 1
+                                break
             else:
                 for e in range(per_sample):
                     c = n[o + e]
