@@ -13,26 +13,17 @@ counts are the same integers; tests/test_convert.py checks the kernels against t
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-try:  # numba is a core dependency; the torch path stays as the fallback and as the reference
-    import numba
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
+# numba is a core dependency; the torch path stays as the fallback and as the reference.  The
+# import and the jit settings are snmfm's (snmfm/_kernels.py); the switch below is this module's.
+from snmfm._kernels import _njit, numba
 
 _DISABLED = False  # tests flip this to compare the torch path with the kernels
 
 
 def available() -> bool:
     return numba is not None and not _DISABLED
-
-
-def _njit(fn):
-    if numba is None:
-        return fn
-    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
 
 
 @_njit

@@ -152,6 +152,7 @@ class IFNeuron(nn.Module):
         which nn.Module.__setattr__ and numpy allocations were most)."""
         T = self.steps
         B = x.shape[0] // T
+        x = x.detach()
         xs = (x if x.dtype == torch.float64 else x.to(torch.float64)).reshape(T, -1)
         if not xs.is_contiguous():  # e.g. q, k, v of attention: one copy into the neurons' order
             xs = xs.contiguous()
