@@ -1,4 +1,9 @@
-"""Signed integrate-and-fire neurons (ST-BIF, as in SpikeZIP-TF, You et al., ICML 2024).
+"""Spiking units standing where QANN quantizers stood; the default coding's neuron, the signed
+integrate-and-fire neuron (ST-BIF, as in SpikeZIP-TF, You et al., ICML 2024), in detail.
+
+`IFNeuron` is the unit of every coding: it computes each step's target r_t (the QANN code of the
+accumulated input) and delegates the count's update rule to its coding (converters.codings:
+binary, graded, sigma-delta); what follows is the binary rule.
 
 State of one neuron: membrane V, running spike count n.  Threshold s (the quantizer step),
 range [qmin, qmax] (the quantizer's integer range).
@@ -34,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters import _kernels
+from converters import _kernels, codings
 from snmfm.nn import Quantizer
 
 
@@ -70,7 +75,7 @@ def track_counts(targets: torch.Tensor, n0: torch.Tensor) -> torch.Tensor:
 
 
 _NO_INT = np.zeros(0, np.int32)        # rprev when there is no trace (the kernel does not read it)
-_NO_STATS = np.zeros((0, 4), np.int64)  # stats when there is no trace (the kernel does not write)
+_NO_STATS = np.zeros((0, 5), np.int64)  # stats when there is no trace (the kernel does not write)
 
 
 def _count_dtype(qmin: int, qmax: int) -> torch.dtype:
@@ -79,19 +84,25 @@ def _count_dtype(qmin: int, qmax: int) -> torch.dtype:
 
 
 class IFNeuron(nn.Module):
-    """A signed IF neuron layer standing where a QANN `Quantizer` stood.
+    """A layer of spiking units standing where a QANN `Quantizer` stood (the name is historical:
+    with the default binary coding they are signed IF neurons).
 
     The spiking model runs a chunk of `steps` time steps as one batch of size steps * B (time-major);
-    the layer receives each step's accumulated pre-activation and returns each step's accumulated
-    spike count (times s, like the quantizer), keeping its count between chunks.  It records its
-    spikes into the ActivityTrace of the running model."""
+    the layer receives each step's accumulated pre-activation and returns each step's count (times
+    s, like the quantizer), keeping its count between chunks.  How the count follows the target is
+    the coding's rule (`self.coding`, converters.codings); the layer records its events into the
+    ActivityTrace of the running model."""
 
-    def __init__(self, q: Quantizer, name: str = ""):
+    def __init__(self, q: Quantizer, name: str = "", coding=None):
         super().__init__()
         if q.mode != "int":
             raise ValueError(f"quantizer {name!r} is not quantized (mode {q.mode!r}); "
                              "convert a QANN made by snmfm.compress.quantize")
         self.name = name
+        self.spec = q.spec()
+        self.coding = codings.get(codings.DEFAULT if coding is None else coding)
+        self.coding.check(self.spec, name)
+        self.payload_bits = self.coding.payload_bits(self.spec)
         self.signed = q.signed
         self.bits = q.bits
         self.qmin, self.qmax = q.qmin, q.qmax
@@ -99,6 +110,8 @@ class IFNeuron(nn.Module):
         self.mode = "int"  # consumers check quant.mode == "int" and call codes()
         self.steps = 1
         self.recorder = None
+        self.gate = None  # gated codings: the run's shared [steps, B] "earlier sites settled" mask
+        self.carry: torch.Tensor | None = None  # counts kept from the previous input of a stream
         self.count: torch.Tensor | None = None  # [B, ...] count after the last step run
         self.reset()
         # (settled counts [B, ...] of the leading positions, axis) for a run with a KV cache
@@ -109,9 +122,12 @@ class IFNeuron(nn.Module):
         return float(self.scale)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold:.4g}, range=[{self.qmin}, {self.qmax}]"
+        return f"coding={self.coding.name}, threshold={self.threshold:.4g}, range=[{self.qmin}, {self.qmax}]"
 
-    def reset(self) -> None:
+    def reset(self, carry: bool = False) -> None:
+        """Forget the run's state.  carry: keep the final counts as the next run's starting
+        counts (a stream under a coding that keeps state)."""
+        self.carry = self.count if carry and self.count is not None else None
         self.count = None
         self.input_numel = 0
         self._kstate = None  # kernel path: threshold, range, counts, last targets, ...
@@ -120,10 +136,18 @@ class IFNeuron(nn.Module):
         self.step0 = 0
         self.settled = None
 
+    @property
+    def starts_settled(self) -> bool:
+        """Some counts start this run at a value the inputs already had (KV cache, stream)."""
+        return self.settled is not None or self.carry is not None
+
     def initial_count(self, like: torch.Tensor) -> torch.Tensor:
-        """Count [B, ...] before the first step of a run: 0, except the settled leading positions
-        (`self.settled`), which start at their final count of the run that computed them."""
+        """Count [B, ...] before the first step of a run: 0, or the counts carried from the previous
+        input of a stream when the shape is the same; then the settled leading positions
+        (`self.settled`) at their final count of the run that computed them."""
         n0 = torch.zeros_like(like)
+        if self.carry is not None and tuple(self.carry.shape) == tuple(like.shape):
+            n0.copy_(self.carry.to(n0.dtype))
         if self.settled is not None:
             counts, axis = self.settled
             n0.narrow(axis, 0, counts.shape[axis]).copy_(counts)
@@ -171,15 +195,16 @@ class IFNeuron(nn.Module):
         # float32 holds every count exactly (|count| < 2^24) and is what the consumers' exact
         # GEMMs read (snmfm.nn.int_matmul), so no float64 copy is written and converted back
         out = torch.empty((T, M), dtype=torch.float32)
-        stats = np.empty((T, 4), np.int64) if rec is not None else _NO_STATS
-        t_last = _kernels.if_chunk(xs.numpy(), st["s"], st["qmin"], st["qmax"], n, st["rprev"], st["row"],
-                                   M // B, out.numpy(), stats, st["last"], rec is not None)
+        stats = np.empty((T, 5), np.int64) if rec is not None else _NO_STATS
+        gate = None if self.gate is None else self.gate.numpy()
+        t_last = self.coding.kernel(xs.numpy(), st["s"], st["qmin"], st["qmax"], n, st["rprev"], st["row"],
+                                    M // B, out.numpy(), stats, st["last"], rec is not None, gate)
         st["n"] = n
         d = self.__dict__  # plain attributes, set without nn.Module.__setattr__'s checks
         d["count"] = torch.from_numpy(n).view(st["shape"])
         d["last_step_quiet"] = t_last != T - 1
         if rec is not None:
-            rec.neuron_counts(self.name, st["shape"][1:], stats, st["last"])
+            rec.neuron_counts(self.name, st["shape"][1:], stats, st["last"], payload_bits=self.payload_bits)
         elif t_last >= 0:
             d["last_spike_step"] = self.step0 + t_last + 1
         return out.view(x.shape)
@@ -193,12 +218,12 @@ class IFNeuron(nn.Module):
             n0 = self.count.to(r.dtype)
         else:
             n0 = self.initial_count(r[0])
-            if self.settled is not None and self.recorder is not None:
+            if self.starts_settled and self.recorder is not None:
                 # settled positions' inputs have not changed since their run: no neuron update
-                self.recorder.prev_inputs.setdefault(self.name, n0.clone())
-        n = track_counts(r, n0)
+                self.recorder.prev_inputs[self.name] = n0.clone()
+        n = self.coding.advance(r, n0, self.gate)
         if self.recorder is not None:
-            self.recorder.neuron(self.name, n, n0, r)
+            self.recorder.neuron(self.name, n, n0, r, payload_bits=self.payload_bits)
         before_last = n[-2] if T > 1 else n0
         self.last_step_quiet = bool(torch.equal(n[-1], before_last))
         if self.recorder is None:  # the trace knows; without one, find the last step with a spike

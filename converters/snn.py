@@ -1,7 +1,8 @@
 """QANN -> SNN: `convert` and the time-batched `SpikingModel`.
 
-`convert(qann)` deep-copies the QANN and puts a signed IF neuron (`IFNeuron`) wherever a quantizer
-stood.  Every other operation is unchanged, and in the spiking model each of them is applied to the
+`convert(qann, coding=...)` deep-copies the QANN and puts a spiking unit (`IFNeuron`) of one coding
+(converters.codings: "binary" signed IF neurons by default, "graded", "sigma-delta") wherever a
+quantizer stood.  Every other operation is unchanged, and in the spiking model each of them is applied to the
 *accumulated* spike counts of its inputs at each time step:
 
 * linear / conv / embedding layers on counts: W @ n_t = sum over steps of W @ spikes, exactly (integer
@@ -14,7 +15,12 @@ stood.  Every other operation is unchanged, and in the spiking model each of the
 
 Time-batched: a chunk of `steps` time steps runs as one batch of steps * B inputs (time-major), so
 each layer does one big matmul per chunk and only the neurons loop over steps.  Chunks continue until
-the network is quiet (no spike in a step: from then on nothing changes) or until a fixed T.
+the network is quiet (no spike in a step: from then on nothing changes) or until a fixed T.  A
+coding whose counts reach their targets in one step (graded, sigma-delta) is quiet after step 1 by
+the proof in converters/codings/graded.py, so a run until quiet stops there.
+
+Streams (`stream(xs)`): one run per input; under a coding that keeps state (sigma-delta) every
+count starts at its final value of the previous input, so only changed codes send events.
 
 Incremental decoding (`run(..., caches=...)`): the caches hold the same real-valued keys and values
 of earlier positions as the QANN's (`DecoderLM.new_caches()`), taken from the last step of the runs
@@ -32,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from converters import _alloc
+from converters import _alloc, codings
 from converters.neurons import IFNeuron
 from converters.trace import ActivityTrace, TraceRecorder
 from snmfm.models.blocks import Attention
@@ -73,8 +79,12 @@ def _check_supported(qann: nn.Module) -> None:
                               f"Supported: {SUPPORTED}")
 
 
-def convert(qann: nn.Module) -> "SpikingModel":
-    """Convert a QANN (from `snmfm.compress.quantize`) into a SpikingModel that reproduces it exactly."""
+def convert(qann: nn.Module, coding="binary", **options) -> "SpikingModel":
+    """Convert a QANN (from `snmfm.compress.quantize`) into a SpikingModel that reproduces it exactly.
+
+    coding: a registered coding name (`converters.codings.names()`) or a Coding object; options
+    go to the coding (e.g. ``gate="settled"`` for binary)."""
+    coding = codings.get(coding, **options)
     qs = quantizers(qann)
     if not qs:
         raise ConversionError("model has no Quantizer sites: quantize it first "
@@ -84,15 +94,33 @@ def convert(qann: nn.Module) -> "SpikingModel":
             raise ConversionError(f"quantizer {name!r} is in mode {q.mode!r}, not 'int': the model is "
                                   "not a QANN; run snmfm.compress.quantize on the calibrated model")
     _check_supported(qann)
+    for name, q in qs:  # a site the coding cannot carry is named before anything is copied
+        try:
+            coding.check(q.spec(), name)
+        except ValueError as e:
+            raise ConversionError(str(e)) from e
     net = copy.deepcopy(qann).eval()
     for name, q in quantizers(net):
         parent_name, _, attr = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
-        setattr(parent, attr, IFNeuron(q, name))
-    snn = SpikingModel(net, meta=dict(getattr(qann, "snmfm_quant", {})))
-    # keep the QANN (not as a submodule) so the spiking model can be saved and its Workload extracted
-    object.__setattr__(snn, "source_qann", qann)
-    return snn
+        setattr(parent, attr, IFNeuron(q, name, coding))
+    return SpikingModel(net, meta=dict(getattr(qann, "snmfm_quant", {})), coding=coding, source_qann=qann)
+
+
+@dataclass
+class StreamResult:
+    """What `stream(xs)` returns: per input its output (== the QANN on that input), its trace (its
+    own steps), its T_settle and its number of steps."""
+
+    outputs: list
+    traces: list
+    t_settle: list
+    steps: list
+
+    @property
+    def events(self) -> list[int]:
+        """Events per input (summed over the batch), or [] without traces."""
+        return [t.total_events() for t in self.traces if t is not None]
 
 
 @dataclass
@@ -125,12 +153,20 @@ def _chunk_sizes(limit: int, cap: int, first: int):
 
 
 class SpikingModel(nn.Module):
-    """A converted model.  `run(*inputs, T=None)` simulates it; `T=None` runs until quiet."""
+    """A converted model.  `run(*inputs, T=None)` simulates it; `T=None` runs until quiet;
+    `stream(xs)` runs a sequence of inputs.  `coding` names its coding, `source_qann` is the QANN
+    it was converted from (kept out of the module tree: not a submodule, not in its state)."""
 
-    def __init__(self, net: nn.Module, meta: dict | None = None):
+    def __init__(self, net: nn.Module, meta: dict | None = None, coding=None, source_qann=None):
         super().__init__()
         self.net = net
         self.meta = meta or {}
+        self.coding_spec = codings.get(codings.DEFAULT if coding is None else coding)
+        self.__dict__["source_qann"] = source_qann  # plain attribute: not registered as a submodule
+
+    @property
+    def coding(self) -> str:
+        return self.coding_spec.name
 
     def neurons(self) -> list[tuple[str, IFNeuron]]:
         return [(n, m) for n, m in self.net.named_modules() if isinstance(m, IFNeuron)]
@@ -146,6 +182,11 @@ class SpikingModel(nn.Module):
             record: bool = True, keep_steps: bool = False, step_fn=None,
             caches: list[dict] | None = None, entry: str | None = None,
             forward_kw: dict | None = None) -> SNNResult:
+        return self._run(inputs, T=T, max_T=max_T, chunk=chunk, record=record, keep_steps=keep_steps,
+                         step_fn=step_fn, caches=caches, entry=entry, forward_kw=forward_kw)
+
+    def _run(self, inputs, *, T=None, max_T=4096, chunk=None, record=True, keep_steps=False, step_fn=None,
+             caches=None, entry=None, forward_kw=None, carry=False, prev_units=None) -> SNNResult:
         """Simulate on a batch of inputs (the model's positional inputs, batch first).
 
         T: fixed number of time steps; None runs until the network is quiet (at most max_T steps).
@@ -160,7 +201,9 @@ class SpikingModel(nn.Module):
         entry: run this submodule instead of the whole model (e.g. "decoder" of a MultimodalLM
         for decode steps after the image prefix is cached); its neurons alone decide quiet.
         forward_kw: further keyword arguments of the forward (not repeated over time; e.g.
-        ``{"start_pos": n}``)."""
+        ``{"start_pos": n}``).
+        (Internal, used by `stream`: carry starts every count at its final value of the previous
+        run; prev_units are the non-spiking units' previous inputs for the trace.)"""
         if T is not None and (not isinstance(T, int) or T < 1):
             raise ValueError(f"T must be an integer >= 1 (or None to run until quiet), got {T!r}")
         if max_T < 1:
@@ -188,16 +231,21 @@ class SpikingModel(nn.Module):
         cap = 1 if auto else min(chunk, limit)
         prefix = "" if entry is None else entry + "."
         neurons = [(prefix + n, m) for n, m in net.named_modules() if isinstance(m, IFNeuron)]
+        coding = self.coding_spec
+        if T is None and coding.one_step:
+            limit = 1  # quiet after step 1 (converters/codings/graded.py proves it)
         # Until quiet: no neuron can settle before it has walked to its largest code, so the first
         # chunks cover that walk; later chunks grow geometrically (1, 1, 2, 2, 4, 4, ...) so few
         # steps are simulated past the settling step (`_chunk_sizes`).
         levels = max((max(abs(n.qmin), n.qmax) for _, n in neurons), default=1)
         first = levels + 2 if T is None else limit
         sizes = None if auto else _chunk_sizes(limit, cap, first=first)
-        recorder = TraceRecorder(B) if record else None
+        recorder = TraceRecorder(B, coding.name) if record else None
+        if recorder is not None and prev_units:
+            recorder.prev_inputs.update(prev_units)
         hooks = []
         for name, n in neurons:
-            n.reset()
+            n.reset(carry=carry)
             n.recorder = recorder
         if caches is not None:
             for m in net.modules():
@@ -220,9 +268,11 @@ class SpikingModel(nn.Module):
                     sizes = _chunk_sizes(limit - done, cap, first=max(1, first - done))
                 steps = 1 if sizes is None else min(next(sizes), limit - done)
                 self._steps = steps
+                gate = torch.ones((steps, B), dtype=torch.uint8) if coding.gated else None
                 for _, n in neurons:
                     n.steps = steps
                     n.step0 = done
+                    n.gate = gate
                 if recorder is not None:
                     recorder.step0 = done
                 big = [_repeat(x, steps) if isinstance(x, torch.Tensor) else x for x in inputs]
@@ -237,7 +287,12 @@ class SpikingModel(nn.Module):
                     step_fn(done, y)
                 out = y[-1]
                 done += steps
-                if T is None:
+                if T is None and coding.one_step:
+                    quiet = True
+                elif T is None and gate is not None:
+                    # gated: quiet once every site is settled for every sample (binary.py)
+                    quiet = not neurons or bool(gate[-1].all())
+                elif T is None:
                     quiet = all(n.last_step_quiet for _, n in neurons)
         finally:
             for h in hooks:
@@ -245,18 +300,74 @@ class SpikingModel(nn.Module):
             for _, n in neurons:
                 n.recorder = None
                 n.settled = None
+                n.gate = None
+                n.carry = None
         if caches is not None:  # the settled (last-step) keys and values of every position
             for c, sc in zip(caches, step_caches):
                 c.update({k: v[-B:].clone() for k, v in sc.items()})
-        trace = recorder.finish(done) if recorder is not None else None
+        # quiet by proof at the last step run (a one-step coding): its last event is T_settle
+        proven = T is None and coding.one_step
+        trace = recorder.finish(done, settled=proven) if recorder is not None else None
         t_settle = trace.t_settle if trace is not None else None
         if T is None and not quiet:
             raise RuntimeError(f"the SNN did not go quiet within max_T={max_T} steps; raise max_T")
         if trace is None:  # no recorder: the neurons tracked their last spike
             last = max((n.last_spike_step for _, n in neurons), default=0)
-            t_settle = last if last < done else None
-        return SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
-                         per_step=torch.cat(kept) if keep_steps else None)
+            t_settle = last if last < done or proven else None
+        res = SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
+                        per_step=torch.cat(kept) if keep_steps else None)
+        if recorder is not None:
+            res.extra["unit_inputs"] = {k: v for k, v in recorder.prev_inputs.items()
+                                        if recorder.kinds.get(k) not in (None, "neuron")}
+        return res
+
+    @torch.no_grad()
+    def stream(self, xs, *, T: int | None = None, max_T: int = 4096, record: bool = True,
+               caches: list[dict] | None = None, entry: str | None = None, forward_kw=None) -> StreamResult:
+        """Run a sequence of inputs one after another: outputs[i] == the QANN on xs[i].
+
+        xs: a tensor [N, B, ...] (N inputs of one batch), or a list of inputs, each a tensor or a
+        tuple of the model's positional inputs, all of one shape.  Under a coding that keeps state
+        (sigma-delta) each input starts where the previous one ended (counts, and the non-spiking
+        units' previous inputs for the trace), so only codes that changed send events; other
+        codings run each input from zero, as run() does.
+        caches / entry: as in run(), shared by the inputs in order (a decoder fed one decode step
+        after another: caches grow by each step's positions).
+        forward_kw: a dict for every input, or a list of dicts, one per input (e.g. the
+        ``start_pos`` of each decode step)."""
+        items = [xs[i] for i in range(xs.shape[0])] if isinstance(xs, torch.Tensor) else list(xs)
+        if not items:
+            raise ValueError("stream needs at least one input")
+        items = [tuple(x) if isinstance(x, (tuple, list)) else (x,) for x in items]
+        sig0 = _signature(items[0])
+        for i, x in enumerate(items[1:], 1):
+            if _signature(x) != sig0:
+                raise ValueError(f"stream needs inputs of one shape: input 0 is {_describe(sig0)}, "
+                                 f"input {i} is {_describe(_signature(x))}; split the stream where the shape changes")
+        if isinstance(forward_kw, (list, tuple)):
+            if len(forward_kw) != len(items):
+                raise ValueError(f"forward_kw has {len(forward_kw)} entries for {len(items)} inputs")
+            kws = list(forward_kw)
+        else:
+            kws = [forward_kw] * len(items)
+        keep = self.coding_spec.keeps_state
+        outputs, traces, settle, steps = [], [], [], []
+        units = None
+        for i, (x, kw) in enumerate(zip(items, kws)):
+            r = self._run(x, T=T, max_T=max_T, record=record, caches=caches, entry=entry, forward_kw=kw,
+                          carry=keep and i > 0, prev_units=units if keep else None)
+            units = r.extra.pop("unit_inputs", None)
+            outputs.append(r.output)
+            traces.append(r.trace)
+            settle.append(r.t_settle)
+            steps.append(r.steps)
+        net = self.net if entry is None else self.net.get_submodule(entry)
+        for m in net.modules():  # the stream's state does not leak into a later run()
+            if isinstance(m, IFNeuron):
+                m.reset()
+        return StreamResult(outputs=outputs, traces=traces, t_settle=settle, steps=steps)
+
+    run.__doc__ = _run.__doc__
 
     def _unit_hook(self, recorder, name, kind):
         def hook(module, args):
@@ -285,6 +396,14 @@ def _auto_chunk(neurons, B: int, limit: int) -> int:
     seen in the probe) within _CHUNK_ELEMENTS, between 1 and _CHUNK_MAX."""
     largest = max((n.input_numel for _, n in neurons), default=1)
     return int(max(1, min(_CHUNK_MAX, limit, _CHUNK_ELEMENTS // max(1, largest))))
+
+
+def _signature(inputs: tuple) -> tuple:
+    return tuple((tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs)
+
+
+def _describe(sig: tuple) -> str:
+    return ", ".join(f"{list(s[0])} {str(s[1]).replace('torch.', '')}" if isinstance(s, tuple) else s for s in sig)
 
 
 def _repeat(x: torch.Tensor, steps: int) -> torch.Tensor:

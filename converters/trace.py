@@ -1,13 +1,16 @@
 """ActivityTrace: what the SNN did, per site and per time step, as counts (not tensors).
 
 Sites are named by module path in the QANN:
-* neuron sites (a former quantizer, e.g. ``trunk.blocks.0.attn.qkv.quant``): +1 and -1 spikes,
-  active rows (vectors over the last dim with at least one spike), neuron updates (neurons whose
-  input changed or that spiked this step);
+* neuron sites (a former quantizer, e.g. ``trunk.blocks.0.attn.qkv.quant``): events with positive
+  and with negative payload (binary: +1 and -1 spikes), the sum of |payload|, the bits of one
+  event's payload (`payload_bits`, per site), active rows (vectors over the last dim with at least
+  one event), neuron updates (neurons whose input changed or that sent an event this step);
 * non-spiking units (``trunk.blocks.0.ln1``, ``...attn.softmax``, ``...mlp.act``): calls, the rows
   whose input changed this step and so were re-evaluated by the digital unit;
 * embeddings (``embed.tok``): lookups (at step 1 only: tokens are presented once).
-All counts are summed over the `n_samples` inputs of the run.
+All counts are summed over the `n_samples` inputs of the run.  `trace.coding` names the coding
+(converters.codings) that produced it.  Schema ``snmfm.activity_trace/2``; ``/1`` files (binary
+spikes only) still load, as coding "binary" with payload_abs = pos + neg.
 """
 from __future__ import annotations
 
@@ -21,34 +24,50 @@ import torch
 from converters import _kernels
 
 SITE_KINDS = ("neuron", "nonspiking", "embed")
+SCHEMA = "snmfm.activity_trace/2"
+SCHEMAS_READ = ("snmfm.activity_trace/1", SCHEMA)
+_COUNTERS = ("pos", "neg", "active_rows", "updates", "payload_abs")  # recorder columns, in order
 
 
 @dataclass
 class SiteActivity:
     kind: str
     shape: tuple  # per-sample shape of the site's tensor
-    pos: np.ndarray = None          # +1 spikes per step
-    neg: np.ndarray = None          # -1 spikes per step
-    active_rows: np.ndarray = None  # rows with >= 1 spike (neurons) / re-evaluated rows (units)
+    pos: np.ndarray = None          # events with positive payload per step (binary: +1 spikes)
+    neg: np.ndarray = None          # events with negative payload per step (binary: -1 spikes)
+    active_rows: np.ndarray = None  # rows with >= 1 event (neurons) / re-evaluated rows (units)
     updates: np.ndarray = None      # neuron updates (neurons) / element evaluations (units)
     extra: dict = field(default_factory=dict)
+    payload_abs: np.ndarray = None  # sum of |payload| per step (binary: pos + neg)
+    payload_bits: int = 0           # bits of one event's payload (binary: 0, a bare ±1 spike)
+
+    def __post_init__(self):
+        if self.payload_abs is None and self.pos is not None and self.neg is not None:
+            self.payload_abs = np.asarray(self.pos, dtype=np.int64) + np.asarray(self.neg, dtype=np.int64)
+
+    @property
+    def events(self) -> np.ndarray:
+        """Messages sent per step (events of either payload sign)."""
+        return self.pos + self.neg
 
     @property
     def spikes(self) -> np.ndarray:
-        return self.pos + self.neg
+        """Alias of `events` (the name from when every event was a ±1 spike)."""
+        return self.events
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "shape": list(self.shape)}
-        for k in ("pos", "neg", "active_rows", "updates"):
+        for k in _COUNTERS:
             d[k] = getattr(self, k).tolist()
+        d["payload_bits"] = int(self.payload_bits)
         d["extra"] = self.extra
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SiteActivity":
-        return cls(kind=d["kind"], shape=tuple(d["shape"]),
-                   **{k: np.asarray(d[k], dtype=np.int64) for k in ("pos", "neg", "active_rows", "updates")},
-                   extra=d.get("extra", {}))
+        arrs = {k: np.asarray(d[k], dtype=np.int64) for k in _COUNTERS if k in d}
+        return cls(kind=d["kind"], shape=tuple(d["shape"]), **arrs, extra=d.get("extra", {}),
+                   payload_bits=int(d.get("payload_bits", 0)))
 
 
 @dataclass
@@ -58,29 +77,45 @@ class ActivityTrace:
     t_settle: int | None  # last step with any spike (None: not settled within `steps`)
     sites: dict[str, SiteActivity] = field(default_factory=dict)
     t_settle_per_sample: list[int] = field(default_factory=list)
+    coding: str = "binary"  # the coding that produced the trace (converters.codings)
+
+    def total_events(self) -> int:
+        """Messages sent by all neuron sites over the run (binary: spikes)."""
+        return int(sum(s.events.sum() for s in self.sites.values() if s.kind == "neuron"))
 
     def total_spikes(self) -> int:
-        return int(sum(s.spikes.sum() for s in self.sites.values() if s.kind == "neuron"))
+        """Alias of `total_events`."""
+        return self.total_events()
 
-    def spikes_per_step(self) -> np.ndarray:
+    def total_payload(self) -> int:
+        """Sum of |payload| over all events (binary: equals total_events)."""
+        return int(sum(s.payload_abs.sum() for s in self.sites.values() if s.kind == "neuron"))
+
+    def events_per_step(self) -> np.ndarray:
         out = np.zeros(self.steps, dtype=np.int64)
         for s in self.sites.values():
             if s.kind == "neuron":
-                out += s.spikes
+                out += s.events
         return out
 
+    def spikes_per_step(self) -> np.ndarray:
+        """Alias of `events_per_step`."""
+        return self.events_per_step()
+
     def to_dict(self) -> dict:
-        return {"schema": "snmfm.activity_trace/1", "n_samples": self.n_samples, "steps": self.steps,
+        return {"schema": SCHEMA, "coding": self.coding, "n_samples": self.n_samples, "steps": self.steps,
                 "t_settle": self.t_settle, "t_settle_per_sample": list(self.t_settle_per_sample),
                 "sites": {k: v.to_dict() for k, v in self.sites.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ActivityTrace":
-        if d.get("schema") != "snmfm.activity_trace/1":
-            raise ValueError(f"not an snmfm activity trace (schema {d.get('schema')!r})")
+        if d.get("schema") not in SCHEMAS_READ:
+            raise ValueError(f"not an snmfm activity trace (schema {d.get('schema')!r}; "
+                             f"readable: {', '.join(SCHEMAS_READ)})")
         return cls(n_samples=d["n_samples"], steps=d["steps"], t_settle=d["t_settle"],
                    sites={k: SiteActivity.from_dict(v) for k, v in d["sites"].items()},
-                   t_settle_per_sample=list(d.get("t_settle_per_sample", [])))
+                   t_settle_per_sample=list(d.get("t_settle_per_sample", [])),
+                   coding=d.get("coding", "binary"))
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict()))
@@ -99,15 +134,17 @@ class ActivityTrace:
 class TraceRecorder:
     """Collects counts while a SpikingModel runs chunk after chunk.
 
-    Per site the counters live in one int64 array [steps, 4] (+1 spikes, -1 spikes, active rows,
-    updates) that grows by doubling, and a unit's previous input in one buffer overwritten in
+    Per site the counters live in one int64 array [steps, 5] (events with positive / negative
+    payload, active rows, updates, sum of |payload|) that grows by doubling, and a unit's previous input in one buffer overwritten in
     place.  Why not a list of small arrays per chunk: small objects that outlive a chunk get carved
     out of the chunk's freed large tensors, so those cannot be reused by the next chunk and the
     heap grew by about 4 MB per time step (multimodal small, batch 32: 0.4 -> 1.6 GB over 258 steps;
     measured with VmRSS after each chunk)."""
 
-    def __init__(self, n_samples: int):
+    def __init__(self, n_samples: int, coding: str = "binary"):
         self.n_samples = n_samples
+        self.coding = coding
+        self.payload_bits: dict[str, int] = {}
         self.rows: dict[str, list] = {}  # name -> [counts int64 [capacity, 4], steps filled]
         self.kinds: dict[str, str] = {}
         self.shapes: dict[str, tuple] = {}
@@ -116,43 +153,50 @@ class TraceRecorder:
         self.prev_inputs: dict[str, torch.Tensor] = {}
 
     def _append(self, name: str, kind: str, shape: tuple, counts: np.ndarray) -> None:
-        """Add a chunk's counters, counts [T, 4] (pos, neg, active_rows, updates) per step."""
+        """Add a chunk's counters, counts [T, 5] (pos, neg, active_rows, updates, payload_abs) per
+        step; [T, 4] (a ±1 coding's counters) gets payload_abs = pos + neg."""
+        if counts.shape[1] == 4:
+            counts = np.concatenate([counts, counts[:, :1] + counts[:, 1:2]], 1)
         r = self.rows.get(name)
         if r is None:
-            r = self.rows[name] = [np.zeros((max(64, 2 * len(counts)), 4), dtype=np.int64), 0]
+            r = self.rows[name] = [np.zeros((max(64, 2 * len(counts)), 5), dtype=np.int64), 0]
             self.kinds[name] = kind
             self.shapes[name] = shape
         buf, n = r
         T = len(counts)
         if n + T > len(buf):
-            grown = np.zeros((max(2 * len(buf), n + T), 4), dtype=np.int64)
+            grown = np.zeros((max(2 * len(buf), n + T), 5), dtype=np.int64)
             grown[:n] = buf[:n]
             r[0] = buf = grown
         buf[n:n + T] = counts
         r[1] = n + T
 
-    def neuron_counts(self, name: str, shape: tuple, stats: np.ndarray, last: np.ndarray) -> None:
-        """A neuron site's counters for one chunk: stats int64 [T, 4] per step (+1 spikes, -1
-        spikes, active rows, neuron updates); last int64 [B], per sample the last step of the
-        chunk (0-based, -1 none) with a spike.  Called once per layer and chunk: numpy only."""
+    def neuron_counts(self, name: str, shape: tuple, stats: np.ndarray, last: np.ndarray,
+                      payload_bits: int = 0) -> None:
+        """A neuron site's counters for one chunk: stats int64 [T, 5] per step (events with
+        positive / negative payload, active rows, neuron updates, sum of |payload|; [T, 4] for ±1
+        spikes); last int64 [B], per sample the last step of the chunk (0-based, -1 none) with an
+        event.  Called once per layer and chunk: numpy only."""
+        self.payload_bits[name] = int(payload_bits)
         last = np.asarray(last, dtype=np.int64)
         np.maximum(self.last_spike_step, np.where(last >= 0, last + self.step0, -1), out=self.last_spike_step)
         self._append(name, "neuron", shape, stats)
 
-    def neuron(self, name: str, n: torch.Tensor, n0: torch.Tensor, r: torch.Tensor) -> None:
+    def neuron(self, name: str, n: torch.Tensor, n0: torch.Tensor, r: torch.Tensor,
+               payload_bits: int = 0) -> None:
         """The same counters from tensors (the torch path): n [T, B, ...] integer counts after
         each step, n0 [B, ...] count before the chunk, r [T, B, ...] the targets (QANN codes of
         the accumulated input)."""
         T, B = n.shape[:2]
-        o = torch.diff(n, dim=0, prepend=n0[None].to(n.dtype))  # spikes in {-1, 0, 1}
+        o = torch.diff(n.to(torch.int64), dim=0, prepend=n0[None].to(torch.int64))  # payloads
         spk = o.ne(0)
-        nnz = spk.reshape(T, -1).sum(1)
-        net = o.reshape(T, -1).sum(1, dtype=torch.int64)
-        pos, neg = (nnz + net) // 2, (nnz - net) // 2
+        pos = o.gt(0).reshape(T, -1).sum(1)
+        neg = o.lt(0).reshape(T, -1).sum(1)
+        pabs = o.abs().reshape(T, -1).sum(1)
         if o.dim() > 2:
             rows = spk.reshape(T, -1, o.shape[-1]).any(-1).reshape(T, -1).sum(1)
         else:
-            rows = nnz
+            rows = spk.reshape(T, -1).sum(1)
         # a neuron is updated when its input changed or it spiked (event-driven update)
         rprev = self.prev_inputs.get(name)
         r0 = rprev if rprev is not None else torch.zeros_like(r[0])
@@ -162,14 +206,16 @@ class TraceRecorder:
         per_sample = spk.reshape(T, B, -1).any(-1)  # [T, B]
         steps = torch.arange(T)[:, None].expand(T, B)
         last = torch.where(per_sample, steps, torch.full_like(steps, -1)).amax(0)
-        stats = torch.stack([pos, neg, rows, upd], 1).to(torch.int64).numpy()
-        self.neuron_counts(name, tuple(o.shape[2:]), stats, last.numpy())
+        stats = torch.stack([pos, neg, rows, upd, pabs], 1).to(torch.int64).numpy()
+        self.neuron_counts(name, tuple(o.shape[2:]), stats, last.numpy(), payload_bits)
 
     def unit(self, name: str, kind: str, x: torch.Tensor, T: int) -> None:
         """Non-spiking unit input x [T*B, ..., D]: rows whose input changed are re-evaluated."""
         x = x.detach()
         D = x.shape[-1]
         prev = self.prev_inputs.get(name)
+        if prev is not None and prev.numel() * T != x.numel():
+            prev = None  # the unit's input changed shape since the previous input of a stream
         if _kernels.available() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
             xs = x.reshape(T, -1).contiguous()
             first = torch.full_like(xs[0], float("nan")) if prev is None else prev.reshape(-1).to(xs.dtype)
@@ -189,24 +235,27 @@ class TraceRecorder:
             self.prev_inputs[name] = last.clone()
         else:
             prev.copy_(last)  # in place: no new long-lived allocation per chunk (class docstring)
-        counts = np.zeros((T, 4), dtype=np.int64)
+        counts = np.zeros((T, 5), dtype=np.int64)
         counts[:, 2] = n_rows
         counts[:, 3] = np.asarray(n_rows, dtype=np.int64) * D
         self._append(name, kind, shape, counts)
 
     def embed(self, name: str, ids: torch.Tensor, T: int) -> None:
         B = ids.shape[0] // T
-        counts = np.zeros((T, 4), dtype=np.int64)
+        counts = np.zeros((T, 5), dtype=np.int64)
         if self.step0 == 0:
             counts[0, 2:] = ids[:B].numel()
         self._append(name, "embed", tuple(ids.shape[1:]), counts)
 
-    def finish(self, steps: int) -> ActivityTrace:
+    def finish(self, steps: int, settled: bool = False) -> ActivityTrace:
+        """The trace of a run of `steps` steps; settled: the run is known to be quiet after its last
+        step (a one-step coding), so an event at the last step still gives a T_settle."""
         sites = {}
         for name, (buf, n) in self.rows.items():
-            arrs = {k: buf[:n, i].copy() for i, k in enumerate(("pos", "neg", "active_rows", "updates"))}
-            sites[name] = SiteActivity(kind=self.kinds[name], shape=self.shapes[name], **arrs)
+            arrs = {k: buf[:n, i].copy() for i, k in enumerate(_COUNTERS)}
+            sites[name] = SiteActivity(kind=self.kinds[name], shape=self.shapes[name], **arrs,
+                                       payload_bits=self.payload_bits.get(name, 0))
         last = self.last_spike_step + 1  # steps are 1-based: t_settle = last step with a spike
-        t_settle = int(last.max()) if steps > int(last.max()) else None
+        t_settle = int(last.max()) if steps > int(last.max()) or settled else None
         return ActivityTrace(n_samples=self.n_samples, steps=steps, t_settle=t_settle, sites=sites,
-                             t_settle_per_sample=[int(v) for v in last])
+                             t_settle_per_sample=[int(v) for v in last], coding=self.coding)

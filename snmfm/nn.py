@@ -26,6 +26,7 @@ models can find and charge them as digital units.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +124,27 @@ class _LSQRound(torch.autograd.Function):
         return g
 
 
+@dataclass(frozen=True)
+class QuantSpec:
+    """What a quantizer site *is*, as data: the integer window [qmin, qmax] of `bits`-bit codes
+    (signed or not) and the step `scale`.  The QANN computes codes(x) = clamp(floor(x/scale + 1/2),
+    qmin, qmax); a spiking coding (converters.codings) receives this spec per site."""
+
+    bits: int
+    signed: bool
+    qmin: int
+    qmax: int
+    scale: float
+
+    @property
+    def levels(self) -> int:
+        return self.qmax - self.qmin + 1
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "signed": self.signed, "qmin": self.qmin, "qmax": self.qmax,
+                "scale": self.scale}
+
+
 class Quantizer(nn.Module):
     """Activation quantizer  q(x) = s * clamp(floor(x/s + 1/2), qmin, qmax).
 
@@ -154,6 +176,13 @@ class Quantizer(nn.Module):
     @property
     def levels(self) -> int:
         return self.qmax - self.qmin + 1
+
+    def spec(self) -> QuantSpec:
+        """This site's quantization as a frozen QuantSpec (int mode: bits are set)."""
+        if self.bits is None:
+            raise RuntimeError("Quantizer.spec needs bits; quantize the model first (snmfm.compress.quantize)")
+        return QuantSpec(bits=int(self.bits), signed=bool(self.signed), qmin=int(self.qmin),
+                         qmax=int(self.qmax), scale=float(self.scale))
 
     # -- the QANN -----------------------------------------------------------------------------
     def codes(self, x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snmfm.models.mfm import DecoderLM, MultimodalLM
+from snmfm.protocols import is_time_stepped
 
 
 # ---- the call log --------------------------------------------------------------------------------
@@ -104,7 +105,8 @@ class DecodeResult:
 
 # ---- one member decoding a batch of sequences -----------------------------------------------------
 def is_spiking(model) -> bool:
-    return hasattr(model, "run") and hasattr(model, "net")
+    """A model that runs in time steps (snmfm.protocols.TimeStepped: a converters.SpikingModel)."""
+    return is_time_stepped(model)
 
 
 def model_form(model) -> str:

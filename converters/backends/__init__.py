@@ -15,6 +15,9 @@ What each framework can express (details in each module's docstring):
 | norse        | SNNCell(IAF step + reset_subtract)      | no        | no           | no -1, no saturation |
 | nir          | nir.IF (+ pulse channel for v0, bias)   | metadata  | metadata     | idem; import exact   |
 
+Codings: only the binary coding exports (every framework above sends ±1 spikes); a graded or
+sigma-delta SpikingModel raises a ValueError naming the coding and what can take it.
+
 `import_nir(path_or_graph)` reads an NIR graph back as a SpikingModel (exact for graphs snmfm wrote);
 `converters.backends.brian2.layer_network` simulates one layer in Brian2 as an independent check.
 """
@@ -27,6 +30,7 @@ from converters.backends.chain import Chain, chain_of
 from converters.backends.run import ChainRun, simulate, site_counts
 
 BACKENDS = ("snntorch", "spikingjelly", "norse", "nir")
+EXPORTABLE_CODINGS = ("binary",)  # graded / sigma-delta: no framework here carries integer payloads
 _EXTRAS = {"snntorch": "snntorch", "spikingjelly": "spikingjelly", "norse": "norse", "nir": "nir"}
 
 
@@ -55,6 +59,13 @@ def export(model, backend: str, *, path=None, input_shape=None) -> Exported:
     input_shape (nir only): per-sample input shape, needed for conv networks."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    coding = getattr(model, "coding", "binary")
+    if coding not in EXPORTABLE_CODINGS:
+        raise ValueError(f"cannot export a {coding!r}-coded SpikingModel to {backend!r}: {backend} has no "
+                         f"neuron with integer-payload events; the frameworks here take only the binary coding "
+                         f"({', '.join(BACKENDS)}). Lava (lava-dl netx, Loihi 2 graded spikes) could express "
+                         f"{coding!r} but does not install on Python >= 3.11. Export convert(qann, coding='binary') "
+                         f"instead (the same QANN, ±1 spikes).")
     chain = model if isinstance(model, Chain) else chain_of(model)
     _require(backend, backend)
     if backend == "snntorch":

@@ -78,7 +78,8 @@ def model_member(name: str, model: nn.Module, form: str | None = None, size: str
     feature is read at the last time step.  T: fixed time steps of a SpikingModel (None: until
     quiet, where the SNN equals the QANN exactly)."""
     from snmfm.compress.quant import is_qann
-    is_snn = hasattr(model, "run") and hasattr(model, "neurons")
+    from snmfm.protocols import is_time_stepped
+    is_snn = is_time_stepped(model)
     net = model.net if is_snn else model
     if form is None:
         form = "snn" if is_snn else ("qann" if is_qann(model) else "fp32")

@@ -1,0 +1,230 @@
+"""Spiking codings (converters.codings): every coding reproduces the QANN bitwise; the events each
+emits (trace contract C1); graded settles in one step; sigma-delta streams keep state; bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from converters import ActivityTrace, ConversionError, codings, convert
+from converters.codings.base import Coding
+from snmfm.compress import calibrate, quantize
+from snmfm.models import Block, ModelConfig, build_model
+from snmfm.nn import QuantLinear
+
+CODINGS = [("binary", {}), ("binary", {"gate": "settled"}), ("graded", {}), ("sigma-delta", {})]
+IDS = ["binary", "binary-settled", "graded", "sigma-delta"]
+FAST = settings(max_examples=15, deadline=None)
+
+
+def _qann(model, *inputs, w_bits=8, a_bits=8):
+    calibrate(model.eval(), [inputs])
+    return quantize(model, w_bits, a_bits)
+
+
+def _inputs(name, B=3):
+    return {"vit": (torch.rand(B, 1, 8, 8) * 16,), "features": (torch.randn(B, 30),),
+            "text": (torch.randint(0, 256, (B, 7)), torch.ones(B, 7, dtype=torch.bool)),
+            "decoder": (torch.randint(0, 256, (B, 9)),),
+            "multimodal": (torch.rand(B, 1, 8, 8) * 16, torch.randint(0, 64, (B, 4)))}[name]
+
+
+class _Net(nn.Module):
+    def __init__(self, d_in, d, signed):
+        super().__init__()
+        self.l1 = QuantLinear(d_in, d, signed=signed)
+        self.l2 = QuantLinear(d, 3)
+
+    def forward(self, x):
+        return self.l2(self.l1(x))
+
+
+# ---- registry ----------------------------------------------------------------------------------
+def test_registry_names_every_coding_and_each_is_a_coding():
+    assert codings.names() == ["binary", "graded", "sigma-delta"]
+    for name in codings.names():
+        c = codings.get(name)
+        assert isinstance(c, Coding) and c.name == name
+
+
+def test_unknown_coding_and_unknown_option_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown coding 'x'; registered: binary, graded, sigma-delta"):
+        codings.get("x")
+    with pytest.raises(ValueError, match="unknown gate 'sometimes'"):
+        codings.get("binary", gate="sometimes")
+    with pytest.raises(ValueError, match="does not take options"):
+        codings.get("graded", gate="settled")
+    q = _qann(_Net(4, 5, True), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="unknown coding 'ternary'"):
+        convert(q, coding="ternary")
+
+
+def test_payload_bits_hold_any_change_of_the_code():
+    from snmfm.nn import QuantSpec
+    for bits, signed in [(2, True), (4, False), (8, True), (8, False), (16, True)]:
+        qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+        spec = QuantSpec(bits, signed, qmin, qmax, 0.5)
+        b = codings.get("graded").payload_bits(spec)
+        assert -(2 ** (b - 1)) <= qmin - qmax and qmax - qmin <= 2 ** (b - 1) - 1  # fits a signed b-bit int
+        assert not (qmax - qmin <= 2 ** (b - 2) - 1)                                # and b - 1 would not
+        assert codings.get("binary").payload_bits(spec) == 0
+    assert codings.get("sigma-delta").payload_bits(QuantSpec(8, False, 0, 255, 1.0)) == 9
+
+
+# ---- exactness ---------------------------------------------------------------------------------
+@FAST
+@given(st.sampled_from(range(len(CODINGS))), st.integers(1, 10), st.integers(1, 10), st.integers(2, 8),
+       st.booleans(), st.integers(0, 2**31 - 1))
+def test_every_coding_matches_qann_on_random_linear_layers(ci, d_in, d, a_bits, signed, seed):
+    torch.manual_seed(seed)
+    x = torch.randn(5, 4, d_in) * 3
+    q = _qann(_Net(d_in, d, signed), x, a_bits=a_bits)
+    name, kw = CODINGS[ci]
+    r = convert(q, name, **kw).run(x)
+    assert torch.equal(r.output, q(x))
+    assert r.trace.coding == name
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(range(len(CODINGS))), st.sampled_from([(8, 2), (12, 3)]), st.integers(1, 7),
+       st.sampled_from(["pre", "post"]), st.sampled_from(["softmax", "relu"]), st.booleans(),
+       st.sampled_from([3, 4, 8]), st.integers(0, 2**31 - 1))
+def test_every_coding_matches_qann_on_random_attention_blocks(ci, dh, L, norm, attn, causal, a_bits, seed):
+    torch.manual_seed(seed)
+    d, h = dh
+    cfg = ModelConfig(kind="text", d_model=d, n_heads=h, d_ff=2 * d, norm=norm, act="gelu", attn=attn,
+                      causal=causal, vocab_size=4, max_len=16)
+
+    class BlockNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.block, self.out = QuantLinear(5, d), Block(cfg), QuantLinear(d, 3)
+
+        def forward(self, x, mask):
+            return self.out(self.block(self.inp(x), mask))
+
+    x = torch.randn(3, L, 5)
+    mask = torch.ones(3, L, dtype=torch.bool)
+    mask[0, L // 2 + 1:] = False
+    q = _qann(BlockNet(), x, mask, a_bits=a_bits)
+    name, kw = CODINGS[ci]
+    assert torch.equal(convert(q, name, **kw).run(x, mask).output, q(x, mask))
+
+
+@pytest.mark.parametrize("coding,kw", CODINGS, ids=IDS)
+@pytest.mark.parametrize("name,a_bits", [("vit", 4), ("text", 8), ("decoder", 4), ("multimodal", 8),
+                                         ("features", 4)])
+def test_every_coding_matches_qann_on_reference_models(coding, kw, name, a_bits):
+    torch.manual_seed(0)
+    m = build_model(name, "tiny")
+    inputs = _inputs(name)
+    q = _qann(m, *inputs, a_bits=a_bits)
+    r = convert(q, coding, **kw).run(*inputs)
+    assert torch.equal(r.output, q(*inputs))
+    assert r.t_settle is not None and r.t_settle <= r.steps
+
+
+# ---- graded: one step, then provably quiet ---------------------------------------------------
+@pytest.mark.parametrize("coding", ["graded", "sigma-delta"])
+@pytest.mark.parametrize("name", ["vit", "text", "decoder", "multimodal"])
+def test_one_step_codings_are_exact_at_step_one_and_send_nothing_at_step_two(coding, name):
+    """The proof in converters/codings/graded.py, checked: an explicit T=2 run has the QANN output
+    at both steps and no event at step 2, so a run until quiet stops after step 1."""
+    torch.manual_seed(1)
+    inputs = _inputs(name)
+    q = _qann(build_model(name, "tiny"), *inputs, a_bits=4)
+    snn = convert(q, coding)
+    two = snn.run(*inputs, T=2, keep_steps=True)
+    ref = q(*inputs)
+    assert torch.equal(two.per_step[0], ref) and torch.equal(two.per_step[1], ref)
+    ev = two.trace.events_per_step()
+    assert ev[0] > 0 and ev[1] == 0
+    assert all(s.updates[1] == 0 for s in two.trace.sites.values() if s.kind == "neuron")
+    auto = snn.run(*inputs)
+    assert auto.steps == 1 and auto.t_settle == 1 and torch.equal(auto.output, ref)
+    assert auto.trace.total_events() == int(ev[0])
+    quiet = snn.run(*inputs, record=False)
+    assert (quiet.steps, quiet.t_settle) == (1, 1)
+
+
+def test_graded_events_are_the_nonzero_codes_of_a_one_layer_net():
+    """Hand-made: one site, known codes. Events at step 1 = nonzero codes, split by sign; payload
+    = |code|; rows with an event; payload_bits from the range."""
+    net = _Net(4, 2, True)
+    x = torch.tensor([[0.0, 1.0, -2.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    q = _qann(net, x, a_bits=4)
+    q.l1.quant.scale.fill_(1.0)  # codes are the inputs themselves: [0, 1, -2, 3], [0, 0, 0, 0]
+    snn = convert(q, "graded")
+    r = snn.run(x, T=2)
+    site = r.trace.sites["l1.quant"]
+    assert site.pos.tolist() == [2, 0] and site.neg.tolist() == [1, 0]
+    assert site.events.tolist() == [3, 0] and site.spikes.tolist() == [3, 0]
+    assert site.payload_abs.tolist() == [6, 0]
+    assert site.active_rows.tolist() == [1, 0]
+    assert site.payload_bits == 5  # [-8, 7]: changes up to 15 need 4 bits + sign
+    b = convert(q, "binary").run(x)
+    bs = b.trace.sites["l1.quant"]
+    assert bs.payload_bits == 0 and int(bs.events.sum()) == 6 and np.array_equal(bs.payload_abs, bs.events)
+    assert bs.events[:4].tolist() == [3, 2, 1, 0]  # ±1 per step: codes 1, -2, 3 take 1, 2, 3 steps
+
+
+@pytest.mark.parametrize("coding", ["graded", "binary"])
+@pytest.mark.parametrize("name,a_bits,T", [("vit", 4, None), ("decoder", 6, None), ("multimodal", 4, 3),
+                                            ("text", 8, None)])
+def test_kernel_path_equals_torch_path_for_every_coding(coding, name, a_bits, T):
+    from converters import _kernels
+    torch.manual_seed(3)
+    inputs = _inputs(name)
+    q = _qann(build_model(name, "tiny"), *inputs, a_bits=a_bits)
+    kw = {"gate": "settled"} if coding == "binary" else {}
+    runs = []
+    for disabled in (False, True):
+        _kernels._DISABLED = disabled
+        try:
+            runs.append(convert(q, coding, **kw).run(*inputs, T=T, keep_steps=True))
+        finally:
+            _kernels._DISABLED = False
+    fast, ref = runs
+    assert torch.equal(fast.per_step, ref.per_step)
+    a, b = fast.trace, ref.trace
+    assert (a.steps, a.t_settle, a.t_settle_per_sample) == (b.steps, b.t_settle, b.t_settle_per_sample)
+    for k in a.sites:
+        for f in ("pos", "neg", "active_rows", "updates", "payload_abs"):
+            assert getattr(a.sites[k], f).tolist() == getattr(b.sites[k], f).tolist(), (k, f)
+        assert a.sites[k].payload_bits == b.sites[k].payload_bits
+
+
+# ---- trace schema ------------------------------------------------------------------------------
+def test_trace_v2_round_trips_and_v1_loads_as_binary(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    q = _qann(_Net(4, 3, True), x)
+    tr = convert(q, "graded").run(x).trace
+    tr.save(tmp_path / "t.json")
+    back = ActivityTrace.load(tmp_path / "t.json")
+    assert back.coding == "graded" and back.total_events() == tr.total_events()
+    assert back.total_payload() == tr.total_payload()
+    assert {k: s.payload_bits for k, s in back.sites.items()} == {k: s.payload_bits for k, s in tr.sites.items()}
+    d = convert(q).run(x).trace.to_dict()
+    d["schema"] = "snmfm.activity_trace/1"
+    d.pop("coding")
+    for s in d["sites"].values():
+        s.pop("payload_abs"), s.pop("payload_bits")
+    old = ActivityTrace.from_dict(d)
+    assert old.coding == "binary"
+    assert all(np.array_equal(s.payload_abs, s.pos + s.neg) and s.payload_bits == 0 for s in old.sites.values())
+    with pytest.raises(ValueError, match="readable"):
+        ActivityTrace.from_dict({**d, "schema": "other/1"})
+
+
+# ---- export --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("coding", ["graded", "sigma-delta"])
+def test_export_of_a_payload_coding_names_the_coding_and_what_takes_it(coding):
+    from converters import export
+    x = torch.rand(2, 4)
+    q = _qann(nn.Sequential(QuantLinear(4, 3), nn.ReLU(), QuantLinear(3, 2, signed=False)), x)
+    with pytest.raises(ValueError, match=f"cannot export a '{coding}'-coded SpikingModel to 'nir'.*binary"):
+        export(convert(q, coding), "nir")
