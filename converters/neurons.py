@@ -113,6 +113,9 @@ class IFNeuron(nn.Module):
         self.gate = None  # gated codings: the run's shared [steps, B] "earlier sites settled" mask
         self.carry: torch.Tensor | None = None  # counts kept from the previous input of a stream
         self.count: torch.Tensor | None = None  # [B, ...] count after the last step run
+        # optional fault hook (converters.faults): fault(unit, counts [steps * B, ...]) -> the
+        # counts the consumers receive (spike packets dropped, duplicated, corrupted on the way)
+        self.fault = None
         self.reset()
         # (settled counts [B, ...] of the leading positions, axis) for a run with a KV cache
         self.settled: tuple[torch.Tensor, int] | None = None
@@ -166,8 +169,10 @@ class IFNeuron(nn.Module):
         snmfm.nn accepts both) from the accumulated input of each step."""
         self.__dict__["input_numel"] = x.numel() // max(1, self.steps)  # per step: sizes the chunks
         if _kernels.available() and x.device.type == "cpu":
-            return self._codes_kernel(x)
-        return self._codes_torch(x)
+            out = self._codes_kernel(x)
+        else:
+            out = self._codes_torch(x)
+        return out if self.fault is None else self.fault(self, out)
 
     def _codes_kernel(self, x: torch.Tensor) -> torch.Tensor:
         """One fused pass (converters._kernels.if_chunk): counts, and the trace's counters when
