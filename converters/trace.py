@@ -15,7 +15,7 @@ spikes only) still load, as coding "binary" with payload_abs = pos + neg.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +129,51 @@ class ActivityTrace:
             return cls.from_dict(json.loads(p.read_text()))
         except (json.JSONDecodeError, KeyError) as e:
             raise ValueError(f"activity trace {p} is corrupt: {e}") from e
+
+
+def _array_fields(site: SiteActivity) -> list[str]:
+    """Names of a site's per-step count arrays (every field holding a numpy array)."""
+    return [f.name for f in fields(site) if isinstance(getattr(site, f.name), np.ndarray)]
+
+
+def merge_traces(traces) -> ActivityTrace:
+    """One ActivityTrace from the traces of disjoint batches of one network: per-step counts summed
+    per site (shorter runs padded with quiet steps), n_samples summed, t_settle the latest (None
+    when any batch did not settle), per-sample settle steps concatenated."""
+    traces = list(traces)
+    if not traces:
+        raise ValueError("merge_traces needs at least one trace")
+    if len(traces) == 1:
+        return traces[0]
+    steps = max(t.steps for t in traces)
+    sites: dict[str, SiteActivity] = {}
+    for t in traces:
+        for name, s in t.sites.items():
+            arrays = _array_fields(s)
+            if name not in sites:
+                sites[name] = replace(s, extra=dict(s.extra),
+                                      **{k: np.zeros(steps, dtype=np.int64) for k in arrays})
+            m = sites[name]
+            for k in arrays:
+                a = getattr(s, k)
+                getattr(m, k)[:len(a)] += a
+    settles = [t.t_settle for t in traces]
+    return replace(traces[0], n_samples=sum(t.n_samples for t in traces), steps=steps,
+                   t_settle=None if any(v is None for v in settles) else max(settles), sites=sites,
+                   t_settle_per_sample=[v for t in traces for v in t.t_settle_per_sample])
+
+
+def trim_trace(trace: ActivityTrace, steps: int) -> ActivityTrace:
+    """The trace cut to its first `steps` time steps (the run continued in chunks after the network
+    went quiet; those quiet steps would not run on a chip that stops at T_settle, and a chip run
+    for a fixed T below T_settle sees only the first T)."""
+    if steps >= trace.steps:
+        return trace
+    if steps < 1:
+        raise ValueError(f"cannot trim a trace to {steps} steps (at least 1)")
+    sites = {n: replace(s, **{k: getattr(s, k)[:steps] for k in _array_fields(s)})
+             for n, s in trace.sites.items()}
+    return replace(trace, steps=steps, sites=sites, t_settle_per_sample=list(trace.t_settle_per_sample))
 
 
 class TraceRecorder:
