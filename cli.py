@@ -239,8 +239,13 @@ def _csv(value):
 @_bits
 @click.option("--timesteps", type=click.IntRange(min=1), default=None,
               help="Fixed SNN time steps (default: until quiet).")
-@click.option("--hw-neuromorphic", default="neuromorphic", show_default=True, help="Neuromorphic config (name or file).")
-@click.option("--hw-conventional", default="conventional", show_default=True, help="Conventional config (name or file).")
+@click.option("--hw", "hw", default=None, metavar="NAME[,NAME...]",
+              help="Accelerators to compare (registered names or config files; default: every registered "
+                   "one). One SNN run drives all that need its activity.")
+@click.option("--coding", "codings", default="binary", show_default=True, metavar="CODING[,CODING...]",
+              help="Spike codings to convert every bit width with (the first is the main one).")
+@click.option("--hw-neuromorphic", default=None, hidden=True)
+@click.option("--hw-conventional", default=None, hidden=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="snmfm-report", show_default=True,
               help="Report folder.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Cap on held-out examples (FP32/QANN).")
@@ -254,12 +259,16 @@ def _csv(value):
 @SEED
 @JSON
 @handles_errors
-def run(tasks, size, w_bits, a_bits, timesteps, hw_neuromorphic, hw_conventional, out_dir, limit,
+def run(tasks, size, w_bits, a_bits, timesteps, hw, codings, hw_neuromorphic, hw_conventional, out_dir, limit,
         snn_examples, no_variants, studies, seed, as_json):
-    """The main job: FP32 / QANN / SNN quality and energy on both accelerators, as a report folder."""
+    """The main job: FP32 / QANN / SNN quality and energy on every accelerator, as a report folder."""
     from eval import compare, run_main
+    if hw_neuromorphic or hw_conventional:  # the options before --hw (two fixed accelerators)
+        if hw:
+            raise click.UsageError("--hw replaces --hw-neuromorphic/--hw-conventional: give only --hw")
+        hw = ",".join([hw_neuromorphic or "neuromorphic", hw_conventional or "conventional"])
     results = run_main(tasks=_csv(tasks), sizes=size, w_bits=w_bits, a_bits=a_bits, T=timesteps,
-                       hw_neuromorphic=hw_neuromorphic, hw_conventional=hw_conventional, out_dir=out_dir,
+                       hw=hw, codings=codings, out_dir=out_dir,
                        limit=limit, seed=seed, progress=not as_json, variants=not no_variants,
                        snn_examples=snn_examples, studies=studies)
     if as_json:

@@ -152,8 +152,3 @@ def summarise_points(points: Sequence[dict]) -> list[dict]:
             out.append(p)
     return out
 
-
-def run_cascade(task_name: str, *args, **kw) -> dict:
-    """The cascade study of one task: see eval.cascade_study.run_cascade."""
-    from eval.cascade_study import run_cascade as run
-    return run(task_name, *args, **kw)

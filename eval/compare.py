@@ -1,7 +1,9 @@
 """`compare(results) -> Report`: the derived view of a run, computed only from `Results`.
 
-Ratios are conventional / neuromorphic, so a ratio above 1 means the neuromorphic chip spends less
-energy (or time, or energy x time) than the conventional accelerator on the same Workload.
+The run was given a list of accelerators (`--hw a,b,c`).  Those that need no activity trace run
+the QANN densely: they are the *baselines*.  Every ratio is baseline / accelerator, named by both
+(`ratios["energy"][accelerator][baseline]`), so a ratio above 1 means that accelerator spends less
+energy (or time, or energy x time) than that baseline on the same Workload.
 
 Energy is per *unit*: per inference (one example) for classifiers and encoders, per predicted token
 for decoders (lm, vqa), where the energy of one forward over the example's whole sequence is divided
@@ -9,20 +11,27 @@ by the number of tokens that forward predicts (`TaskResult.normalisation`).  Lat
 energy-delay product are per forward (per inference), not per token.
 
 The iso-accuracy view picks, per accelerator, the cheapest measured configuration whose accuracy is
-within `tolerance` (absolute, in accuracy units) of the FP32 model.  The conventional accelerator
-runs the QANN (or the FP32 model), so its accuracy is the QANN's on the held-out set; the
-neuromorphic chip runs the SNN, whose accuracy is the QANN's when the SNN reproduced the QANN on
-every example of its subset (agreement 1, settled), and otherwise the SNN's own on its subset.
+within `tolerance` (absolute, in accuracy units) of the FP32 model.  A dense accelerator runs the
+QANN (or the FP32 model), so its accuracy is the QANN's on the held-out set; an SNN-driven one runs
+the SNN, whose accuracy is the QANN's when the SNN reproduced the QANN on every example of its
+subset (agreement 1, settled), and otherwise the SNN's own on its subset.  The verdict
+(eval.verdict) is one sentence per task computed from that view.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eval.results import ACCELERATORS, REPORT_SCHEMA, Results, TaskResult, VariantResult
+from eval.results import REPORT_SCHEMA, Results, TaskResult, VariantResult
+from eval.verdict import verdict
 
 DEFAULT_TOLERANCE = 0.01
-RATIO_DEFINITION = ("conventional / neuromorphic (above 1: the neuromorphic chip needs less; "
-                    "below 1: the conventional accelerator needs less)")
+RATIO_DEFINITION = ("baseline / accelerator, for each dense baseline (an accelerator that runs the QANN "
+                    "without a trace): above 1 the accelerator needs less than that baseline, below 1 "
+                    "the baseline needs less")
+# Breakdown components that are fixed power over the run's latency, and those that are off-chip
+# traffic (names as the hardware models report them).
+STATIC_PARTS = ("static", "leakage")
+OFFCHIP_PARTS = ("offchip", "dram")
 
 
 @dataclass
@@ -52,8 +61,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def _accel_view(hw, per_unit: float) -> dict:
-    """Energy per unit with its named breakdown, latency, cycles and EDP of one HwReport."""
+def _ratios(values: dict, accelerators: list[str], baselines: list[str]) -> dict:
+    """{accelerator: {baseline: values[baseline] / values[accelerator]}} for every accelerator
+    that is not that baseline (missing values: None)."""
+    return {a: {b: _ratio(values.get(b), values.get(a)) for b in baselines if b != a}
+            for a in accelerators if any(b != a for b in baselines)}
+
+
+def _share(breakdown: dict, names) -> float:
+    total = sum(breakdown.values())
+    return sum(v for k, v in breakdown.items() if k in names) / total if total else 0.0
+
+
+def _accel_view(hw, per_unit: float, needs_trace: bool) -> dict:
+    """Energy per unit with its named breakdown, latency, cycles and EDP of one HwReport, with
+    what it is (kind, node, memory policy) and the shares the summary states (static, off-chip)."""
     return {
         "energy_per_unit_pj": hw.energy_pj / per_unit,
         "energy_per_inference_pj": hw.energy_pj,
@@ -63,6 +85,14 @@ def _accel_view(hw, per_unit: float) -> dict:
         "edp_pj_s": hw.edp_pj_s,
         "spike_driven_fraction": hw.spike_driven_fraction,
         "notes": list(hw.notes),
+        "needs_trace": needs_trace,
+        "kind": getattr(hw, "kind", None) or hw.config.get("kind") or None,
+        "node": getattr(hw, "node", None) or hw.meta.get("tech") or hw.config.get("tech") or None,
+        "memory_policy": getattr(hw, "memory_policy", None) or None,
+        "static_share": _share(hw.breakdown_pj, STATIC_PARTS),
+        "offchip_share": _share(hw.breakdown_pj, OFFCHIP_PARTS),
+        "spills": [n for n in hw.notes if "spill" in n.lower() or "off chip" in n.lower()
+                   or "off-chip" in n.lower()],
     }
 
 
@@ -72,108 +102,105 @@ def snn_exact(v: VariantResult) -> bool:
     return bool(s.get("settled")) and s.get("agreement") == 1.0
 
 
-def _variant_row(v: VariantResult, per_unit: float) -> dict:
-    e = {a: v.hw[a].energy_pj / per_unit for a in ACCELERATORS if a in v.hw}
-    lat = {a: v.hw[a].latency_s for a in ACCELERATORS if a in v.hw}
-    edp = {a: v.hw[a].edp_pj_s for a in ACCELERATORS if a in v.hw}
+def _variant_row(v: VariantResult, per_unit: float, accels: list[str], baselines: list[str]) -> dict:
+    e = {a: v.hw[a].energy_pj / per_unit for a in accels if a in v.hw}
+    lat = {a: v.hw[a].latency_s for a in accels if a in v.hw}
+    edp = {a: v.hw[a].edp_pj_s for a in accels if a in v.hw}
     return {
-        "label": v.label, "w_bits": v.w_bits, "a_bits": v.a_bits,
+        "label": v.label, "w_bits": v.w_bits, "a_bits": v.a_bits, "coding": v.coding,
         "qann_accuracy": v.qann["accuracy"], "qann_n": v.qann["n"],
         "snn_accuracy": v.snn["accuracy"], "snn_n": v.snn["n"], "snn_examples": v.snn["n_examples"],
         "agreement": v.snn["agreement"], "max_rel_err": v.snn["max_rel_err"],
         "t_settle": v.snn["t_settle"], "steps": v.snn["steps"], "exact": snn_exact(v),
         "energy_per_unit_pj": e, "latency_s": lat, "edp_pj_s": edp,
-        "energy_ratio": _ratio(e.get("conventional"), e.get("neuromorphic")),
+        "energy_ratio": _ratios(e, accels, baselines),
     }
 
 
-def _candidates(t: TaskResult, per_unit: float) -> dict[str, list[dict]]:
+def _candidates(t: TaskResult, per_unit: float, results: Results) -> dict[str, list[dict]]:
     """Every measured configuration of each accelerator with the accuracy it reaches there."""
-    out: dict[str, list[dict]] = {a: [] for a in ACCELERATORS}
+    out: dict[str, list[dict]] = {a: [] for a in results.accelerators}
     for v in t.variants:
-        if "conventional" in v.hw:
-            out["conventional"].append({
-                "label": v.label, "accuracy": v.qann["accuracy"], "n": v.qann["n"],
-                "accuracy_source": "QANN on the held-out set",
-                "energy_per_unit_pj": v.hw["conventional"].energy_pj / per_unit})
-        if "neuromorphic" in v.hw:
-            exact = snn_exact(v)
-            out["neuromorphic"].append({
-                "label": v.label,
-                "accuracy": v.qann["accuracy"] if exact else v.snn["accuracy"],
-                "n": v.qann["n"] if exact else v.snn["n"],
-                "accuracy_source": ("QANN on the held-out set (the SNN reproduced the QANN on all "
-                                    f"{v.snn['n_examples']} examples it ran)") if exact
-                else f"SNN on its subset of {v.snn['n_examples']} examples (not exact)",
-                "energy_per_unit_pj": v.hw["neuromorphic"].energy_pj / per_unit})
-    if "conventional" in t.fp32_hw:
-        out["conventional"].append({
-            "label": "FP32", "accuracy": t.fp32["accuracy"], "n": t.fp32["n"],
-            "accuracy_source": "FP32 model on the held-out set",
-            "energy_per_unit_pj": t.fp32_hw["conventional"].energy_pj / per_unit})
+        exact = snn_exact(v)
+        for a in results.accelerators:
+            if a not in v.hw:
+                continue
+            row = {"label": v.label, "coding": v.coding, "energy_per_unit_pj": v.hw[a].energy_pj / per_unit}
+            if not results.needs_trace(a):
+                row.update(accuracy=v.qann["accuracy"], n=v.qann["n"], accuracy_source="QANN on the held-out set")
+            elif exact:
+                row.update(accuracy=v.qann["accuracy"], n=v.qann["n"],
+                           accuracy_source=("QANN on the held-out set (the SNN reproduced the QANN on all "
+                                            f"{v.snn['n_examples']} examples it ran)"))
+            else:
+                row.update(accuracy=v.snn["accuracy"], n=v.snn["n"],
+                           accuracy_source=f"SNN on its subset of {v.snn['n_examples']} examples (not exact)")
+            out[a].append(row)
+    for a, hw in t.fp32_hw.items():
+        if a in out:
+            out[a].append({"label": "FP32", "coding": None, "accuracy": t.fp32["accuracy"], "n": t.fp32["n"],
+                           "accuracy_source": "FP32 model on the held-out set",
+                           "energy_per_unit_pj": hw.energy_pj / per_unit})
     return out
 
 
-def iso_accuracy(t: TaskResult, tolerance: float = DEFAULT_TOLERANCE) -> dict:
-    """Cheapest configuration of each accelerator within `tolerance` of FP32 accuracy."""
+def iso_accuracy(t: TaskResult, tolerance: float = DEFAULT_TOLERANCE, results: Results | None = None) -> dict:
+    """Cheapest configuration of each accelerator within `tolerance` of FP32 accuracy, and the
+    ratios between those choices (baseline / accelerator)."""
+    if results is None:
+        raise TypeError("iso_accuracy needs the Results the task belongs to (its accelerators)")
     per_unit = float(t.normalisation["tokens_per_inference"])
     ref = t.fp32["accuracy"]
     threshold = ref - tolerance
-    view = {"reference_accuracy": ref, "tolerance": tolerance, "threshold": threshold}
-    for accel, cands in _candidates(t, per_unit).items():
+    choices = {}
+    for accel, cands in _candidates(t, per_unit, results).items():
         ok = [c for c in cands if c["accuracy"] >= threshold - 1e-12]
         if ok:
             best = min(ok, key=lambda c: c["energy_per_unit_pj"])
-            view[accel] = {**best, "within_tolerance": True, "candidates": len(cands)}
+            choices[accel] = {**best, "within_tolerance": True, "candidates": len(cands)}
         elif cands:  # none good enough: show the most accurate and say so
             best = max(cands, key=lambda c: (c["accuracy"], -c["energy_per_unit_pj"]))
-            view[accel] = {**best, "within_tolerance": False, "candidates": len(cands)}
+            choices[accel] = {**best, "within_tolerance": False, "candidates": len(cands)}
         else:
-            view[accel] = None
-    both = all(view.get(a) and view[a]["within_tolerance"] for a in ACCELERATORS)
-    view["energy_ratio"] = (_ratio(view["conventional"]["energy_per_unit_pj"],
-                                   view["neuromorphic"]["energy_per_unit_pj"]) if both else None)
-    return view
+            choices[accel] = None
+    within = {a: c["energy_per_unit_pj"] for a, c in choices.items() if c and c["within_tolerance"]}
+    return {"reference_accuracy": ref, "tolerance": tolerance, "threshold": threshold, "choices": choices,
+            "energy_ratio": _ratios(within, results.accelerators, results.baselines)}
 
 
-def per_op_table(v: VariantResult, per_unit: float, top: int = 12) -> list[dict]:
-    """Where the energy goes: the ops with the largest share on either accelerator (per unit).
+def per_op_table(v: VariantResult, per_unit: float, accels: list[str], top: int = 12) -> list[dict]:
+    """Where the energy goes: the ops with the largest share on any accelerator (per unit).
 
-    Rows of both HwReports are matched by op name; energy the models charge outside any op
+    Rows of the HwReports are matched by op name; energy the models charge outside any op
     (static power, synchronisation, host I/O) is in the breakdown, not here."""
     rows: dict[str, dict] = {}
-    totals = {}
-    for accel in ACCELERATORS:
-        if accel not in v.hw:
-            continue
-        hw = v.hw[accel]
-        totals[accel] = hw.energy_pj
-        for r in hw.per_op:
-            row = rows.setdefault(r["name"], {"name": r["name"], "kind": r.get("kind", "?")})
-            row[f"{accel}_pj"] = row.get(f"{accel}_pj", 0.0) + float(r.get("energy_pj", 0.0)) / per_unit
-    out = []
+    totals = {a: v.hw[a].energy_pj for a in accels if a in v.hw}
+    for accel in totals:
+        for r in v.hw[accel].per_op:
+            row = rows.setdefault(r["name"], {"name": r["name"], "kind": r.get("kind", "?"),
+                                              "energy_pj": {}, "share": {}})
+            row["energy_pj"][accel] = row["energy_pj"].get(accel, 0.0) + float(r.get("energy_pj", 0.0)) / per_unit
     for row in rows.values():
-        for accel in ACCELERATORS:
-            e = row.setdefault(f"{accel}_pj", 0.0)
-            tot = totals.get(accel)
-            row[f"{accel}_share"] = (e * per_unit / tot) if tot else 0.0
-        out.append(row)
-    out.sort(key=lambda r: -max(r["neuromorphic_share"], r["conventional_share"]))
+        for accel, tot in totals.items():
+            e = row["energy_pj"].setdefault(accel, 0.0)
+            row["share"][accel] = (e * per_unit / tot) if tot else 0.0
+    out = sorted(rows.values(), key=lambda r: -max(r["share"].values(), default=0.0))
     return out[:top]
 
 
-def compare_task(t: TaskResult, tolerance: float = DEFAULT_TOLERANCE, top_ops: int = 12) -> dict:
+def compare_task(t: TaskResult, results: Results, tolerance: float = DEFAULT_TOLERANCE, top_ops: int = 12) -> dict:
     per_unit = float(t.normalisation["tokens_per_inference"])
     v = t.variant()
-    acc = {a: _accel_view(v.hw[a], per_unit) for a in ACCELERATORS if a in v.hw}
-    both = all(a in acc for a in ACCELERATORS)
-    ratios = {
-        "energy": _ratio(acc["conventional"]["energy_per_unit_pj"], acc["neuromorphic"]["energy_per_unit_pj"]),
-        "latency": _ratio(acc["conventional"]["latency_s"], acc["neuromorphic"]["latency_s"]),
-        "edp": _ratio(acc["conventional"]["edp_pj_s"], acc["neuromorphic"]["edp_pj_s"]),
-    } if both else {"energy": None, "latency": None, "edp": None}
-    return {
+    accels, base = results.accelerators, results.baselines
+    acc = {a: _accel_view(v.hw[a], per_unit, results.needs_trace(a)) for a in accels if a in v.hw}
+    pick = lambda k: {a: x[k] for a, x in acc.items()}  # noqa: E731
+    ratios = {"energy": _ratios(pick("energy_per_unit_pj"), accels, base),
+              "latency": _ratios(pick("latency_s"), accels, base),
+              "edp": _ratios(pick("edp_pj_s"), accels, base)}
+    iso = iso_accuracy(t, tolerance, results)
+    row = {
         "task": t.task, "kind": t.kind, "model": f"{t.model_name}/{t.size}", "main": v.label,
+        "coding": v.coding,
         "unit": t.normalisation["unit"], "tokens_per_inference": t.normalisation["tokens_per_inference"],
         "accuracy": {
             "fp32": {"accuracy": t.fp32["accuracy"], "n": t.fp32["n"], "n_examples": t.fp32.get("n_examples")},
@@ -185,23 +212,28 @@ def compare_task(t: TaskResult, tolerance: float = DEFAULT_TOLERANCE, top_ops: i
                       "max_rel_err": v.snn["max_rel_err"], "t_settle": v.snn["t_settle"],
                       "steps": v.snn["steps"], "settled": v.snn["settled"], "exact": snn_exact(v)},
         "accelerators": acc,
+        "baselines": [b for b in base if b in acc],
         "ratios": ratios,
-        "variants": [_variant_row(x, per_unit) for x in t.variants],
-        "iso_accuracy": iso_accuracy(t, tolerance),
-        "per_op": per_op_table(v, per_unit, top_ops),
+        "variants": [_variant_row(x, per_unit, accels, base) for x in t.variants],
+        "iso_accuracy": iso,
+        "per_op": per_op_table(v, per_unit, accels, top_ops),
     }
+    row["verdict"] = verdict(t.task, iso, results.needs_trace, t.normalisation["unit"])
+    return row
 
 
 def compare(results: Results, tolerance: float = DEFAULT_TOLERANCE, top_ops: int = 12,
             studies=()) -> Report:
-    """The comparison of a run: per task accuracy, energy with breakdown, latency, EDP, ratios, the
-    iso-accuracy view and the per-op table.  Everything is computed from `results`; `studies`
-    (eval.studies entries) ride along into the report unchanged."""
+    """The comparison of a run: per task accuracy, energy with breakdown, latency, EDP, ratios against
+    each baseline, the iso-accuracy view, the verdict and the per-op table, over the accelerators
+    the run was given.  Everything is computed from `results`; `studies` (eval.studies entries)
+    ride along into the report unchanged."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 (accuracy units), got {tolerance}")
     if not results.tasks:
         raise ValueError("these results hold no task: nothing to compare")
     comparison = {"tolerance": tolerance, "ratio_definition": RATIO_DEFINITION,
-                  "tasks": [compare_task(t, tolerance, top_ops) for t in results.tasks]}
-    from eval.results import jsonable
+                  "accelerators": results.accelerators, "baselines": results.baselines,
+                  "tasks": [compare_task(t, results, tolerance, top_ops) for t in results.tasks]}
+    from eval.jsonio import jsonable
     return Report(results=results, comparison=jsonable(comparison), studies=list(studies))

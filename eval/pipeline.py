@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from eval.provenance import Stopwatch, collect, sha256_file, utc_now
@@ -70,112 +69,6 @@ def bit_variants(w_bits: int, a_bits: int, variants) -> list[tuple[int, int]]:
 
 def _label(w: int, a: int) -> str:
     return f"W{w}A{a}"
-
-
-# ---- SNN measurement ------------------------------------------------------------------------
-def merge_traces(traces):
-    """One ActivityTrace from traces of disjoint batches: counts summed per step (shorter runs are
-    padded with quiet steps), n_samples summed, t_settle the latest."""
-    from converters.trace import ActivityTrace, SiteActivity
-    if len(traces) == 1:
-        return traces[0]
-    steps = max(t.steps for t in traces)
-    sites = {}
-    for t in traces:
-        for name, s in t.sites.items():
-            if name not in sites:
-                z = np.zeros(steps, dtype=np.int64)
-                sites[name] = SiteActivity(kind=s.kind, shape=s.shape, pos=z.copy(), neg=z.copy(),
-                                           active_rows=z.copy(), updates=z.copy(), extra=dict(s.extra))
-            m = sites[name]
-            for k in ("pos", "neg", "active_rows", "updates"):
-                a = getattr(s, k)
-                getattr(m, k)[:len(a)] += a
-    settles = [t.t_settle for t in traces]
-    return ActivityTrace(n_samples=sum(t.n_samples for t in traces), steps=steps,
-                         t_settle=None if any(s is None for s in settles) else max(settles), sites=sites,
-                         t_settle_per_sample=[v for t in traces for v in t.t_settle_per_sample])
-
-
-def trim_trace(trace, steps: int):
-    """The trace cut to its first `steps` time steps (the run continued in chunks after the
-    network went quiet; those quiet steps would not run on a chip that stops at T_settle)."""
-    from converters.trace import ActivityTrace, SiteActivity
-    if steps >= trace.steps:
-        return trace
-    sites = {n: SiteActivity(kind=s.kind, shape=s.shape, pos=s.pos[:steps], neg=s.neg[:steps],
-                             active_rows=s.active_rows[:steps], updates=s.updates[:steps], extra=s.extra)
-             for n, s in trace.sites.items()}
-    return ActivityTrace(n_samples=trace.n_samples, steps=steps, t_settle=trace.t_settle, sites=sites,
-                         t_settle_per_sample=list(trace.t_settle_per_sample))
-
-
-def _agree(kind: str, snn_out: torch.Tensor, ref: torch.Tensor) -> tuple[int, int]:
-    """(agreeing, total) predictions: argmax at every output position, or for embeddings the whole
-    vector equal to float64 round-off."""
-    if kind == "embed":
-        d = (snn_out - ref).abs().reshape(len(ref), -1).amax(1)
-        tol = 1e-9 * float(ref.abs().max().clamp_min(1e-300))
-        return int((d <= tol).sum()), len(ref)
-    a, b = snn_out.argmax(-1), ref.argmax(-1)
-    return int((a == b).sum()), int(a.numel())
-
-
-@torch.no_grad()
-def measure_snn(task, qann, snn, n_examples: int, T: int | None = None, seed: int = 0,
-                batch_size: int = SNN_BATCH, on_step: Callable[[int], None] | None = None):
-    """Run the SNN on the first `n_examples` test examples: (snn metrics dict, merged trace,
-    first batch).  Accuracy is computed at every time step with `task.score`."""
-    per_batch, traces, first = [], [], None
-    tot = {"n": 0, "examples": 0, "snn": 0.0, "qann": 0.0, "agree": 0, "agree_n": 0}
-    max_abs, max_ref, steps_all = 0.0, 0.0, []
-    for batch in task.batches("test", batch_size, seed, limit=n_examples):
-        first = first if first is not None else batch
-        ref = qann(*batch)
-        correct_at: list[float] = []
-
-        def step_fn(t0, y, batch=batch, correct_at=correct_at):
-            for i in range(y.shape[0]):
-                correct_at.append(float(task.score(y[i], batch)[0]))
-            if on_step is not None:
-                on_step(t0 + y.shape[0])
-
-        r = snn.run(*batch, T=T, step_fn=step_fn)
-        c_snn, n = task.score(r.output, batch)
-        c_q, _ = task.score(ref, batch)
-        a, an = _agree(task.kind, r.output, ref)
-        tot["n"] += n
-        tot["examples"] += len(batch.targets)
-        tot["snn"] += c_snn
-        tot["qann"] += c_q
-        tot["agree"] += a
-        tot["agree_n"] += an
-        max_abs = max(max_abs, float((r.output - ref).abs().max()))
-        max_ref = max(max_ref, float(ref.abs().max()))
-        per_batch.append(correct_at)
-        traces.append(r.trace)
-        steps_all.append(r.steps)
-    if first is None:
-        raise ValueError(f"task {task.name}: no test examples for the SNN (n_examples={n_examples})")
-    steps = max(steps_all)
-    curve = np.zeros(steps)
-    for c in per_batch:  # after a batch stops it is quiet: its last output stays
-        curve += np.concatenate([c, np.full(steps - len(c), c[-1])])
-    trace = merge_traces(traces)
-    settles = trace.t_settle_per_sample
-    metrics = {
-        "accuracy": tot["snn"] / tot["n"], "n": tot["n"], "n_examples": tot["examples"],
-        "split": "test", "T": T, "steps": steps, "t_settle": trace.t_settle,
-        "settled": trace.t_settle is not None,
-        "t_settle_mean": float(np.mean(settles)) if settles else None,
-        "t_settle_max": int(max(settles)) if settles else None,
-        "acc_per_step": (curve / tot["n"]).tolist(),
-        "qann_accuracy_subset": tot["qann"] / tot["n"],
-        "agreement": tot["agree"] / tot["agree_n"], "agreement_n": tot["agree_n"],
-        "max_abs_err": max_abs, "max_rel_err": max_abs / max_ref if max_ref > 0 else max_abs,
-        "spikes_per_inference": trace.total_spikes() / max(trace.n_samples, 1),
-    }
-    return metrics, trace, first
 
 
 # ---- one task ----------------------------------------------------------------------------------
@@ -238,19 +131,29 @@ def _normalisation(task, batch) -> dict:
             "text": f"energy per inference = one forward over one example (inputs {shapes})"}
 
 
+def variant_label(w: int, a: int, coding: str = "binary") -> str:
+    """W8A8 for the binary coding, W8A8-graded / W8A8-sigma-delta for the others."""
+    return _label(w, a) + ("" if coding == "binary" else f"-{coding}")
+
+
 def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]] = ((8, 8),),
-             T: int | None = None, hw_neuromorphic="neuromorphic", hw_conventional="conventional",
-             limit: int | None = None, snn_examples: int | None = None, seed: int = 0,
-             progress: bool = True, status: Callable[[str], None] | None = None, checkpoint=None,
-             train_steps: int | None = None, calib_limit: int | None = None) -> TaskResult:
-    """Measure one task end to end (see the module docstring); `bits` lists (w_bits, a_bits), the
-    main configuration first."""
-    from converters import convert
-    from neuro_hw import extract_workload, simulate
+             T: int | None = None, hw: Sequence | None = None, limit: int | None = None,
+             snn_examples: int | None = None, seed: int = 0, progress: bool = True,
+             status: Callable[[str], None] | None = None, checkpoint=None,
+             train_steps: int | None = None, calib_limit: int | None = None,
+             codings: Sequence[str] = ("binary",), policy=None) -> TaskResult:
+    """Measure one task end to end (see the module docstring) on the accelerators `hw` (names,
+    files or configs; default every registered one); `bits` lists (w_bits, a_bits), the main
+    configuration first; every bit width is measured in every coding of `codings` (the first is
+    the main one).  policy: the memory policy applied to every accelerator alike."""
+    from eval.accelerators import label, needs_trace, parse_hw
+    from eval.measure import measure
+    from neuro_hw import extract_workload
     from snmfm.compress import calibrate, quantize
     from snmfm.tasks import get_task
 
     task = get_task(name)
+    hws = parse_hw(hw)
     say = status or (lambda s: None)
     sw = Stopwatch()
     notes: list[str] = []
@@ -274,50 +177,42 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
         calib = list(task.batches("calib", task.eval_batch_size, seed, limit=calib_limit))
         calibrate(model, calib)
 
-    variants, norm = [], None
+    variants, norm, example = [], None, None
     for w, a in bits:
-        label = _label(w, a)
-        vsw = Stopwatch()
-        say(f"{label} quantize + QANN eval")
-        with vsw("quantize"):
+        with sw(f"{_label(w, a)}.quantize"):
             qann = quantize(model, w, a)
-        with vsw("qann_eval"):
+        say(f"{_label(w, a)} QANN eval")
+        with sw(f"{_label(w, a)}.qann_eval"):
             q = {**task.evaluate(qann, "test", limit=limit, seed=seed), "n_examples": n_examples}
-        with vsw("convert"):
-            snn = convert(qann)
-        say(f"{label} SNN run")
-        with vsw("snn_run"):
-            s, trace, first = measure_snn(task, qann, snn, n_snn, T=T, seed=seed,
-                                          on_step=lambda t, lb=label: say(f"{lb} SNN step {t}"))
-        if norm is None:
-            norm = _normalisation(task, first)
-        say(f"{label} simulate")
-        with vsw("workload"):
-            example = tuple(x[:1] for x in first)
-            wl = extract_workload(qann, *example, name=f"{name}-{label}")
-        hw_trace = trim_trace(trace, trace.t_settle) if T is None and trace.t_settle else trace
-        with vsw("simulate_neuromorphic"):
-            hw_n = normalise_hw(simulate(wl, hw_trace, hw_neuromorphic))
-        with vsw("simulate_conventional"):
-            hw_c = normalise_hw(simulate(wl, None, hw_conventional))
-        variants.append(VariantResult(
-            label=label, w_bits=int(w), a_bits=int(a), qann=jsonable(q), snn=jsonable(s),
-            workload={"name": wl.name, "n_ops": len(wl.ops), "macs": int(wl.total_macs),
-                      "params": int(wl.total_params), "weight_bits": int(wl.weight_bits_total()),
-                      "example": "first example of the SNN subset",
-                      "trace_steps_simulated": int(hw_trace.steps)},
-            hw={"neuromorphic": hw_n, "conventional": hw_c}, wall_s=dict(vsw.times)))
-        for stage, t in vsw.times.items():
-            sw.times[f"{label}.{stage}"] = t
+        for coding in codings:
+            lab = variant_label(w, a, coding)
+            vsw = Stopwatch()
+            say(f"{lab} SNN run")
+            m = measure(task, qann, hws, coding=coding, snn_examples=n_snn, T=T, seed=seed, run_snn=True,
+                        policy=policy, name=f"{name}-{lab}", timer=vsw,
+                        on_step=lambda t, lb=lab: say(f"{lb} SNN step {t}"))
+            example = m.example
+            if norm is None:
+                norm = _normalisation(task, m.first_batch)
+            variants.append(VariantResult(
+                label=lab, w_bits=int(w), a_bits=int(a), coding=coding, qann=jsonable(q),
+                snn=jsonable(m.snn), workload=m.workload_info(),
+                hw={k: normalise_hw(r) for k, r in m.hw.items()}, wall_s=dict(vsw.times)))
+            for stage, t in vsw.times.items():
+                sw.times[f"{lab}.{stage}"] = t
 
     fp32_hw = {}
-    say("FP32 on the conventional accelerator")
-    with sw("fp32_simulate"):
-        try:
-            wl32 = extract_workload(model, *example, name=f"{name}-FP32")
-            fp32_hw["conventional"] = normalise_hw(simulate(wl32, None, hw_conventional))
-        except (ValueError, KeyError, TypeError, NotImplementedError) as e:
-            notes.append(f"FP32 reference on the conventional accelerator not modelled: {e}")
+    dense = [h for h in hws if not needs_trace(h)]
+    if dense:
+        say("FP32 on the dense accelerators")
+        with sw("fp32_simulate"):
+            try:
+                wl32 = extract_workload(model, *example, name=f"{name}-FP32")
+                from eval.measure import simulate_hw
+                for h in dense:
+                    fp32_hw[label(h)] = normalise_hw(simulate_hw(wl32, None, h, policy))
+            except (ValueError, KeyError, TypeError, NotImplementedError) as e:
+                notes.append(f"FP32 reference on the dense accelerators not modelled: {e}")
     return TaskResult(task=name, kind=task.kind, model_name=task.model_name,
                       size=size or task.default_size, description=task.description,
                       checkpoint=jsonable(ckpt), fp32=jsonable(fp32), normalisation=norm,
@@ -326,23 +221,21 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
 
 
 # ---- the main job ------------------------------------------------------------------------------
-def _hw_echo(hw) -> dict:
-    from neuro_hw import load_hw_config
-    cfg = load_hw_config(hw)
-    d = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
-    return {"requested": hw if isinstance(hw, str) else type(cfg).__name__, "config": jsonable(d)}
-
-
 def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None, w_bits: int = 8,
-             a_bits: int = 8, T: int | None = None, hw_neuromorphic="neuromorphic",
-             hw_conventional="conventional", out_dir: str | Path | None = DEFAULT_OUT_DIR,
+             a_bits: int = 8, T: int | None = None, hw: str | Sequence | None = None,
+             out_dir: str | Path | None = DEFAULT_OUT_DIR,
              limit: int | None = None, seed: int = 0, progress: bool = True, variants=True,
              snn_examples: int | dict | None = None, tolerance: float | None = None,
              checkpoints: dict | None = None, train_steps: int | None = None,
-             calib_limit: int | None = None, studies=None, console=None) -> Results:
+             calib_limit: int | None = None, studies=None, console=None,
+             codings: str | Sequence[str] = ("binary",), policy=None) -> Results:
     """Run the main job and (unless out_dir is None) write the report folder; returns `Results`.
 
-    tasks: task names (default: `default_tasks()`); sizes: one size for all or {task: size}
+    tasks: task names (default: `default_tasks()`); hw: the accelerators ("a,b,c", a list of
+    names, files or configs; default: every registered one -- `neuro_hw.accelerators()`), all
+    measured on the same SNN run; codings: the codings each bit width is converted with, the first
+    the main one (default binary); policy: the memory policy (neuro_hw.MemoryPolicy) applied to
+    every accelerator alike (default: simulate's); sizes: one size for all or {task: size}
     (default: each task's default, from its checkpoint); w_bits/a_bits: the main configuration;
     variants: True adds W{w}A4 and W4A4 for the iso-accuracy view, False measures only the main
     one, or a list of (w_bits, a_bits); T: fixed time steps (None: run the SNN until quiet);
@@ -365,11 +258,17 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     study_names = parse_study_names(studies)  # so do unknown studies
     if T is not None and (not isinstance(T, int) or T < 1):
         raise ValueError(f"T must be an integer >= 1 or None (run until quiet), got {T!r}")
+    from eval.accelerators import hw_echo, label, parse_hw
+    hws = parse_hw(hw)  # unknown accelerators fail before any work, listing the registered ones
+    codings = [c.strip() for c in codings.split(",")] if isinstance(codings, str) else list(codings)
+    if not codings or any(not c for c in codings):
+        raise ValueError(f"codings must name at least one coding, got {codings!r}")
+    _check_codings(codings)
     bits = bit_variants(w_bits, a_bits, variants)
     size_of = (lambda n: sizes.get(n)) if isinstance(sizes, dict) else (lambda n: sizes)
     n_snn_of = (lambda n: snn_examples.get(n)) if isinstance(snn_examples, dict) else (lambda n: snn_examples)
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
-    hw_echo = {"neuromorphic": _hw_echo(hw_neuromorphic), "conventional": _hw_echo(hw_conventional)}
+    echo = {label(h): hw_echo(h) for h in hws}
 
     out: list[TaskResult] = []
     stage_wall: dict[str, float] = {}
@@ -380,10 +279,10 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
             c1 = time.process_time()
             task_bits = bits[:1] if (variants is True and n in MAIN_ONLY_BY_DEFAULT) else bits
             try:
-                r = run_task(n, size_of(n), task_bits, T, hw_neuromorphic, hw_conventional, limit,
-                             n_snn_of(n), seed, progress, status=bar.status,
+                r = run_task(n, size_of(n), task_bits, T, hw=hws, limit=limit, snn_examples=n_snn_of(n),
+                             seed=seed, progress=progress, status=bar.status,
                              checkpoint=(checkpoints or {}).get(n), train_steps=train_steps,
-                             calib_limit=calib_limit)
+                             calib_limit=calib_limit, codings=codings, policy=policy)
             except Exception as e:
                 if hasattr(e, "add_note"):
                     e.add_note(f"(while running task {n!r} of the main job; no report was written)")
@@ -404,7 +303,8 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     options = {"tasks": names, "sizes": {t.task: t.size for t in out}, "w_bits": w_bits, "a_bits": a_bits,
                "bits": [list(b) for b in bits], "T": T, "limit": limit, "calib_limit": calib_limit,
                "snn_examples": {t.task: t.variant().snn["n_examples"] for t in out}, "seed": seed,
-               "tolerance": tol, "hardware": hw_echo, "studies": study_names}
+               "tolerance": tol, "hardware": echo, "accelerators": list(echo), "codings": codings,
+               "memory_policy": _policy_echo(policy), "studies": study_names}
     prov = collect(seed, started, stage_wall)
     # CPU seconds of this process: on a shared machine the wall time also measures the neighbours
     prov.update(cpu_s=time.process_time() - c0, stage_cpu_s=stage_cpu)
@@ -417,6 +317,28 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
         from eval.summary import print_summary
         print_summary(report, console=console, out_dir=out_dir)
     return results
+
+
+def _check_codings(codings: Sequence[str]) -> None:
+    """Unknown codings fail before any work, listing the registered ones (converters.codings)."""
+    try:
+        from converters import codings as registry
+    except ImportError:  # before the codings registry: only the binary coding exists
+        if list(codings) != ["binary"]:
+            raise ValueError(f"unknown coding(s) {', '.join(c for c in codings if c != 'binary')}; "
+                             "registered: binary") from None
+        return
+    for c in codings:
+        registry.get(c)
+
+
+def _policy_echo(policy) -> dict | None:
+    if policy is None:
+        return None
+    if hasattr(policy, "to_dict"):
+        return jsonable(policy.to_dict())
+    from dataclasses import asdict, is_dataclass
+    return jsonable(asdict(policy)) if is_dataclass(policy) else jsonable(dict(policy))
 
 
 def _study_status(progress: bool) -> Callable[[str], None]:

@@ -1,96 +1,93 @@
-"""PNG plots of a report (matplotlib's Agg canvas; no pyplot, no display, no global state).
+"""PNG plots of a report over the accelerators the run was given (eval.figures for the shared
+pieces: grids, fonts, one colour per accelerator).
 
-energy_breakdown.png    stacked energy per unit by named component, both accelerators per task
+energy_absolute.png     energy per unit of every accelerator per task, log scale (absolute)
+energy_breakdown.png    each accelerator's energy as shares of its own total, by named component
 accuracy_vs_T.png       SNN accuracy at every time step, with QANN and FP32 levels and T_settle
-energy_vs_accuracy.png  every measured configuration: energy per unit (log) against accuracy
+energy_vs_accuracy.png  every measured configuration on every accelerator: energy (log) against accuracy
 study_*.png             the plots of the studies added to the report (eval.plots_studies)
 """
 from __future__ import annotations
 
-import io
-import math
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from eval.compare import Report
-from eval.results import ACCELERATORS
+from eval.figures import FONT_PT, accel_color, accel_marker, fmt_pj, grid, png
 
-PLOTS = ("energy_breakdown", "accuracy_vs_T", "energy_vs_accuracy")
-ACCEL_SHORT = {"neuromorphic": "neuro", "conventional": "conv"}
-MARKERS = {"neuromorphic": "o", "conventional": "s"}
-COLORS = {"neuromorphic": "#1f77b4", "conventional": "#d62728"}
+PLOTS = ("energy_absolute", "energy_breakdown", "accuracy_vs_T", "energy_vs_accuracy")
+SMALL = FONT_PT - 1  # legends and point labels: 9 pt, about 12 px on a 1400 px page
 
 
-def _grid(n: int, width: float = 4.2, height: float = 3.4, max_cols: int = 3):
-    cols = min(n, max_cols)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows), dpi=100, layout="constrained")
-    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
-    return fig, axes
+def _accels(report: Report) -> list[str]:
+    return list(report.comparison.get("accelerators") or report.results.accelerators)
 
 
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _scale(values_pj: list[float]) -> tuple[float, str]:
-    top = max([abs(v) for v in values_pj] + [1e-30])
-    for f, unit in ((1e12, "J"), (1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
-        if top >= f:
-            return f, unit
-    return 1.0, "pJ"
+def energy_absolute(report: Report) -> bytes:
+    """Energy per unit of each accelerator, one panel per task, on a log axis (values printed)."""
+    import math
+    tasks = report.comparison["tasks"]
+    order = _accels(report)
+    fig, axes = grid(len(tasks), width=4.4, height=3.4)
+    for ax, t in zip(axes, tasks):
+        names = [a for a in order if a in t["accelerators"]]
+        vals = [t["accelerators"][a]["energy_per_unit_pj"] for a in names]
+        x = list(range(len(names)))
+        ax.bar(x, vals, color=[accel_color(a, order) for a in names], width=0.6)
+        ax.set_yscale("log")
+        lo, hi = min(v for v in vals if v > 0), max(vals)
+        ax.set_ylim(lo / 3, hi * 10 ** max(0.6, 0.12 * math.log10(hi / lo)))  # room for the labels
+        for i, v in enumerate(vals):
+            ax.text(i, v * 1.15, fmt_pj(v), ha="center", va="bottom", fontsize=SMALL)
+        ax.set_xticks(x, names, fontsize=SMALL, rotation=20 if len(names) > 3 else 0,
+                      ha="right" if len(names) > 3 else "center")
+        ax.tick_params(axis="y", labelsize=SMALL)
+        ax.set_ylabel(f"pJ per {t['unit']} (log)", fontsize=FONT_PT)
+        ax.set_title(f"{t['task']} ({t['main']})", fontsize=FONT_PT)
+    fig.suptitle("Energy per unit, absolute (log scale)", fontsize=FONT_PT + 1)
+    return png(fig)
 
 
 def energy_breakdown(report: Report) -> bytes:
-    """Each accelerator's energy as shares of its own total (100% stacked), the total above the bar:
-    the two totals often differ by orders of magnitude, so absolute stacks would hide the smaller."""
+    """Each accelerator's energy as shares of its own total (100% stacked): the totals differ by
+    orders of magnitude (energy_absolute shows them), so absolute stacks would hide the smaller."""
     from matplotlib import colormaps
     from matplotlib.patches import Patch
     tasks = report.comparison["tasks"]
-    fig, axes = _grid(len(tasks))
-    names = sorted({k for t in tasks for a in ACCELERATORS for k in t["accelerators"][a]["breakdown_per_unit_pj"]})
+    order = _accels(report)
+    fig, axes = grid(len(tasks), width=4.4, height=3.6)
+    names = sorted({k for t in tasks for a in t["accelerators"].values() for k in a["breakdown_per_unit_pj"]})
     palette = colormaps["tab20"]
     color = {n: palette(i % 20) for i, n in enumerate(names)}
     used = []
     for ax, t in zip(axes, tasks):
-        totals = [t["accelerators"][a]["energy_per_unit_pj"] for a in ACCELERATORS]
-        x = list(range(len(ACCELERATORS)))
-        bottoms = [0.0] * len(ACCELERATORS)
+        accs = [a for a in order if a in t["accelerators"]]
+        totals = [t["accelerators"][a]["energy_per_unit_pj"] for a in accs]
+        x = list(range(len(accs)))
+        bottoms = [0.0] * len(accs)
         for n in names:
             vals = [100 * t["accelerators"][a]["breakdown_per_unit_pj"].get(n, 0.0) / tot if tot else 0.0
-                    for a, tot in zip(ACCELERATORS, totals)]
+                    for a, tot in zip(accs, totals)]
             if not any(v > 0 for v in vals):
                 continue
             if n not in used:
                 used.append(n)
             ax.bar(x, vals, bottom=bottoms, color=color[n], width=0.6)
             bottoms = [b + v for b, v in zip(bottoms, vals)]
-        for i, tot in enumerate(totals):
-            ax.text(i, 101, f"{_fmt_pj(tot)}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x, [ACCEL_SHORT[a] for a in ACCELERATORS])
-        ax.set_ylim(0, 112)
-        ax.set_ylabel(f"% of energy per {t['unit']}")
-        ax.set_title(f"{t['task']} ({t['main']})", fontsize=10)
+        ax.set_xticks(x, accs, fontsize=SMALL, rotation=20 if len(accs) > 3 else 0,
+                      ha="right" if len(accs) > 3 else "center")
+        ax.tick_params(axis="y", labelsize=SMALL)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel(f"% of energy per {t['unit']}", fontsize=FONT_PT)
+        ax.set_title(f"{t['task']} ({t['main']})", fontsize=FONT_PT)
     fig.legend(handles=[Patch(color=color[n], label=n) for n in used], loc="outside lower center",
-               ncol=min(6, max(1, len(used))), fontsize=7, frameon=False)
-    fig.suptitle("Energy breakdown: share of each accelerator's total (total per unit above the bar)",
-                 fontsize=11)
-    return _png(fig)
-
-
-def _fmt_pj(pj: float) -> str:
-    f, unit = _scale([pj])
-    return f"{pj / f:.3g} {unit}"
+               ncol=min(5, max(1, len(used))), fontsize=SMALL, frameon=False)
+    fig.suptitle("Energy breakdown: share of each accelerator's own total", fontsize=FONT_PT + 1)
+    return png(fig)
 
 
 def accuracy_vs_T(report: Report) -> bytes:
     tasks = report.results.tasks
-    fig, axes = _grid(len(tasks))
+    fig, axes = grid(len(tasks), width=4.4, height=3.6)
     for ax, t in zip(axes, tasks):
         for v in t.variants:
             curve = v.snn["acc_per_step"]
@@ -101,56 +98,65 @@ def accuracy_vs_T(report: Report) -> bytes:
         if v.snn["t_settle"]:
             ax.axvline(v.snn["t_settle"], color="green", lw=0.6, alpha=0.6, label=f"T_settle {v.snn['t_settle']}")
         ax.set_xscale("log")
-        ax.set_xlabel("time step")
-        ax.set_ylabel("accuracy" if t.kind != "embed" else "mean cosine to FP32")
+        ax.set_xlabel("time step", fontsize=FONT_PT)
+        ax.set_ylabel("accuracy" if t.kind != "embed" else "mean cosine to FP32", fontsize=FONT_PT)
+        ax.tick_params(labelsize=SMALL)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{t.task} (SNN on {v.snn['n_examples']} examples)", fontsize=10)
-        ax.legend(fontsize=6, loc="lower right", frameon=False)
-    fig.suptitle("SNN accuracy versus time step", fontsize=11)
-    return _png(fig)
+        ax.set_title(f"{t.task} (SNN on {v.snn['n_examples']} examples)", fontsize=FONT_PT)
+        ax.legend(fontsize=SMALL, loc="lower right", frameon=True, framealpha=0.85)
+    fig.suptitle("SNN accuracy versus time step", fontsize=FONT_PT + 1)
+    return png(fig)
 
 
 def energy_vs_accuracy(report: Report) -> bytes:
+    """Every configuration on every accelerator: energy per unit (log) against the accuracy that
+    accelerator is credited with (eval.compare's iso-accuracy rule)."""
     tasks = report.comparison["tasks"]
-    fig, axes = _grid(len(tasks))
+    order = _accels(report)
+    fig, axes = grid(len(tasks), width=4.4, height=3.8)
     for ax, t in zip(axes, tasks):
         iso = t["iso_accuracy"]
-        for accel in ACCELERATORS:
+        for accel in order:
+            if accel not in t["accelerators"]:
+                continue
+            dense = not t["accelerators"][accel]["needs_trace"]
             pts = []
             for v in t["variants"]:
-                acc = v["qann_accuracy"] if (accel == "conventional" or v["exact"]) else v["snn_accuracy"]
+                if accel not in v["energy_per_unit_pj"]:
+                    continue
+                acc = v["qann_accuracy"] if (dense or v["exact"]) else v["snn_accuracy"]
                 pts.append((v["energy_per_unit_pj"][accel], acc, v["label"]))
-            if accel == "conventional":
-                res = report.results.task(t["task"])
-                if "conventional" in res.fp32_hw:
-                    pts.append((res.fp32_hw["conventional"].energy_pj / t["tokens_per_inference"],
-                                res.fp32["accuracy"], "FP32"))
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[accel], color=COLORS[accel],
-                       label=accel, s=28)
-            for e, a, lab in pts:
-                ax.annotate(lab, (e, a), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.axhline(iso["threshold"], color="gray", ls=":", lw=0.8, label=f"FP32 - {iso['tolerance']:g}")
+            fp32 = report.results.task(t["task"]).fp32_hw.get(accel)
+            if fp32 is not None:
+                pts.append((fp32.energy_pj / t["tokens_per_inference"],
+                            report.results.task(t["task"]).fp32["accuracy"], "FP32"))
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=accel_marker(accel, order),
+                       color=accel_color(accel, order), label=accel, s=30)
+        ax.axhline(iso["threshold"], color="gray", ls=":", lw=0.8, label=f"FP32 − {iso['tolerance']:g}")
         ax.set_xscale("log")
-        ax.set_xlabel(f"energy per {t['unit']} (pJ)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(t["task"], fontsize=10)
-        ax.legend(fontsize=6, loc="lower right", frameon=False)
-    fig.suptitle("Energy versus accuracy (every measured configuration)", fontsize=11)
-    return _png(fig)
+        ax.set_xlabel(f"energy per {t['unit']} (pJ, log)", fontsize=FONT_PT)
+        ax.set_ylabel("accuracy", fontsize=FONT_PT)
+        ax.tick_params(labelsize=SMALL)
+        ax.set_title(t["task"], fontsize=FONT_PT)
+        ax.legend(fontsize=SMALL, loc="lower right", frameon=True, framealpha=0.85)
+    fig.suptitle("Energy versus accuracy (every measured configuration; the table lists their bits and coding)",
+                 fontsize=FONT_PT + 1)
+    return png(fig)
 
 
 def render_plots(report: Report) -> dict[str, bytes]:
     """{plot name: PNG bytes} for every plot in PLOTS and every plot of the report's studies."""
     from eval.plots_studies import study_plots
-    return {"energy_breakdown": energy_breakdown(report), "accuracy_vs_T": accuracy_vs_T(report),
-            "energy_vs_accuracy": energy_vs_accuracy(report), **study_plots(report.studies)}
+    return {"energy_absolute": energy_absolute(report), "energy_breakdown": energy_breakdown(report),
+            "accuracy_vs_T": accuracy_vs_T(report), "energy_vs_accuracy": energy_vs_accuracy(report),
+            **study_plots(report.studies)}
 
 
 def write_plots(report: Report, out_dir) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {}
-    for name, png in render_plots(report).items():
+    for name, data in render_plots(report).items():
         p = out / f"{name}.png"
-        p.write_bytes(png)
+        p.write_bytes(data)
         paths[name] = p
     return paths

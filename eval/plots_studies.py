@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eval.plots import COLORS, _fmt_pj, _grid, _png
+from eval.figures import COLORS
+from eval.figures import fmt_pj as _fmt_pj
+from eval.figures import grid as _grid
+from eval.figures import png as _png
 from eval.studies import plot_name
 
 ACCEL_LABEL = {"conventional": "conv", "neuromorphic": "neuro", None: "—"}

@@ -1,7 +1,8 @@
 """Provenance of a run: what produced the numbers, so a report can be trusted and reproduced.
 
 Package versions, Python and platform, the git revision of the source tree (when it is a git
-checkout; read-only `git` calls), the command line, timestamps, thread counts, and a `Stopwatch`
+checkout; read-only `git` calls), snmfm's version and revision as built (snmfm._build_info: an
+installed wheel names the revision it was built from), the command line, timestamps, thread counts, and a `Stopwatch`
 that records the wall time of every stage."""
 from __future__ import annotations
 
@@ -73,8 +74,10 @@ def environment() -> dict:
 
 def collect(seed: int, started_utc: str, stage_wall_s: dict | None = None) -> dict:
     """The provenance block of a report."""
+    from snmfm._build_info import build_info
     return {
         "packages": package_versions(),
+        "build": dict(build_info()),
         "environment": environment(),
         "git": git_revision(),
         "command": list(sys.argv),

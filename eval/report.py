@@ -1,8 +1,8 @@
 """Writing a report folder, and re-rendering one from a saved report.json (`snmfm report RESULTS`),
 optionally adding study outputs to it (`snmfm report RESULTS --study FILE.json`).
 
-A report folder holds report.json (schema "snmfm.report/2": the measured results, the derived
-comparison and the studies added to it), report.md, report.html (self-contained) and the PNG plots
+A report folder holds report.json (schema "snmfm.report/3": the measured results, the derived
+comparison and the studies added to it; versions 1 and 2 are still read), report.md, report.html (self-contained) and the PNG plots
 (study plots too).  It is written into a temporary sibling folder and renamed into place at the
 end, so a failure never leaves a partial report behind, and an existing report folder is replaced
 only by a complete one.
@@ -78,7 +78,7 @@ def load_report(path) -> Report:
     tolerance it was written with, and its studies."""
     d = read_report_json(path)
     results = Results.from_dict(d["results"])
-    return compare(results, tolerance=d["comparison"]["tolerance"], studies=d["studies"]["entries"])
+    return compare(results, tolerance=d["tolerance"], studies=d["studies"]["entries"])
 
 
 def report_from_results(path, out_dir=None, tolerance: float | None = None, studies=()) -> Report:
@@ -91,7 +91,7 @@ def report_from_results(path, out_dir=None, tolerance: float | None = None, stud
     d = read_report_json(p)
     results = Results.from_dict(d["results"])
     added = [e for f in studies for e in load_study_file(f)]
-    report = compare(results, tolerance=d["comparison"]["tolerance"] if tolerance is None else tolerance,
+    report = compare(results, tolerance=d["tolerance"] if tolerance is None else tolerance,
                      studies=merge_entries(d["studies"]["entries"], added))
     target = Path(out_dir) if out_dir is not None else (p if p.is_dir() else p.parent)
     write_report(report, target)

@@ -2,96 +2,119 @@
 
 One builder, two renderers, so the Markdown and the HTML report always say the same thing.
 Blocks: ("h", level, text) | ("p", text) | ("list", [text]) | ("table", headers, rows) |
-("img", plot name, alt text) | ("pre", text).  Every number comes from the Report (the study
-sections, eval.report_studies, from the studies' own outputs).
+("img", plot name, alt text) | ("pre", text).  Every number comes from the Report (the study sections, eval.report_studies,
+from the studies' own outputs).  Tables list accelerators as rows, so a run with any number of
+accelerators gives the same columns.
 """
 from __future__ import annotations
 
 import json
 
 from eval.compare import Report
-from eval.results import ACCELERATORS
+from eval.fmt import fmt_acc, fmt_edp, fmt_energy, fmt_ratio, fmt_time
 
 CAVEATS = [
     "Energies and latencies come from analytical architecture models (neuro_hw), not from measured "
-    "silicon: the SNN is simulated step by step in PyTorch and its spike counts drive a model of a "
-    "neuromorphic chip; the QANN's Workload drives a model of a systolic-array accelerator.",
-    "Both accelerators read the same Workload and the same technology table (energy per operation "
-    "and per memory access for one process node, each number with its source); change the node or "
-    "the configs and the numbers change. Absolute joules are estimates; ratios between the two "
-    "models are the more robust reading.",
+    "silicon: the SNN is simulated step by step in PyTorch and its activity (events per site and "
+    "step) drives the models of the SNN-driven accelerators; the QANN's Workload drives the dense "
+    "accelerators.",
+    "Every accelerator reads the same Workload and the same technology scaling; the node of each "
+    "figure and the memory policy are stated per accelerator. Absolute joules are estimates; ratios "
+    "between models are the more robust reading.",
     "The SNN reproduces the QANN's integers by construction; the report measures how far that held "
     "(agreement, max |SNN-QANN|/max|QANN|) on the examples it ran. The SNN ran on a subset of the "
-    "held-out data (counts in the table); FP32 and QANN accuracies use the whole held-out split.",
-    "Neuromorphic energy uses the activity recorded on the SNN subset (averaged per example) and the "
+    "held-out data (counts in the tables); FP32 and QANN accuracies use the whole held-out split.",
+    "SNN-driven energy uses the activity recorded on the SNN subset (averaged per example) and the "
     "time steps until the network went quiet (T_settle), unless a fixed T was asked for.",
     "Decoders (lm, vqa) are charged for one forward over the whole example (teacher forcing), "
     "divided by the number of tokens that forward predicts; autoregressive generation with a KV "
     "cache, batching and host-side costs are not in these numbers.",
-    "Non-spiking units (softmax, LayerNorm, GELU) are charged as digital units on the neuromorphic "
-    "chip; the spike-driven fraction says how much of its work and energy is event-driven.",
+    "Non-spiking units (softmax, LayerNorm, GELU) are charged as digital units on the spiking chips; "
+    "the spike-driven fraction says how much of their work and energy is event-driven.",
 ]
-
-
-# ---- number formatting -----------------------------------------------------------------------
-def fmt_energy(pj: float | None) -> str:
-    if pj is None:
-        return "—"
-    for f, unit in ((1e12, "J"), (1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
-        if abs(pj) >= f:
-            return f"{pj / f:.3g} {unit}"
-    return f"{pj:.3g} pJ"
-
-
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "—"
-    for f, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if abs(s) >= f:
-            return f"{s / f:.3g} {unit}"
-    return f"{s / 1e-9:.3g} ns"
-
-
-def fmt_acc(a: float | None) -> str:
-    return "—" if a is None else f"{100 * a:.2f}%"
-
-
-def fmt_ratio(r: float | None) -> str:
-    return "—" if r is None else f"{r:.3g}×"
-
-
-def fmt_edp(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2e} pJ·s"
 
 
 def _acc_label(kind: str) -> str:
     return "mean cosine to FP32" if kind == "embed" else "accuracy"
 
 
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _bits(label: str) -> str:
+    return label.split("-", 1)[0]
+
+
+def snn_text(acc: dict, ex: dict) -> str:
+    """What the SNN did, with its sample size: never a bare accuracy beside full-split numbers."""
+    n = acc["snn"]["n_examples"]
+    if ex["exact"]:
+        return f"SNN = QANN on all {n} examples it ran (T_settle {ex['t_settle']})"
+    settled = f"T_settle {ex['t_settle']}" if ex["settled"] else f"not settled in {ex['steps']} steps"
+    return (f"SNN {fmt_acc(acc['snn']['accuracy'])} on {n} examples (QANN {fmt_acc(acc['snn']['qann_accuracy_subset'])} "
+            f"on the same; agreement {_pct(ex['agreement'])}, {settled})")
+
+
+def _policy(p) -> str:
+    if not p:
+        return "—"
+    if isinstance(p, dict):
+        return ", ".join(f"{k} {v}" if not isinstance(v, bool) else (k if v else f"no {k}") for k, v in p.items())
+    return str(p)
+
+
+def _ratio_headers(report: Report) -> list[str]:
+    return [f"E vs {b}" for b in report.comparison["baselines"]]
+
+
+def _ratio_cells(ratios: dict, accel: str, baselines: list[str]) -> list[str]:
+    r = ratios.get(accel, {})
+    return ["baseline" if b == accel else fmt_ratio(r.get(b)) for b in baselines]
+
+
 # ---- sections ----------------------------------------------------------------------------------
+def verdicts(report: Report) -> list[str]:
+    """The verdict sentence of every task, in run order."""
+    return [t["verdict"]["text"] for t in report.comparison["tasks"]]
+
+
+def _verdict(report: Report) -> list:
+    base = ", ".join(report.comparison["baselines"]) or "none"
+    return [("h", 2, "Verdict"), ("list", verdicts(report)),
+            ("p", f"Iso-accuracy: the cheapest measured configuration within {report.comparison['tolerance']:g} "
+                  f"of the FP32 model's accuracy on each accelerator. Dense baselines: {base}. Ratios are "
+                  f"{report.comparison['ratio_definition']}.")]
+
+
 def _summary(report: Report) -> list:
-    rows = []
+    q_rows = []
     for t in report.comparison["tasks"]:
-        a, acc, ex = t["accelerators"], t["accuracy"], t["exactness"]
-        rows.append([
-            t["task"], t["model"], t["main"], t["unit"],
-            fmt_acc(acc["fp32"]["accuracy"]), fmt_acc(acc["qann"]["accuracy"]),
-            f"{fmt_acc(acc['snn']['accuracy'])} ({acc['snn']['n_examples']} ex.)",
-            f"{100 * ex['agreement']:.1f}% / {ex['max_rel_err']:.1e}",
-            str(ex["t_settle"]) if ex["settled"] else f"not settled ({ex['steps']})",
-            fmt_energy(a["neuromorphic"]["energy_per_unit_pj"]), fmt_energy(a["conventional"]["energy_per_unit_pj"]),
-            fmt_ratio(t["ratios"]["energy"]),
-            fmt_time(a["neuromorphic"]["latency_s"]), fmt_time(a["conventional"]["latency_s"]),
-            fmt_ratio(t["ratios"]["latency"]), fmt_ratio(t["ratios"]["edp"]),
-        ])
-    headers = ["Task", "Model", "Bits", "Per", "FP32", "QANN", "SNN", "SNN=QANN (agree / max rel err)",
-               "T_settle", "E neuromorphic", "E conventional", "E conv/neuro", "Latency neuro",
-               "Latency conv", "Latency conv/neuro", "EDP conv/neuro"]
+        acc, ex = t["accuracy"], t["exactness"]
+        q_rows.append([t["task"], t["model"], _bits(t["main"]), t["coding"],
+                       f"{fmt_acc(acc['fp32']['accuracy'])} ({acc['fp32']['n_examples']})",
+                       f"{fmt_acc(acc['qann']['accuracy'])} ({acc['qann']['n_examples']})",
+                       snn_text(acc, ex)])
+    baselines = report.comparison["baselines"]
+    e_rows = []
+    for t in report.comparison["tasks"]:
+        for name, a in t["accelerators"].items():
+            e_rows.append([t["task"], name, "SNN events" if a["needs_trace"] else "QANN, dense",
+                           f"{fmt_energy(a['energy_per_unit_pj'])}/{t['unit']}",
+                           *_ratio_cells(t["ratios"]["energy"], name, baselines),
+                           fmt_time(a["latency_s"]), _pct(a["static_share"]), _pct(a["offchip_share"]),
+                           "yes" if a["spills"] else "no", _policy(a["memory_policy"]), a["node"] or "—"])
     return [("h", 2, "Summary"),
-            ("p", "Accuracy of every model form, energy per unit (inference or predicted token, see "
-                  "below) and latency per inference on both accelerators, for the main bit widths. "
-                  f"Ratios are {report.comparison['ratio_definition']}."),
-            ("table", headers, rows)]
+            ("p", "Quality of every model form for the main configuration. FP32 and QANN over the whole "
+                  "held-out split (example counts in brackets); the SNN over its own subset, compared with "
+                  "the QANN on the same examples."),
+            ("table", ["Task", "Model", "Bits", "Coding", "FP32 (n)", "QANN (n)", "SNN"], q_rows),
+            ("p", "Energy per unit (inference or predicted token) and latency per inference of the main "
+                  "configuration on every accelerator of the run; static = share of fixed power over the "
+                  "run's latency, off-chip = share of DRAM traffic, spills = weights or state that did "
+                  "not fit on chip."),
+            ("table", ["Task", "Accelerator", "Runs", "Energy", *_ratio_headers(report), "Latency",
+                       "Static", "Off-chip", "Spills", "Memory policy", "Node"], e_rows)]
 
 
 def _counts(report: Report) -> list:
@@ -103,67 +126,69 @@ def _counts(report: Report) -> list:
             f"{res.fp32['n']} scored items from {res.fp32.get('n_examples')} held-out examples; SNN over "
             f"{v.snn['n']} scored items from {v.snn['n_examples']} held-out examples "
             f"({'until quiet' if v.snn['T'] is None else 'fixed T=' + str(v.snn['T'])}, "
-            f"{v.snn['steps']} steps simulated, {v.workload['trace_steps_simulated'] if 'trace_steps_simulated' in v.workload else v.snn['steps']} charged on the chip); "
-            f"Workload: {v.workload['n_ops']} ops, {v.workload['macs']:,} MACs, {v.workload['params']:,} "
-            f"parameters per inference ({v.workload.get('example', 'one example')}).")
+            f"{v.snn['steps']} steps simulated, {v.workload.get('trace_steps_simulated', v.snn['steps'])} charged "
+            f"on the SNN-driven accelerators); Workload: {v.workload['n_ops']} ops, {v.workload['macs']:,} MACs, "
+            f"{v.workload['params']:,} parameters per inference ({v.workload.get('example', 'one example')}).")
     return [("h", 2, "What each number is over"), ("list", items)]
 
 
 def _iso(report: Report) -> list:
     rows = []
+    baselines = report.comparison["baselines"]
     for t in report.comparison["tasks"]:
         iso = t["iso_accuracy"]
-        cells = [t["task"], fmt_acc(iso["reference_accuracy"]), fmt_acc(iso["threshold"])]
-        for accel in ACCELERATORS:
-            c = iso[accel]
+        for name, c in iso["choices"].items():
             if c is None:
-                cells.append("—")
+                rows.append([t["task"], name, "—", "—", "—", "—", *(["—"] * len(baselines))])
                 continue
             flag = "" if c["within_tolerance"] else " (none within tolerance: most accurate shown)"
-            cells.append(f"{c['label']}: {fmt_acc(c['accuracy'])}, {fmt_energy(c['energy_per_unit_pj'])}/"
-                         f"{t['unit']}{flag}")
-        cells.append(fmt_ratio(iso["energy_ratio"]))
-        rows.append(cells)
+            rows.append([t["task"], name, _bits(c["label"]), c.get("coding") or "—",
+                         f"{fmt_acc(c['accuracy'])}{flag}", f"{fmt_energy(c['energy_per_unit_pj'])}/{t['unit']}",
+                         *_ratio_cells(iso["energy_ratio"], name, baselines)])
     tol = report.comparison["tolerance"]
     return [("h", 2, "Iso-accuracy view"),
             ("p", f"The cheapest measured configuration of each accelerator whose accuracy is within "
-                  f"{tol:g} (absolute) of the FP32 model's. The conventional accelerator runs the QANN "
-                  "(or the FP32 model); the neuromorphic chip runs the SNN, credited with the QANN's "
-                  "held-out accuracy only where the SNN reproduced the QANN on every example it ran."),
-            ("table", ["Task", "FP32", "Threshold", "Neuromorphic (cheapest within)",
-                       "Conventional (cheapest within)", "E conv/neuro"], rows)]
+                  f"{tol:g} (absolute) of the FP32 model's. Dense accelerators run the QANN (or the FP32 "
+                  "model); SNN-driven ones run the SNN, credited with the QANN's held-out accuracy only "
+                  "where the SNN reproduced the QANN on every example it ran."),
+            ("table", ["Task", "Accelerator", "Bits", "Coding", "Accuracy", "Energy",
+                       *_ratio_headers(report)], rows)]
 
 
 def _breakdown(report: Report) -> list:
-    out = [("h", 2, "Energy breakdown"), ("img", "energy_breakdown", "Stacked energy breakdown per task"),
-           ("p", "Named components as each hardware model reports them (they sum to the total).")]
+    out = [("h", 2, "Energy: absolute and breakdown"),
+           ("p", "First the energy per unit on a log scale, then the named components as each hardware "
+                 "model reports them, as shares of that accelerator's own total (they sum to it)."),
+           ("img", "energy_absolute", "Energy per unit of every accelerator, log scale"),
+           ("img", "energy_breakdown", "Energy breakdown as shares of each accelerator's total")]
     for t in report.comparison["tasks"]:
         a = t["accelerators"]
-        names = sorted({k for acc in ACCELERATORS for k in a[acc]["breakdown_per_unit_pj"]},
-                       key=lambda k: -max(a[acc]["breakdown_per_unit_pj"].get(k, 0.0) for acc in ACCELERATORS))
+        accs = list(a)
+        names = sorted({k for x in a.values() for k in x["breakdown_per_unit_pj"]},
+                       key=lambda k: -max(x["breakdown_per_unit_pj"].get(k, 0.0) for x in a.values()))
         rows = []
         for k in names:
             row = [k]
-            for acc in ACCELERATORS:
+            for acc in accs:
                 e = a[acc]["breakdown_per_unit_pj"].get(k)
                 tot = a[acc]["energy_per_unit_pj"]
-                row += ["—", ""] if e is None else [fmt_energy(e), f"{100 * e / tot:.1f}%" if tot else ""]
+                row.append("—" if e is None else f"{fmt_energy(e)} ({100 * e / tot:.1f}%)" if tot else fmt_energy(e))
             rows.append(row)
-        rows.append(["total", fmt_energy(a["neuromorphic"]["energy_per_unit_pj"]), "100%",
-                     fmt_energy(a["conventional"]["energy_per_unit_pj"]), "100%"])
+        rows.append(["total"] + [fmt_energy(a[acc]["energy_per_unit_pj"]) for acc in accs])
+        rows.append(["cycles per inference"] + [f"{a[acc]['cycles']:.4g}" for acc in accs])
+        rows.append(["EDP per inference"] + [fmt_edp(a[acc]["edp_pj_s"]) for acc in accs])
         out += [("h", 3, f"{t['task']} ({t['main']}, per {t['unit']})"),
-                ("table", ["Component", "Neuromorphic", "share", "Conventional", "share"], rows)]
-        sdf = a["neuromorphic"].get("spike_driven_fraction")
-        extra = [f"cycles per inference: neuromorphic {a['neuromorphic']['cycles']:.4g}, conventional "
-                 f"{a['conventional']['cycles']:.4g}; EDP: neuromorphic {fmt_edp(a['neuromorphic']['edp_pj_s'])}, "
-                 f"conventional {fmt_edp(a['conventional']['edp_pj_s'])} (per inference)"]
-        if sdf:
-            extra.append("spike-driven fraction on the neuromorphic chip: "
-                         + ", ".join(f"{k} {100 * v:.1f}%" if isinstance(v, (int, float)) else f"{k} {v}"
-                                     for k, v in sdf.items()))
-        for acc in ACCELERATORS:
+                ("table", ["Component"] + accs, rows)]
+        extra = []
+        for acc in accs:
+            sdf = a[acc].get("spike_driven_fraction")
+            if sdf:
+                extra.append(f"{acc}: spike-driven fraction "
+                             + ", ".join(f"{k} {100 * v:.1f}%" if isinstance(v, (int, float)) else f"{k} {v}"
+                                         for k, v in sdf.items()))
             extra += [f"{acc}: {n}" for n in a[acc].get("notes", [])]
-        out.append(("list", extra))
+        if extra:
+            out.append(("list", extra))
     return out
 
 
@@ -194,33 +219,34 @@ def _variants(report: Report) -> list:
     rows = []
     for t in report.comparison["tasks"]:
         for v in t["variants"]:
-            rows.append([t["task"], v["label"], fmt_acc(v["qann_accuracy"]),
-                         f"{fmt_acc(v['snn_accuracy'])} ({v['snn_examples']} ex.)",
-                         f"{100 * v['agreement']:.1f}%", str(v["t_settle"]),
-                         fmt_energy(v["energy_per_unit_pj"].get("neuromorphic")),
-                         fmt_energy(v["energy_per_unit_pj"].get("conventional")), fmt_ratio(v["energy_ratio"]),
-                         fmt_time(v["latency_s"].get("neuromorphic")), fmt_time(v["latency_s"].get("conventional"))])
+            snn = ("= QANN" if v["exact"] else f"{fmt_acc(v['snn_accuracy'])} ({_pct(v['agreement'])} agree)")
+            for name, e in v["energy_per_unit_pj"].items():
+                rows.append([t["task"], _bits(v["label"]), v["coding"], name, fmt_acc(v["qann_accuracy"]),
+                             f"{snn}, {v['snn_examples']} ex.", str(v["t_settle"]), fmt_energy(e),
+                             *_ratio_cells(v["energy_ratio"], name, report.comparison["baselines"]),
+                             fmt_time(v["latency_s"].get(name))])
         res = report.results.task(t["task"])
-        if "conventional" in res.fp32_hw:
-            hw = res.fp32_hw["conventional"]
-            rows.append([t["task"], "FP32", fmt_acc(res.fp32["accuracy"]), "—", "—", "—", "—",
-                         fmt_energy(hw.energy_pj / t["tokens_per_inference"]), "—", "—", fmt_time(hw.latency_s)])
+        for name, hw in res.fp32_hw.items():
+            rows.append([t["task"], "FP32", "—", name, fmt_acc(res.fp32["accuracy"]), "—", "—",
+                         fmt_energy(hw.energy_pj / t["tokens_per_inference"]),
+                         *(["—"] * len(report.comparison["baselines"])), fmt_time(hw.latency_s)])
     return [("h", 2, "Energy versus accuracy"), ("img", "energy_vs_accuracy", "Energy against accuracy"),
-            ("p", "Every measured configuration (energy per unit; FP32 on the conventional accelerator "
-                  "with 32-bit weights and activations where modelled)."),
-            ("table", ["Task", "Config", "QANN", "SNN", "SNN=QANN", "T_settle", "E neuro", "E conv",
-                       "E conv/neuro", "Latency neuro", "Latency conv"], rows)]
+            ("p", "Every measured configuration on every accelerator (energy per unit; FP32 with 32-bit "
+                  "weights and activations on the dense accelerators where modelled). QANN accuracy over the "
+                  "held-out split; the SNN column says how the SNN compared with it on its subset."),
+            ("table", ["Task", "Bits", "Coding", "Accelerator", "QANN", "SNN (subset)", "T_settle", "Energy",
+                       *_ratio_headers(report), "Latency"], rows)]
 
 
 def _per_op(report: Report) -> list:
     out = [("h", 2, "Where the energy goes (per op)"),
-           ("p", "The ops with the largest share of either accelerator's energy (per unit). Fixed costs "
+           ("p", "The ops with the largest share of any accelerator's energy (per unit). Fixed costs "
                  "that belong to no op (static power, synchronisation, I/O) are in the breakdown above.")]
     for t in report.comparison["tasks"]:
-        rows = [[r["name"], r["kind"], fmt_energy(r["neuromorphic_pj"]), f"{100 * r['neuromorphic_share']:.1f}%",
-                 fmt_energy(r["conventional_pj"]), f"{100 * r['conventional_share']:.1f}%"] for r in t["per_op"]]
-        out += [("h", 3, f"{t['task']} ({t['main']})"),
-                ("table", ["Op", "Kind", "Neuromorphic", "share", "Conventional", "share"], rows)]
+        accs = list(t["accelerators"])
+        rows = [[r["name"], r["kind"]] + [f"{fmt_energy(r['energy_pj'].get(a))} ({_pct(r['share'].get(a))})"
+                                          for a in accs] for r in t["per_op"]]
+        out += [("h", 3, f"{t['task']} ({t['main']})"), ("table", ["Op", "Kind"] + accs, rows)]
     return out
 
 
@@ -232,6 +258,11 @@ def _provenance(report: Report) -> list:
             ["wall time of the run", f"{r.wall_s:.1f} s"
              + (f" (CPU time of the process {p['cpu_s']:.1f} s)" if p.get("cpu_s") is not None else "")],
             ["git revision", f"{git['commit']}{' (uncommitted changes)' if git['dirty'] else ''}" if git else "not a git checkout"],
+            ["snmfm build", _build_text(p.get("build"))],
+            ["accelerators", ", ".join(f"{a} ({'SNN-driven' if r.needs_trace(a) else 'dense'})" for a in r.accelerators)],
+            ["codings", ", ".join(r.options.get("codings") or ["binary"])],
+            ["memory policy", _policy(r.options.get("memory_policy")) if r.options.get("memory_policy")
+             else "each accelerator's default (stated per accelerator in the summary)"],
             ["command", " ".join(p.get("command", []))],
             ["seed", str(p["seed"])],
             ["bits (main, variants)", ", ".join(f"W{w}A{a}" for w, a in r.options["bits"])],
@@ -255,20 +286,31 @@ def _provenance(report: Report) -> list:
             ("h", 3, "Hardware configurations (echo)"), ("pre", hw)]
 
 
+def _build_text(b: dict | None) -> str:
+    if not b:
+        return "not recorded"
+    rev = b.get("git_revision") or "unknown revision"
+    dirty = " (uncommitted changes)" if b.get("git_dirty") else ""
+    return f"version {b.get('version') or '?'}, git {rev}{dirty} ({b.get('source', '?')})"
+
+
 def build_document(report: Report) -> list:
     r = report.results
     git = r.provenance.get("git")
+    build = r.provenance.get("build") or {}
+    rev = (git or {}).get("commit") or build.get("git_revision")
     head = (f"Run of {r.provenance['started_utc']} ({r.wall_s:.0f} s, seed {r.options['seed']}"
-            + (f", git {git['commit'][:10]}" if git else "") + "). Every number below was measured or "
-            "simulated in this run; none is copied in. Energies are per inference, or per predicted "
-            "token for decoders; latencies are per inference.")
+            + (f", snmfm {build['version']}" if build.get("version") else "")
+            + (f", git {rev[:10]}" if rev else "") + f"), accelerators: {', '.join(r.accelerators)}. "
+            "Every number below was measured or simulated in this run; none is copied in. Energies are "
+            "per inference, or per predicted token for decoders; latencies are per inference.")
     if report.studies:
         kinds = ", ".join(dict.fromkeys(e["kind"] for e in report.studies))
         head += (f" Study sections ({kinds}) follow the main comparison; each says where its numbers "
                  "come from (this run, or the study output added to the report) and its settings.")
-    doc = [("h", 1, "snmfm: neuromorphic versus conventional energy report"), ("p", head)]
-    doc += _summary(report) + _counts(report) + _iso(report) + _breakdown(report) + _acc_vs_t(report)
-    doc += _variants(report) + _per_op(report)
+    doc = [("h", 1, "snmfm energy report: " + ", ".join(r.accelerators)), ("p", head)]
+    doc += _verdict(report) + _summary(report) + _counts(report) + _iso(report) + _breakdown(report)
+    doc += _acc_vs_t(report) + _variants(report) + _per_op(report)
     if report.studies:
         from eval.report_studies import study_sections
         doc += study_sections(report.studies)

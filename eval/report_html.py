@@ -6,19 +6,25 @@ import base64
 import html
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1200px;
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1320px;
      padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;border-bottom:2px solid #444;padding-bottom:.2em}
 h2{font-size:1.3em;margin-top:1.8em;border-bottom:1px solid #ccc}
 h3{font-size:1.05em;margin-top:1.2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.82em;display:block;overflow-x:auto}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .45em;text-align:left;vertical-align:top}
+td{overflow-wrap:anywhere}
 th{background:#f0f0f0}
 tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #ddd;margin:.5em 0}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.8em;max-height:30em}
 li{margin:.2em 0}
 """
+
+
+def _img(data: bytes, alt: str) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
 def render_html(doc: list, plots_png: dict[str, bytes], title: str = "snmfm energy report") -> str:
@@ -40,8 +46,7 @@ def render_html(doc: list, plots_png: dict[str, bytes], title: str = "snmfm ener
             body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
-            data = base64.b64encode(plots_png[block[1]]).decode("ascii")
-            parts.append(f'<img alt="{e(block[2])}" src="data:image/png;base64,{data}">')
+            parts.append(_img(plots_png[block[1]], block[2]))
         elif kind == "pre":
             parts.append(f"<pre>{e(block[1])}</pre>")
         else:

@@ -11,7 +11,7 @@ from eval.plots_studies import (
     point_label,
     speculative_winners,
 )
-from eval.report_doc import fmt_acc, fmt_energy, fmt_ratio, fmt_time
+from eval.fmt import fmt_acc, fmt_energy, fmt_ratio, fmt_time
 
 ACCEL_SHORT = {"conventional": "conventional", "neuromorphic": "neuromorphic", None: "—"}
 

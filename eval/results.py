@@ -1,7 +1,7 @@
 """What the main job measured: plain dataclasses that round-trip through JSON.
 
-`Results` holds, per task, the quality of every model form (FP32, QANN, SNN) and the `HwReport`s of
-both accelerators for every bit-width variant.  Nothing here is derived: ratios, the iso-accuracy
+`Results` holds, per task, the quality of every model form (FP32, QANN, SNN) and the `HwReport` of
+every accelerator the run was given, for every variant (bit widths x coding).  Nothing here is derived: ratios, the iso-accuracy
 view and the tables live in `eval.compare`, computed from these numbers every time a report is
 rendered, so a saved report.json can be re-rendered without re-running anything.
 
@@ -11,38 +11,18 @@ Every value is a JSON-native type (dict, list, str, int, float, bool, None) so t
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from eval.jsonio import jsonable
 from neuro_hw.report import HwReport
 
-REPORT_SCHEMA = "snmfm.report/2"
-# Versions this reader accepts: version 1 is version 2 without the `studies` part (read as empty).
-READABLE_SCHEMAS = ("snmfm.report/1", REPORT_SCHEMA)
-ACCELERATORS = ("neuromorphic", "conventional")
-
-
-def jsonable(x):
-    """A JSON-native copy of x: tuples -> lists, numpy/torch scalars -> Python numbers,
-    non-finite floats -> None (JSON has no NaN; None reads as "not measured")."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, bool) or x is None or isinstance(x, str):
-        return x
-    if isinstance(x, int):
-        return int(x)
-    if isinstance(x, float):
-        return float(x) if math.isfinite(x) else None
-    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:  # numpy / torch scalar
-        return jsonable(x.item())
-    if hasattr(x, "tolist"):
-        return jsonable(x.tolist())
-    if hasattr(x, "__fspath__"):
-        return str(x)
-    raise TypeError(f"cannot store {type(x).__name__} in a report: {x!r}")
+REPORT_SCHEMA = "snmfm.report/3"
+# Versions this reader accepts: version 1 is version 2 without the `studies` part (read as empty);
+# version 2 had two fixed accelerators, "neuromorphic" (driven by the SNN's trace) and
+# "conventional" (dense), and only the binary coding (`upgrade_results` reads it as version 3).
+READABLE_SCHEMAS = ("snmfm.report/1", "snmfm.report/2", REPORT_SCHEMA)
+V2_ACCELERATORS = {"neuromorphic": True, "conventional": False}  # name -> needs the SNN's trace
 
 
 def normalise_hw(report: HwReport) -> HwReport:
@@ -52,14 +32,16 @@ def normalise_hw(report: HwReport) -> HwReport:
 
 @dataclass
 class VariantResult:
-    """One bit-width configuration of one task: QANN and SNN quality and both accelerators.
+    """One configuration (bit widths x coding) of one task: QANN and SNN quality and every
+    accelerator of the run.
 
     qann: {"accuracy", "n", "n_examples", "split", ...task metrics} on the held-out set.
     snn: {"accuracy", "n", "n_examples", "steps", "t_settle", "t_settle_mean", "t_settle_max",
           "T", "settled", "acc_per_step" (list, one value per time step), "qann_accuracy_subset",
           "agreement", "max_abs_err", "max_rel_err", "spikes_per_inference"} on the SNN subset.
     workload: {"name", "n_ops", "macs", "params", "weight_bits", "example_batch"}.
-    hw: accelerator name -> HwReport (per inference, i.e. per example)."""
+    hw: accelerator name -> HwReport (per inference, i.e. per example), in the run's order.
+    coding: the coding the SNN was converted with (converters.codings)."""
 
     label: str
     w_bits: int
@@ -69,6 +51,7 @@ class VariantResult:
     workload: dict
     hw: dict[str, HwReport]
     wall_s: dict = field(default_factory=dict)
+    coding: str = "binary"
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -88,8 +71,9 @@ class TaskResult:
 
     normalisation: {"unit": "inference" | "token", "tokens_per_inference": int, "text": str}: energy
     per unit = HwReport.energy_pj / tokens_per_inference.
-    fp32_hw: {"conventional": HwReport} of the FP32 model (32-bit weights and activations) on the
-    conventional accelerator, a reference point for the iso-accuracy view (absent if not modelled)."""
+    fp32_hw: {accelerator: HwReport} of the FP32 model (32-bit weights and activations) on each dense
+    accelerator (one that needs no trace), a reference point for the iso-accuracy view (absent if
+    not modelled)."""
 
     task: str
     kind: str
@@ -136,6 +120,20 @@ class Results:
     provenance: dict
     wall_s: float = 0.0
 
+    @property
+    def accelerators(self) -> list[str]:
+        """The accelerators of this run, in the order it was given them."""
+        return list(self.options.get("accelerators") or self.options["hardware"])
+
+    def needs_trace(self, accelerator: str) -> bool:
+        """Was `accelerator` driven by the SNN's activity (True) or did it run the QANN densely?"""
+        return bool(self.options["hardware"][accelerator]["needs_trace"])
+
+    @property
+    def baselines(self) -> list[str]:
+        """The dense accelerators (no trace): every ratio is taken against each of them."""
+        return [a for a in self.accelerators if not self.needs_trace(a)]
+
     def task(self, name: str) -> TaskResult:
         for t in self.tasks:
             if t.task == name:
@@ -152,12 +150,34 @@ class Results:
                    provenance=d["provenance"], wall_s=d.get("wall_s", 0.0))
 
 
+def upgrade_results(d: dict, schema: str) -> dict:
+    """The `results` part of a report of version `schema` as version 3 (a new dict).  Version 1/2:
+    the two accelerators "neuromorphic" (SNN-driven) and "conventional" (dense), binary coding."""
+    if schema == REPORT_SCHEMA:
+        return d
+    d = json.loads(json.dumps(d))
+    opts = d["options"]
+    for name, echo in opts["hardware"].items():
+        echo.setdefault("needs_trace", V2_ACCELERATORS.get(name, False))
+        echo.setdefault("kind", "")
+    opts.setdefault("accelerators", [a for a in V2_ACCELERATORS if a in opts["hardware"]])
+    opts.setdefault("codings", ["binary"])
+    opts.setdefault("memory_policy", None)
+    for t in d["tasks"]:
+        for v in t["variants"]:
+            v.setdefault("coding", "binary")
+    return d
+
+
 def read_report_json(path) -> dict:
-    """The parsed report.json at `path` (a file, or a report folder holding one), schema-checked,
-    as the current version (a version 1 report gets an empty `studies` part).
+    """The parsed report.json at `path` (a file, or a report folder holding one), checked against
+    the schema of its own version and read as the current version: {"schema", "results" (version
+    3), "tolerance" (of its comparison), "studies"}.  The comparison itself is not read: it is
+    derived from the results every time (eval.compare).
 
     Errors: FileNotFoundError naming the file; ValueError naming the found and expected schema
     versions, or what is malformed."""
+    from eval.validate import validate_report
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
@@ -173,14 +193,15 @@ def read_report_json(path) -> dict:
         raise ValueError(f"results file {p} has schema version {found!r}, expected {REPORT_SCHEMA!r} "
                          f"(readable: {', '.join(repr(s) for s in READABLE_SCHEMAS)}); re-run the main job with "
                          "this version of snmfm to regenerate it")
-    if found != REPORT_SCHEMA:  # version 1: no studies yet
+    if found == "snmfm.report/1":  # version 2 without studies
         from eval.studies import empty_studies
-        d = {**d, "schema": REPORT_SCHEMA, "studies": empty_studies()}
-    from eval.validate import validate_report
+        found = "snmfm.report/2"
+        d = {**d, "schema": found, "studies": empty_studies()}
     validate_report(d, source=str(p))
-    return d
+    return {"schema": REPORT_SCHEMA, "read_from": found, "results": upgrade_results(d["results"], found),
+            "tolerance": d["comparison"]["tolerance"], "studies": d["studies"]}
 
 
 def load_results(path) -> Results:
-    """The `Results` saved in a report.json (or a report folder)."""
+    """The `Results` saved in a report.json (or a report folder), any readable version."""
     return Results.from_dict(read_report_json(path)["results"])

@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 
 from eval.provenance import utc_now
-from eval.results import jsonable
+from eval.jsonio import jsonable
 
 STUDIES_SCHEMA = "snmfm.studies/1"
 STUDIES = ("speculative", "cascade", "cooptimize", "compression")

@@ -1,44 +1,57 @@
-"""The rich summary tables printed at the end of the main job (quality, then energy)."""
+"""The console summary printed at the end of the main job: the verdict sentences, then quality and
+energy tables (one row per task and accelerator, so any number of accelerators fits)."""
 from __future__ import annotations
 
 from eval.compare import Report
-from eval.report_doc import fmt_acc, fmt_energy, fmt_ratio, fmt_time
+from eval.fmt import fmt_acc, fmt_energy, fmt_ratio, fmt_time
 
 
 def summary_tables(report: Report):
-    """(quality table, energy table) of the main bit widths of every task."""
+    """(quality table, energy table) of the main configuration of every task."""
     from rich import box
     from rich.table import Table
-    q = Table(title="Quality (held-out; SNN on its subset)", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("task", "bits", "FP32", "QANN", "SNN", "SNN ex.", "SNN=QANN", "T_settle"):
-        q.add_column(col, justify="left" if col in ("task", "bits") else "right", no_wrap=True)
-    e = Table(title="Energy per unit, latency per inference (ratios: conventional / neuromorphic)",
+    q = Table(title="Quality (FP32/QANN on the held-out split; the SNN on its subset)", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    for col in ("task", "bits", "coding", "FP32", "QANN", "SNN (subset)"):
+        q.add_column(col, justify="right" if col in ("FP32", "QANN") else "left", no_wrap=col != "SNN (subset)")
+    baselines = report.comparison["baselines"]
+    e = Table(title="Energy per unit, latency per inference (ratios: baseline / accelerator)",
               title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("task", "per", "E neuro", "E conv", "E ratio", "lat neuro", "lat conv", "EDP ratio",
-                "iso E ratio"):
-        e.add_column(col, justify="left" if col in ("task", "per") else "right", no_wrap=True)
+    for col in ("task", "accelerator", "energy", *[f"vs {b}" for b in baselines], "iso vs " + ",".join(baselines),
+                "latency", "static", "off-chip"):
+        e.add_column(col, justify="left" if col in ("task", "accelerator") else "right", no_wrap=True)
     for c in report.comparison["tasks"]:
-        a, acc, ex = c["accelerators"], c["accuracy"], c["exactness"]
-        q.add_row(c["task"], c["main"], fmt_acc(acc["fp32"]["accuracy"]), fmt_acc(acc["qann"]["accuracy"]),
-                  fmt_acc(acc["snn"]["accuracy"]), str(acc["snn"]["n_examples"]),
-                  f"{100 * ex['agreement']:.1f}%", str(ex["t_settle"]) if ex["settled"] else "not settled")
-        e.add_row(c["task"], c["unit"], fmt_energy(a["neuromorphic"]["energy_per_unit_pj"]),
-                  fmt_energy(a["conventional"]["energy_per_unit_pj"]), fmt_ratio(c["ratios"]["energy"]),
-                  fmt_time(a["neuromorphic"]["latency_s"]), fmt_time(a["conventional"]["latency_s"]),
-                  fmt_ratio(c["ratios"]["edp"]), fmt_ratio(c["iso_accuracy"]["energy_ratio"]))
+        acc, ex = c["accuracy"], c["exactness"]
+        n = acc["snn"]["n_examples"]
+        snn = (f"= QANN on all {n} ex. (T_settle {ex['t_settle']})" if ex["exact"] else
+               f"{fmt_acc(acc['snn']['accuracy'])} on {n} ex., {100 * ex['agreement']:.1f}% agree")
+        q.add_row(c["task"], c["main"].split("-", 1)[0], c["coding"],
+                  f"{fmt_acc(acc['fp32']['accuracy'])} ({acc['fp32']['n_examples']})",
+                  f"{fmt_acc(acc['qann']['accuracy'])} ({acc['qann']['n_examples']})", snn)
+        iso = c["iso_accuracy"]["energy_ratio"]
+        for name, a in c["accelerators"].items():
+            r = c["ratios"]["energy"].get(name, {})
+            e.add_row(c["task"], name, f"{fmt_energy(a['energy_per_unit_pj'])}/{c['unit'][:3]}",
+                      *["—" if b == name else fmt_ratio(r.get(b)) for b in baselines],
+                      ", ".join(fmt_ratio(iso.get(name, {}).get(b)) for b in baselines if b != name) or "—",
+                      fmt_time(a["latency_s"]), f"{100 * a['static_share']:.0f}%", f"{100 * a['offchip_share']:.0f}%")
     return q, e
 
 
 def print_summary(report: Report, console=None, out_dir=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     if console is None:
         console = Console()
         if not console.is_terminal:  # logs and pipes: no terminal width to fit, keep rows whole
             console = Console(width=160)
+    console.print("[bold]Verdict[/bold]")
+    for t in report.comparison["tasks"]:
+        console.print("  " + escape(t["verdict"]["text"]))
     for table in summary_tables(report):
         console.print(table)
-    console.print(f"E ratio > 1: the neuromorphic chip needs less energy; iso: cheapest configuration of "
-                  f"each within {report.comparison['tolerance']:g} of FP32 accuracy. "
+    console.print(f"Ratios > 1: the accelerator needs less energy than that baseline; iso: cheapest configuration "
+                  f"of each within {report.comparison['tolerance']:g} of FP32 accuracy. "
                   f"Wall time {report.results.wall_s:.1f} s.")
     if report.studies:
         console.print("Study sections: " + ", ".join(f"{e['kind']} ({e['key']})" for e in report.studies))

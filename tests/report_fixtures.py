@@ -37,7 +37,7 @@ def variant(label: str, w: int, a: int, acc: float, scale: float, steps: int = 2
         workload={"name": f"t-{label}", "n_ops": 9, "macs": 100000, "params": 5000, "weight_bits": 40000,
                   "example": "first example of the SNN subset", "trace_steps_simulated": steps - 2},
         hw={"neuromorphic": hw("neuromorphic", scale), "conventional": hw("conventional", scale * 0.9)},
-        wall_s={"quantize": 0.1, "snn_run": 1.0})
+        wall_s={"quantize": 0.1, "snn_run": 1.0}, coding="binary")
 
 
 def task(name: str, kind: str = "classify", tokens: int = 1) -> TaskResult:
@@ -60,9 +60,14 @@ def synthetic_results() -> Results:
         options={"tasks": ["synthetic-classify", "synthetic-lm"], "sizes": {}, "w_bits": 8, "a_bits": 8,
                  "bits": [[8, 8], [8, 4], [4, 4]], "T": None, "limit": None, "seed": 0, "tolerance": 0.01,
                  "snn_examples": {"synthetic-classify": 32, "synthetic-lm": 32},
-                 "hardware": {"neuromorphic": {"requested": "neuromorphic", "config": {"cores": 128}},
-                              "conventional": {"requested": "conventional", "config": {"rows": 32}}}},
+                 "hardware": {"neuromorphic": {"requested": "neuromorphic", "config": {"cores": 128},
+                                               "kind": "neuromorphic", "needs_trace": True},
+                              "conventional": {"requested": "conventional", "config": {"rows": 32},
+                                               "kind": "conventional", "needs_trace": False}},
+                 "accelerators": ["neuromorphic", "conventional"], "codings": ["binary"], "memory_policy": None},
         provenance={"packages": {"torch": "2", "numpy": "1"}, "environment": {"python": "3", "platform": "x"},
+                    "build": {"version": "0.1.0", "git_revision": "0123456789abcdef", "git_dirty": False,
+                              "source": "recorded at build"},
                     "git": None, "command": ["pytest"], "seed": 0, "started_utc": "2025-01-01T00:00:00+00:00",
                     "finished_utc": "2025-01-01T00:01:00+00:00", "stage_wall_s": {"synthetic-classify": 1.0}},
         wall_s=60.0)

@@ -30,12 +30,13 @@ def written(tmp_path_factory):
 def test_report_folder_has_json_md_html_and_plots(written):
     _, out = written
     names = {p.name for p in out.iterdir()}
-    assert {"report.json", "report.md", "report.html", "energy_breakdown.png", "accuracy_vs_T.png",
-            "energy_vs_accuracy.png"} <= names
+    assert {"report.json", "report.md", "report.html", "energy_absolute.png", "energy_breakdown.png",
+            "accuracy_vs_T.png", "energy_vs_accuracy.png"} <= names
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
-    for section in ("## Summary", "## Iso-accuracy view", "## Energy breakdown", "## Accuracy versus time step",
+    for section in ("## Verdict", "## Summary", "## Iso-accuracy view", "## Energy: absolute and breakdown",
+                    "## Accuracy versus time step",
                     "## Where the energy goes (per op)", "## Provenance", "## What is modelled and what is not"):
         assert section in md
 
@@ -43,7 +44,7 @@ def test_report_folder_has_json_md_html_and_plots(written):
 def test_report_json_is_versioned_and_validates_against_the_schema(written):
     _, out = written
     d = json.loads((out / "report.json").read_text())
-    assert d["schema"] == REPORT_SCHEMA == "snmfm.report/2"
+    assert d["schema"] == REPORT_SCHEMA == "snmfm.report/3"
     validate_report(d)
 
 
@@ -61,25 +62,29 @@ def test_ratios_are_consistent_with_the_underlying_hw_reports():
         v = t.variant()
         n, cv = v.hw["neuromorphic"], v.hw["conventional"]
         k = t.normalisation["tokens_per_inference"]
-        assert math.isclose(c["ratios"]["energy"], cv.energy_pj / n.energy_pj)
-        assert math.isclose(c["ratios"]["latency"], cv.latency_s / n.latency_s)
-        assert math.isclose(c["ratios"]["edp"], cv.edp_pj_s / n.edp_pj_s)
+        # ratios: baseline (the dense conventional accelerator) / accelerator, named by both
+        assert c["baselines"] == ["conventional"] and set(c["ratios"]["energy"]) == {"neuromorphic"}
+        assert math.isclose(c["ratios"]["energy"]["neuromorphic"]["conventional"], cv.energy_pj / n.energy_pj)
+        assert math.isclose(c["ratios"]["latency"]["neuromorphic"]["conventional"], cv.latency_s / n.latency_s)
+        assert math.isclose(c["ratios"]["edp"]["neuromorphic"]["conventional"], cv.edp_pj_s / n.edp_pj_s)
         assert math.isclose(c["accelerators"]["neuromorphic"]["energy_per_unit_pj"], n.energy_pj / k)
         parts = c["accelerators"]["conventional"]["breakdown_per_unit_pj"]
         assert math.isclose(sum(parts.values()), cv.energy_pj / k)
 
 
 def test_iso_accuracy_picks_the_cheapest_configuration_within_tolerance():
-    t = synthetic_results().tasks[0]  # FP32 0.95; W8A8 0.945, W8A4 0.93 (cheaper), W4A4 0.80
-    assert iso_accuracy(t, 0.01)["neuromorphic"]["label"] == "W8A8"
-    wide = iso_accuracy(t, 0.03)
+    r = synthetic_results()
+    t = r.tasks[0]  # FP32 0.95; W8A8 0.945, W8A4 0.93 (cheaper), W4A4 0.80
+    assert iso_accuracy(t, 0.01, r)["choices"]["neuromorphic"]["label"] == "W8A8"
+    wide = iso_accuracy(t, 0.03, r)["choices"]
     assert wide["neuromorphic"]["label"] == "W8A4" and wide["conventional"]["label"] == "W8A4"
     # W4A4's SNN is not exact: it is credited with its SNN accuracy (0.75), not the QANN's
-    mid = iso_accuracy(t, 0.19)
+    mid = iso_accuracy(t, 0.19, r)["choices"]
     assert mid["neuromorphic"]["label"] == "W8A4" and mid["conventional"]["label"] == "W4A4"
-    none = iso_accuracy(t, 0.0)
-    assert none["conventional"]["label"] == "FP32" and none["neuromorphic"]["within_tolerance"] is False
-    assert none["energy_ratio"] is None
+    none = iso_accuracy(t, 0.0, r)
+    assert none["choices"]["conventional"]["label"] == "FP32"
+    assert none["choices"]["neuromorphic"]["within_tolerance"] is False
+    assert none["energy_ratio"] == {"neuromorphic": {"conventional": None}}
 
 
 def test_report_from_results_rerenders_into_a_new_folder(written, tmp_path):
@@ -103,7 +108,7 @@ def test_wrong_schema_version_names_found_and_expected(written, tmp_path):
     d["schema"] = "snmfm.report/0"
     bad = tmp_path / "old.json"
     bad.write_text(json.dumps(d))
-    with pytest.raises(ValueError, match=r"'snmfm.report/0', expected 'snmfm.report/2'"):
+    with pytest.raises(ValueError, match=r"'snmfm.report/0', expected 'snmfm.report/3'"):
         report_from_results(bad, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
@@ -151,7 +156,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
 def test_html_is_self_contained(written):
     _, out = written
     html = (out / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 3
+    assert html.count('src="data:image/png;base64,') == 4
     import re
     refs = re.findall(r'(?:src|href)="([^"]*)"', html)
     assert all(r.startswith("data:") for r in refs), refs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -24,6 +25,7 @@ from eval import (
     report_from_results,
     write_report,
 )
+from eval.plots import PLOTS
 from eval.plots_studies import entry_plots
 from eval.studies import STUDIES, load_study_file, make_entry, parse_study_names
 from eval.validate import validate_report
@@ -93,7 +95,7 @@ def test_study_sections_render_in_markdown_and_html_with_their_plots(with_studie
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name}.png)" in md
     html = (out / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 3 + len(names)
+    assert html.count('src="data:image/png;base64,') == len(PLOTS) + len(names)
     assert all(r.startswith("data:") for r in re.findall(r'(?:src|href)="([^"]*)"', html))
     assert "Study: cascades" in html and "<script" not in html
 
@@ -128,7 +130,7 @@ def test_every_number_comes_from_the_study_output(with_studies):
 def test_report_json_with_studies_is_versioned_validates_and_round_trips(with_studies):
     entries, out = with_studies
     d = json.loads((out / "report.json").read_text())
-    assert d["schema"] == REPORT_SCHEMA == "snmfm.report/2"
+    assert d["schema"] == REPORT_SCHEMA == "snmfm.report/3"
     assert d["studies"]["schema"] == "snmfm.studies/1"
     validate_report(d)
     rep = load_report(out)
@@ -217,18 +219,19 @@ def test_cli_report_study_and_run_studies_errors_exit_2(plain_report, tmp_path):
     assert bad.exit_code == 2 and "unknown study 'nope'" in bad.output and "compression" in bad.output
 
 
-def test_version_1_reports_are_read_without_studies_and_other_versions_are_refused(plain_report, tmp_path):
-    d = json.loads((plain_report / "report.json").read_text())
+def test_version_1_reports_are_read_without_studies_and_other_versions_are_refused(tmp_path):
+    # a version-2 report as the version-2 code wrote it (tests/fixtures), its studies removed: version 1
+    d = json.loads((Path(__file__).parent / "fixtures" / "report_v2.json").read_text())
     del d["studies"]
     old = tmp_path / "v1.json"
     old.write_text(json.dumps({**d, "schema": "snmfm.report/1"}))
     assert load_report(old).studies == []
-    rep = report_from_results(old, tmp_path / "v2", studies=[_write(tmp_path / "c.json", cascade_output())])
-    assert json.loads((tmp_path / "v2" / "report.json").read_text())["schema"] == "snmfm.report/2"
+    rep = report_from_results(old, tmp_path / "v3", studies=[_write(tmp_path / "c.json", cascade_output())])
+    assert json.loads((tmp_path / "v3" / "report.json").read_text())["schema"] == "snmfm.report/3"
     assert [e["kind"] for e in rep.studies] == ["cascade"]
     future = tmp_path / "v9.json"
     future.write_text(json.dumps({**d, "schema": "snmfm.report/9"}))
-    with pytest.raises(ValueError, match=r"'snmfm.report/9', expected 'snmfm.report/2'"):
+    with pytest.raises(ValueError, match=r"'snmfm.report/9', expected 'snmfm.report/3'"):
         load_report(future)
 
 
