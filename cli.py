@@ -435,7 +435,7 @@ def cooptimize(task, out_dir, seed, as_json):
 
 
 BENCHES = ("snn", "conventional", "neuromorphic", "crosscheck", "minilm", "compress", "speculative",
-           "cascade", "cooptimize")
+           "cascade", "cooptimize", "exact")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -175,24 +175,12 @@ def measure_jobs(task_name: str, configs: Sequence[InputConfig] | None = None, *
             for c in configs for b in bits]
 
 
-def run_jobs(fn: Callable, jobs: list[dict], workers: int = 1, status: Callable | None = None) -> list:
-    """Run jobs in order (workers=1) or on a process pool (spawned, one thread each)."""
-    say = status or (lambda s: None)
-    if workers <= 1 or len(jobs) <= 1:
-        out = []
-        for i, j in enumerate(jobs):
-            say(f"{fn.__name__} {i + 1}/{len(jobs)}")
-            out.append(fn(j))
-        return out
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = [pool.submit(fn, j) for j in jobs]
-        out = []
-        for i, f in enumerate(futs):
-            out.append(f.result())
-            say(f"{fn.__name__} {i + 1}/{len(jobs)}")
-        return out
+def run_jobs(fn: Callable, jobs: list[dict], workers: int = 1, status: Callable | None = None,
+             ray_address: str | None = None) -> list:
+    """Run jobs in order (workers=1) or as Ray tasks (eval.engine; one CPU each), results in
+    input order either way."""
+    from eval.engine import map_tasks
+    return map_tasks(fn, jobs, workers=workers, ray_address=ray_address, status=status)
 
 
 # ---- the study ------------------------------------------------------------------------------------
@@ -231,15 +219,15 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
                    bits: Sequence[tuple[int, int]] = DEFAULT_BITS, T_values: Sequence[int] = DEFAULT_T,
                    size: str | None = None, steps: int | None = None, snn_examples: int | None = None,
                    eval_limit: int | None = -1, calib_limit: int | None = 256, seed: int = 0, cache=None,
-                   out_dir=None, workers: int = 1,
+                   out_dir=None, workers: int = 1, ray_address: str | None = None,
                    train: bool = True, train_device: str | None = None,
                    status: Callable[[str], None] | None = None) -> dict:
     """The co-optimisation study of one task (module docstring); returns a JSON-able dict.
 
     configs: input configurations (default `task_configs`); the first is the default one.  steps,
     snn_examples, eval_limit: per-shape training steps, SNN test queries, QANN test-query cap
-    (defaults in TASK_DEFAULTS; eval_limit=-1 means the task default).  workers: processes for
-    training and measuring; train_device: where per-shape models train (e.g. "cuda").  out_dir:
+    (defaults in TASK_DEFAULTS; eval_limit=-1 means the task default).  workers: Ray tasks for
+    training and measuring (ray_address: on that cluster; eval.engine); train_device: where per-shape models train (e.g. "cuda").  out_dir:
     write cooptimize-<task>.json and the fronts' PNG there."""
     t0 = time.perf_counter()
     say = status or (lambda s: None)
@@ -252,12 +240,12 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
         trains = training_jobs(task_name, configs, size=size, steps=steps, seed=seed, cache=cache,
                                device=train_device)
         say(f"train {len(trains)} models")
-        run_jobs(train_job, trains, workers, say)
+        run_jobs(train_job, trains, workers, say, ray_address)
     jobs = measure_jobs(task_name, configs, bits=bits, T_values=T_values, size=size, steps=steps,
                         snn_examples=snn_examples, eval_limit=eval_limit, calib_limit=calib_limit, seed=seed,
                         cache=cache, train=train)
     say(f"measure {len(jobs)} configurations")
-    ms = run_jobs(measure_job, jobs, workers, say)
+    ms = run_jobs(measure_job, jobs, workers, say, ray_address)
     pts = points_of(ms)
     default_label = configs[0].label()
     main_bits = f"W{bits[0][0]}A{bits[0][1]}"

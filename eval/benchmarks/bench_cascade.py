@@ -7,7 +7,7 @@ per scenario (conventional, neuromorphic, mixed) the operating point chosen on c
 accuracy, energy and latency per query against the largest member, escalation rate and self-test
 cost.  Acceptance: within 0.5 point of the largest member at <= 60% of its energy.
 
-    python -m eval.benchmarks.bench_cascade --out results/cascade [--tasks ...] [--workers 3]
+    python -m eval.benchmarks.bench_cascade --out results/cascade [--tasks ...] [--workers 3] [--ray-address HOST:PORT]
 
 Prints tables; with --out writes cascade-<task>.json and cascade-<task>.png per task and
 results.json.  Trained members and hardware measurements are cached (SNMFM_OPT_CACHE).
@@ -29,6 +29,7 @@ def _one(args: dict) -> dict:
     import torch
     torch.set_num_threads(1)
     from eval.cascade import run_cascade
+    args = dict(args)
     name = args.pop("task")
     return run_cascade(name, **args)
 
@@ -102,20 +103,16 @@ def main(argv=None) -> int:
     ap.add_argument("--certify-tolerance", type=float, default=0.02)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--out", default=None, help="folder for JSON and PNG plots")
-    ap.add_argument("--workers", type=int, default=1, help="tasks run in parallel processes")
+    ap.add_argument("--workers", type=int, default=1, help="tasks run in parallel as Ray tasks (eval.engine)")
+    ap.add_argument("--ray-address", default=None, help="run on this Ray cluster (HOST:PORT)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     jobs = [{"task": t, "sizes": a.sizes or TASK_SIZES.get(t, ["tiny", "small", "medium"]), "steps": a.steps, "snn_examples": a.snn_examples,
              "tolerance": a.tolerance, "method": a.method, "certify_tolerance": a.certify_tolerance,
              "delta": a.delta, "out_dir": a.out, "seed": a.seed} for t in a.tasks]
-    if a.workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(max_workers=a.workers, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_one, jobs))
-    else:
-        results = [_one(dict(j)) for j in jobs]
+    from eval.engine import map_tasks
+    results = map_tasks(_one, jobs, workers=a.workers, ray_address=a.ray_address)
     for r in results:
         print_result(r)
     print(f"\nwall {time.perf_counter() - t0:.0f} s")

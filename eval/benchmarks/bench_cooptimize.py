@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--snn-examples", type=int, default=None, help="default: per task (eval.cooptimize.TASK_DEFAULTS)")
     ap.add_argument("--steps", type=int, default=None, help="training steps per shape (default: per task)")
     ap.add_argument("--plots", "--out", dest="out", default=None, help="folder for PNG fronts and JSON")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="Ray tasks in parallel (eval.engine)")
+    ap.add_argument("--ray-address", default=None, help="run on this Ray cluster (HOST:PORT)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     bits = []
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     results = []
     for t in a.tasks:
         r = run_cooptimize(t, bits=bits, T_values=a.T, snn_examples=a.snn_examples, steps=a.steps,
-                           seed=a.seed, out_dir=a.out, workers=a.workers,
+                           seed=a.seed, out_dir=a.out, workers=a.workers, ray_address=a.ray_address,
                            status=lambda s, t=t: print(f"[{time.strftime('%H:%M:%S')}] {t}: {s}", flush=True))
         print_result(r)
         results.append(r)

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     from eval.cooptimize import run_jobs
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="Ray tasks in parallel (eval.engine)")
+    ap.add_argument("--ray-address", default=None, help="run on this Ray cluster (HOST:PORT)")
     ap.add_argument("--only", choices=("cascade", "coopt"), default=None)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     # (the cascade's 'small' is the task's default size: its default checkpoint)
     rest = [j for j in js if j not in first]
     t0 = time.perf_counter()
-    for r in run_jobs(_job, first, a.workers) + run_jobs(_job, rest, a.workers):
+    for r in run_jobs(_job, first, a.workers, ray_address=a.ray_address) + run_jobs(_job, rest, a.workers, ray_address=a.ray_address):
         print(f"{r['task']:<14} {str(r['what']):<70} acc {r['accuracy']} {r['wall_s']:.0f} s {r['key']}", flush=True)
     print(f"wall {time.perf_counter() - t0:.0f} s")
     return 0
