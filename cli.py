@@ -137,6 +137,7 @@ def main():
 def train(task, size, seed, steps, out, as_json):
     """Train TASK's model from scratch (seeded, CPU) and save a checkpoint."""
     from snmfm.tasks.run import train_and_save
+    _check_out_file(out)
     result = train_and_save(task, out=out, size=size, seed=seed, steps=steps, progress=not as_json)
     emit(result, as_json, title=f"trained {task}")
 
@@ -193,6 +194,7 @@ def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out,
 
     Prints T_settle and the SNN == QANN check on held-out inputs."""
     from converters.workflow import convert_checkpoint
+    _check_out_file(out)
     result = convert_checkpoint(model, task=task, w_bits=w_bits, a_bits=a_bits, T=timesteps, calib=calib,
                                 n_check=n_check, method=method, out=out, seed=seed)
     emit(result, as_json, title=f"converted {result['task']} W{w_bits}A{a_bits}")
@@ -233,6 +235,32 @@ def _csv(value):
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _tasks_option(value: str | None) -> list[str] | None:
+    """--tasks: None when not given (the command's default tasks); an empty list is an error, not
+    "all tasks"."""
+    if value is None:
+        return None
+    names = _csv(value)
+    if not names:
+        raise SnmfmCLIError(f"--tasks {value!r} is empty; give comma-separated task names such as "
+                            "vision-digits,medical-wdbc, or leave --tasks out for the default tasks")
+    return names
+
+
+def _check_task_extras(names) -> None:
+    """A task whose optional extra is not installed fails now, naming the extra to install."""
+    from snmfm.tasks import get_task
+    for name in names or ():
+        get_task(name).check_available()
+
+
+def _check_out_file(out) -> None:
+    """An --out file base that cannot be written fails now, not after the compute."""
+    if out is not None:
+        from eval.paths import check_out_file
+        check_out_file(out, what="--out")
+
+
 @main.command()
 @click.option("--tasks", default=None, help="Comma-separated tasks (default: every default task).")
 @click.option("--size", default=None, help="Model size for every task (default: each task's checkpoint).")
@@ -248,6 +276,7 @@ def _csv(value):
 @click.option("--hw-conventional", default=None, hidden=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="snmfm-report", show_default=True,
               help="Report folder.")
+@click.option("--force", is_flag=True, help="Replace the report already in the --out folder.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Cap on held-out examples (FP32/QANN).")
 @click.option("--snn-examples", type=click.IntRange(min=1), default=None,
               help="Held-out examples the SNN runs on (default: per task).")
@@ -259,15 +288,19 @@ def _csv(value):
 @SEED
 @JSON
 @handles_errors
-def run(tasks, size, w_bits, a_bits, timesteps, hw, codings, hw_neuromorphic, hw_conventional, out_dir, limit,
-        snn_examples, no_variants, studies, seed, as_json):
+def run(tasks, size, w_bits, a_bits, timesteps, hw, codings, hw_neuromorphic, hw_conventional, out_dir, force,
+        limit, snn_examples, no_variants, studies, seed, as_json):
     """The main job: FP32 / QANN / SNN quality and energy on every accelerator, as a report folder."""
     from eval import compare, run_main
+    from eval.paths import check_out_dir
+    names = _tasks_option(tasks)
     if hw_neuromorphic or hw_conventional:  # the options before --hw (two fixed accelerators)
         if hw:
             raise click.UsageError("--hw replaces --hw-neuromorphic/--hw-conventional: give only --hw")
         hw = ",".join([hw_neuromorphic or "neuromorphic", hw_conventional or "conventional"])
-    results = run_main(tasks=_csv(tasks), sizes=size, w_bits=w_bits, a_bits=a_bits, T=timesteps,
+    check_out_dir(out_dir, force=force, what="--out")  # before minutes of compute
+    _check_task_extras(names)
+    results = run_main(tasks=names, sizes=size, w_bits=w_bits, a_bits=a_bits, T=timesteps,
                        hw=hw, codings=codings, out_dir=out_dir,
                        limit=limit, seed=seed, progress=not as_json, variants=not no_variants,
                        snn_examples=snn_examples, studies=studies)
@@ -339,6 +372,7 @@ def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, 
     from snmfm.compress.cost_table import check_budget
     from snmfm.compress.pipeline import compress_checkpoint
     from snmfm.compress.prune import parse_prune_spec
+    _check_out_file(out)
     try:
         bits = tuple(sorted({int(b) for b in _csv(choices)}))
     except (TypeError, ValueError):
@@ -391,7 +425,7 @@ def _run_bench(module: str, argv: list[str]):
 def speculate(tasks, k, prompts, quick, json_path):
     """Speculative decoding: exactness, acceptance, speed-up and energy per token per pairing
     (distilled / compressed / self drafts; FP32, QANN and SNN members; both accelerators)."""
-    argv = ["--tasks", *_csv(tasks), "--k", str(k), "--prompts", str(prompts)]
+    argv = ["--tasks", *_tasks_option(tasks), "--k", str(k), "--prompts", str(prompts)]
     argv += ["--quick"] if quick else []
     argv += ["--json", json_path] if json_path else []
     _run_bench("bench_speculative", argv)
@@ -443,6 +477,13 @@ BENCHES = ("snn", "conventional", "neuromorphic", "crosscheck", "minilm", "compr
 @click.pass_context
 def bench(ctx, name):
     """Run a benchmark of eval/benchmarks (prints a table); extra arguments go to it (--help)."""
+    from eval.paths import check_out_dir, out_option_value
+    out = out_option_value(list(ctx.args)) or out_option_value(list(ctx.args), "--plots")
+    if out is not None:
+        try:
+            check_out_dir(out, marker=None, what="--out")  # before the benchmark runs
+        except ValueError as e:
+            raise SnmfmCLIError(str(e)) from None
     _run_bench(f"bench_{name}", list(ctx.args))
 
 

