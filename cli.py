@@ -197,7 +197,10 @@ def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out,
     _check_out_file(out)
     result = convert_checkpoint(model, task=task, w_bits=w_bits, a_bits=a_bits, T=timesteps, calib=calib,
                                 n_check=n_check, method=method, out=out, seed=seed)
-    emit(result, as_json, title=f"converted {result['task']} W{w_bits}A{a_bits}")
+    for w in result["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    steps = f", fixed T={timesteps}" if timesteps is not None else ""
+    emit(result, as_json, title=f"converted {result['task']} {result['bits']}{steps}")
 
 
 @main.command()

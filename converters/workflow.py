@@ -73,8 +73,10 @@ def build_qann(task, model, *, w_bits: int = 8, a_bits: int = 8, calib: int = 64
 @torch.no_grad()
 def check_exact(task, qann, snn, n: int = 32, T: int | None = None, seed: int = 0,
                 batch_size: int = 16) -> dict:
-    """Run QANN and SNN on `n` held-out inputs: agreement, max relative difference, T_settle."""
-    agree = total = 0
+    """Run QANN and SNN on `n` held-out inputs: agreement, max relative difference, T_settle (None
+    when some input had not gone quiet within a fixed T: then `settled` is False and the SNN's output
+    is a truncated sum, not the QANN's)."""
+    agree = total = unsettled = 0
     max_rel = 0.0
     settle = []
     t_qann = t_snn = 0.0
@@ -92,27 +94,53 @@ def check_exact(task, qann, snn, n: int = 32, T: int | None = None, seed: int = 
         same = (out == ref).reshape(out.shape[0], -1).all(1)
         agree += int(same.sum())
         total += out.shape[0]
-        settle.append(r.steps if r.t_settle is None else r.t_settle)
+        if r.t_settle is None:
+            unsettled += out.shape[0]
+        else:
+            settle.append(r.t_settle)
     return {"n": total, "identical_fraction": agree / max(total, 1), "max_rel_diff": max_rel,
-            "t_settle": max(settle) if settle else None, "qann_s": t_qann, "snn_s": t_snn}
+            "t_settle": max(settle) if settle and not unsettled else None, "settled": unsettled == 0,
+            "unsettled_n": unsettled, "qann_s": t_qann, "snn_s": t_snn}
+
+
+def _only(counts: dict):
+    """The one bit width of a uniform plan ({"4": n} -> 4); None for a mixed one."""
+    return int(next(iter(counts))) if len(counts) == 1 else None
 
 
 def convert_checkpoint(ref, *, task: str | None = None, w_bits: int = 8, a_bits: int = 8,
                        T: int | None = None, calib: int = 64, n_check: int = 32, method: str = "mse",
                        out=None, seed: int = 0) -> dict:
-    """The whole `snmfm convert` job; returns a JSON-able summary (and writes the QANN to `out`)."""
+    """The whole `snmfm convert` job; returns a JSON-able summary (and writes the QANN to `out`).
+
+    The summary's `bits` is the plan the QANN really has (from its layers: "W4A4", or "mixed W4-8
+    A4-8" for a mixed plan; `bit_plan` counts the layers per width), whatever w_bits/a_bits say when
+    MODEL is a QANN file.  With a fixed T (`fixed_t`) below the network's settling time the check
+    is of a truncated SNN: `warnings` says so."""
+    from snmfm.compress.bits import bit_plan_summary
     if T is not None and T < 1:
         raise ValueError(f"--timesteps must be >= 1 (or omitted to run until quiet), got {T}")
     torch.manual_seed(seed)
     t, model, qann, info = resolve_model(ref, task)
+    from_file = qann is not None
     if qann is None:
         qann = build_qann(t, model, w_bits=w_bits, a_bits=a_bits, calib=calib, method=method, seed=seed)
     snn = convert(qann)
     check = check_exact(t, qann, snn, n=n_check, T=T, seed=seed)
-    summary = {"task": t.name, **info, "w_bits": qann.snmfm_quant.get("w_bits", w_bits),
-               "a_bits": qann.snmfm_quant.get("a_bits", a_bits), "calib_samples": calib,
-               "method": method, "timesteps": T, "seed": seed, "neurons": len(snn.neurons()),
-               "nonspiking_units": len(snn.units()), **{f"check_{k}": v for k, v in check.items()}}
+    plan = bit_plan_summary(qann)
+    warnings = []
+    if not check["settled"]:
+        warnings.append(f"--timesteps {T} stops the SNN before it went quiet on {check['unsettled_n']} of "
+                        f"{check['n']} inputs (T_settle > {T}): their outputs are truncated sums, not the "
+                        f"QANN's ({100 * check['identical_fraction']:.0f}% identical); leave --timesteps out "
+                        "to run until quiet")
+    summary = {"task": t.name, **info, "bits": plan["label"], "w_bits": _only(plan["w_bits"]),
+               "a_bits": _only(plan["a_bits"]), "bit_plan": plan,
+               "calib_samples": None if from_file else calib,
+               "method": qann.snmfm_quant.get("method") if from_file else method,
+               "timesteps": T, "fixed_t": T is not None, "seed": seed, "neurons": len(snn.neurons()),
+               "nonspiking_units": len(snn.units()), **{f"check_{k}": v for k, v in check.items()},
+               "warnings": warnings}
     if out is not None:
         path = save_qann(qann, out, meta={"task": t.name, "summary": summary})
         summary["out"] = str(path)

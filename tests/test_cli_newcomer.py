@@ -168,3 +168,47 @@ def test_text_minilm_without_the_extra_says_which_extra_to_install(no_transforme
     monkeypatch.setattr(eval.pipeline, "run_task", _no_compute)
     extra = ["--out", tmp_path / "rep"] if args[0] == "run" else []
     assert_one_line_user_error(run(*args, *extra), "text-minilm", 'pip install "snmfm[transformers]"')
+
+
+# ---- 3. convert prints the real bit plan ------------------------------------------------------------
+def test_convert_of_a_w4a4_qann_file_prints_w4a4(tiny_checkpoint, tmp_path):
+    path = _qann_file(tiny_checkpoint, tmp_path / "q44", 4, 4)
+    r = run("convert", path, "--check", 2)
+    assert r.exit_code == 0, r.output
+    assert "W4A4" in r.stdout and "W8A8" not in r.stdout
+    d = json.loads(run("convert", path, "--check", 2, "--json").stdout)
+    assert d["bits"] == "W4A4" and d["w_bits"] == 4 and d["a_bits"] == 4
+
+
+def test_convert_of_a_mixed_plan_prints_the_mixed_plan(tiny_checkpoint, tmp_path):
+    """Overrides (what compress's plan writes) set layers to 4 bits while the model-level default
+    still says 8: the label comes from the layers themselves."""
+    from snmfm.compress.quant import WEIGHT_LAYERS, quant_layers
+    from snmfm.models import build_model
+    layers = quant_layers(build_model("features", "tiny", n_features=30, n_classes=2))
+    names = list(layers)
+    n_weight = sum(isinstance(m, WEIGHT_LAYERS) for m in layers.values())
+    assert isinstance(layers[names[0]], WEIGHT_LAYERS)
+    mixed = _qann_file(tiny_checkpoint, tmp_path / "mixed", 8, 8, overrides={names[0]: {"w_bits": 4, "a_bits": 4}})
+    d = json.loads(run("convert", mixed, "--check", 2, "--json").stdout)
+    assert d["bits"] == "mixed W4-8 A4-8" and d["w_bits"] is None and d["a_bits"] is None
+    assert d["bit_plan"]["w_bits"] == {"4": 1, "8": n_weight - 1}
+    assert d["bit_plan"]["a_bits"] == {"4": 1, "8": len(names) - 1}
+    all4 = _qann_file(tiny_checkpoint, tmp_path / "all4", 8, 8,
+                      overrides={n: {"w_bits": 4, "a_bits": 4} for n in names})
+    r = run("convert", all4, "--check", 2)
+    assert r.exit_code == 0, r.output
+    assert "W4A4" in r.stdout and "W8A8" not in r.stdout
+
+
+# ---- 4. a fixed T below T_settle is said so ---------------------------------------------------------
+def test_convert_with_timesteps_below_t_settle_warns_and_labels_fixed_t(tiny_checkpoint, tmp_path):
+    path = _qann_file(tiny_checkpoint, tmp_path / "q", 8, 8)
+    r = run("convert", path, "--check", 4, "--timesteps", 1)
+    assert r.exit_code == 0, r.output
+    assert "fixed T=1" in r.stdout
+    assert "warning" in r.stderr and "T_settle" in r.stderr and "--timesteps" in r.stderr
+    d = json.loads(run("convert", path, "--check", 4, "--timesteps", 1, "--json").stdout)
+    assert d["fixed_t"] is True and d["check_settled"] is False and d["warnings"]
+    settled = json.loads(run("convert", path, "--check", 4, "--json").stdout)
+    assert settled["fixed_t"] is False and settled["check_settled"] is True and not settled["warnings"]

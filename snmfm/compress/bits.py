@@ -1,0 +1,37 @@
+"""What bit widths a QANN actually has, read from its layers (not from the model-level defaults,
+which a mixed plan or a fine-tuned model overrides layer by layer)."""
+from __future__ import annotations
+
+from collections import Counter
+
+from torch import nn
+
+from snmfm.compress.quant import WEIGHT_LAYERS, quant_layers
+from snmfm.nn import QuantMatMul
+
+
+def _span(bits: Counter) -> str:
+    lo, hi = min(bits), max(bits)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def bit_plan_summary(model: nn.Module) -> dict:
+    """{"label": "W4A4" | "mixed W4-8 A4-8", "w_bits": {bits: weight layers}, "a_bits": {bits: quant
+    layers}, "uniform": bool}.  a_bits of a layer: its quantizer's bits (an activation product's two
+    quantizers, the larger); layers whose bits were never set are left out."""
+    w, a = Counter(), Counter()
+    for layer in quant_layers(model).values():
+        qs = [layer.quant_a, layer.quant_b] if isinstance(layer, QuantMatMul) else [layer.quant]
+        ab = [q.bits for q in qs if q.bits is not None]
+        if ab:
+            a[max(ab)] += 1
+        if isinstance(layer, WEIGHT_LAYERS) and getattr(layer, "w_bits", None) is not None:
+            w[int(layer.w_bits)] += 1
+    if not w and not a:
+        raise ValueError("model has no quantized layers (not a QANN): no bit plan to summarise")
+    uniform = len(w) <= 1 and len(a) <= 1
+    parts = ([f"W{_span(w)}"] if w else []) + ([f"A{_span(a)}"] if a else [])
+    label = "".join(parts) if uniform else "mixed " + " ".join(parts)
+    return {"label": label, "uniform": uniform,
+            "w_bits": {str(b): n for b, n in sorted(w.items())},
+            "a_bits": {str(b): n for b, n in sorted(a.items())}}
