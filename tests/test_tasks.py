@@ -7,14 +7,15 @@ import torch
 from snmfm.models import SIZES
 from snmfm.tasks import TASKS, Batch, TaskError, get_task
 
-TRAINABLE = ("vision-digits", "medical-wdbc", "code-stdlib", "vqa-digits")
+TRAINABLE = ("vision-digits", "medical-wdbc", "code-stdlib", "vqa-digits", "vision-digits-stream")
 
 
-def test_registry_lists_the_five_tasks_with_kinds():
-    assert TASKS == ("vision-digits", "medical-wdbc", "code-stdlib", "vqa-digits", "text-minilm")
+def test_registry_lists_the_six_tasks_with_kinds():
+    assert TASKS == ("vision-digits", "medical-wdbc", "code-stdlib", "vqa-digits", "text-minilm",
+                     "vision-digits-stream")
     kinds = {n: get_task(n).kind for n in TASKS}
     assert kinds == {"vision-digits": "classify", "medical-wdbc": "classify", "code-stdlib": "lm",
-                     "vqa-digits": "vqa", "text-minilm": "embed"}
+                     "vqa-digits": "vqa", "text-minilm": "embed", "vision-digits-stream": "classify"}
     assert get_task("vision-digits") is get_task("vision-digits")
 
 
