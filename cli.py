@@ -64,6 +64,17 @@ def print_json(obj) -> None:
     click.echo(json.dumps(_plain(obj), sort_keys=True))
 
 
+def _cell(key, value) -> str:
+    """A table cell in human units (eval.fmt.fmt_quantity: `*_pj` energies, `*_s` times); a dict
+    as `k=v` pairs formatted the same way.  Strings pass through (already formatted)."""
+    from eval.fmt import fmt_quantity
+    if isinstance(value, dict):
+        return ", ".join(f"{a}={_cell(a, b)}" for a, b in value.items())
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"{len(value)} values (see --json)"
+    return fmt_quantity(key, value)
+
+
 def print_table(result: dict, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -71,11 +82,7 @@ def print_table(result: dict, title: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in result.items():
-        if isinstance(v, float):
-            v = f"{v:.4f}"
-        elif isinstance(v, dict):
-            v = ", ".join(f"{a}={b:.4f}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items())
-        table.add_row(str(k), str(v))
+        table.add_row(str(k), _cell(k, v))
     Console().print(table)
 
 
@@ -225,10 +232,12 @@ def simulate(model, hw, task, w_bits, a_bits, samples, timesteps, seed, as_json)
     if as_json:
         print_json(report.to_dict())
         return
-    row = {"accelerator": report.accelerator, "energy_pj": report.energy_pj, "cycles": report.cycles,
-           "latency_s": report.latency_s, **{f"breakdown.{k}": v for k, v in report.breakdown_pj.items()}}
+    from eval.fmt import fmt_energy, fmt_time
+    row = {"accelerator": report.accelerator, "energy": fmt_energy(report.energy_pj), "cycles": report.cycles,
+           "latency": fmt_time(report.latency_s),
+           **{f"breakdown.{k}": fmt_energy(v) for k, v in report.breakdown_pj.items()}}
     if report.spike_driven_fraction:
-        row.update({f"spike_driven.{k}": v for k, v in report.spike_driven_fraction.items()})
+        row.update({f"spike_driven.{k}": f"{100 * v:.1f}%" for k, v in report.spike_driven_fraction.items()})
     print_table(row, title=f"{report.meta.get('task')} on {report.accelerator}")
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
@@ -409,7 +418,36 @@ def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, 
     if as_json:
         print_json({**d, "plan": plan.to_dict()})
     else:
-        emit(d, False, title=f"compressed {t.name} ({target} budget {budget})")
+        emit(_compress_display(d, plan), False, title=f"compressed {t.name} ({target} budget {budget})")
+
+
+def _compress_display(d: dict, plan) -> dict:
+    """compress's result for the console: budget and cost in human units, pruned units counted
+    (the index lists stay in --json), the plan as its bit widths."""
+    from eval.fmt import fmt_quantity
+    from snmfm.compress.bits import plan_label
+    unit = d.get("unit")
+    out = {k: v for k, v in d.items() if k not in ("budget_spec", "unit", "prune")}
+    for k in ("budget", "cost", "min_budget"):
+        out[k] = fmt_quantity(k, d.get(k), unit=unit)
+    out["budget"] += f" ({d['budget_spec']})"
+    out["plan"] = plan_label(plan.layers)
+    if d.get("prune"):
+        out["prune"] = _prune_summary(d["prune"])
+    return out
+
+
+def _prune_summary(p: dict) -> str:
+    """'2 heads in 2 blocks, 130 channels in 2 blocks, 0 blocks; params 69,194 -> 44,394'."""
+    parts = []
+    for key, noun in (("heads", "heads"), ("mlp_channels", "channels")):
+        per = {b: v for b, v in (p.get(key) or {}).items() if v}
+        parts.append(f"{sum(len(v) for v in per.values())} {noun} in {len(per)} blocks")
+    parts.append(f"{len(p.get('blocks') or [])} whole blocks")
+    text = ", ".join(parts)
+    if p.get("params_before") is not None:
+        text += f"; params {p['params_before']:,} -> {p['params_after']:,}"
+    return text
 
 
 def _run_bench(module: str, argv: list[str]):

@@ -212,3 +212,39 @@ def test_convert_with_timesteps_below_t_settle_warns_and_labels_fixed_t(tiny_che
     assert d["fixed_t"] is True and d["check_settled"] is False and d["warnings"]
     settled = json.loads(run("convert", path, "--check", 4, "--json").stdout)
     assert settled["fixed_t"] is False and settled["check_settled"] is True and not settled["warnings"]
+
+
+# ---- 5. human units in the console -----------------------------------------------------------------
+def test_units_helper_picks_readable_units():
+    from eval.fmt import fmt_energy, fmt_quantity, fmt_time
+    assert fmt_time(2.55486875e-05) == "25.5 µs"
+    assert fmt_time(0.0) == "0 s" and fmt_time(3.2) == "3.2 s" and fmt_time(4.2e-9) == "4.2 ns"
+    assert fmt_energy(23354052.8406) == "23.4 µJ"
+    assert fmt_energy(254856527.6421) == "255 µJ" and fmt_energy(2.5e9) == "2.5 mJ"
+    assert fmt_energy(0.5) == "0.5 pJ" and fmt_energy(None) == "—"
+    assert fmt_quantity("energy_pj", 1.2e6) == "1.2 µJ" and fmt_quantity("latency_s", 1e-3) == "1 ms"
+    assert fmt_quantity("budget", 254856527.6421, unit="pJ") == "255 µJ"
+    assert fmt_quantity("budget", 1.2e6, unit="bits") == "1.2 Mbit"
+    assert fmt_quantity("accuracy", 0.98056) == "0.9806" and fmt_quantity("cycles", 25548.6875) == "25,549"
+
+
+def test_simulate_table_shows_latency_and_energy_in_human_units(tiny_checkpoint):
+    r = run("simulate", tiny_checkpoint, "--hw", "conventional")
+    assert r.exit_code == 0, r.output
+    assert "0.0000" not in r.stdout
+    assert "µs" in r.stdout or "ns" in r.stdout
+    assert any(u in r.stdout for u in ("nJ", "µJ"))
+    d = json.loads(run("simulate", tiny_checkpoint, "--hw", "conventional", "--json").stdout)
+    assert isinstance(d["energy_pj"], float) and isinstance(d["latency_s"], float)  # JSON stays raw
+
+
+def test_compress_table_summarises_pruned_channels_and_shows_the_budget_in_units(tiny_checkpoint, tmp_path):
+    r = run("compress", tiny_checkpoint, "--budget", "w8a8", "--target", "conventional", "--choices", "4,8",
+            "--prune-mlp", "0.5", "--calib", 16)
+    assert r.exit_code == 0, r.output
+    assert "channels in" in r.stdout and "[0," not in r.stdout
+    assert "µJ" in r.stdout or "nJ" in r.stdout or "mJ" in r.stdout
+    d = json.loads(run("compress", tiny_checkpoint, "--budget", "w8a8", "--target", "conventional",
+                       "--choices", "4,8", "--prune-mlp", "0.5", "--calib", 16, "--json").stdout)
+    chans = d["prune"]["mlp_channels"]
+    assert chans and all(isinstance(v, list) and v for v in chans.values())  # full lists in the JSON

@@ -15,6 +15,19 @@ def _span(bits: Counter) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
+def _label(w: Counter, a: Counter) -> str:
+    uniform = len(w) <= 1 and len(a) <= 1
+    parts = ([f"W{_span(w)}"] if w else []) + ([f"A{_span(a)}"] if a else [])
+    return "".join(parts) if uniform else "mixed " + " ".join(parts)
+
+
+def plan_label(layers: dict) -> str:
+    """The label of a BitPlan's {layer: {"w_bits"?, "a_bits"}} ("W4A4", "mixed W2-8 A4-8")."""
+    w = Counter(o["w_bits"] for o in layers.values() if o.get("w_bits") is not None)
+    a = Counter(o["a_bits"] for o in layers.values() if o.get("a_bits") is not None)
+    return _label(w, a)
+
+
 def bit_plan_summary(model: nn.Module) -> dict:
     """{"label": "W4A4" | "mixed W4-8 A4-8", "w_bits": {bits: weight layers}, "a_bits": {bits: quant
     layers}, "uniform": bool}.  a_bits of a layer: its quantizer's bits (an activation product's two
@@ -29,9 +42,6 @@ def bit_plan_summary(model: nn.Module) -> dict:
             w[int(layer.w_bits)] += 1
     if not w and not a:
         raise ValueError("model has no quantized layers (not a QANN): no bit plan to summarise")
-    uniform = len(w) <= 1 and len(a) <= 1
-    parts = ([f"W{_span(w)}"] if w else []) + ([f"A{_span(a)}"] if a else [])
-    label = "".join(parts) if uniform else "mixed " + " ".join(parts)
-    return {"label": label, "uniform": uniform,
+    return {"label": _label(w, a), "uniform": len(w) <= 1 and len(a) <= 1,
             "w_bits": {str(b): n for b, n in sorted(w.items())},
             "a_bits": {str(b): n for b, n in sorted(a.items())}}
