@@ -145,6 +145,9 @@ def merge_traces(traces) -> ActivityTrace:
         raise ValueError("merge_traces needs at least one trace")
     if len(traces) == 1:
         return traces[0]
+    codings = sorted({getattr(t, "coding", "binary") for t in traces})
+    if len(codings) > 1:
+        raise ValueError(f"cannot merge traces of different codings ({', '.join(codings)})")
     steps = max(t.steps for t in traces)
     sites: dict[str, SiteActivity] = {}
     for t in traces:

@@ -125,8 +125,10 @@ def _candidates(t: TaskResult, per_unit: float, results: Results) -> dict[str, l
         for a in results.accelerators:
             if a not in v.hw:
                 continue
-            row = {"label": v.label, "coding": v.coding, "energy_per_unit_pj": v.hw[a].energy_pj / per_unit}
-            if not results.needs_trace(a):
+            dense = not results.needs_trace(a)
+            row = {"label": v.label, "coding": None if dense else v.coding,  # a dense accelerator runs no spikes
+                   "energy_per_unit_pj": v.hw[a].energy_pj / per_unit}
+            if dense:
                 row.update(accuracy=v.qann["accuracy"], n=v.qann["n"], accuracy_source="QANN on the held-out set")
             elif exact:
                 row.update(accuracy=v.qann["accuracy"], n=v.qann["n"],

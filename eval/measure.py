@@ -145,7 +145,7 @@ def simulate_hw(workload, trace, hw, policy):
 
 def _convert(qann, coding: str):
     from converters import convert
-    return convert(qann) if coding == "binary" else convert(qann, coding=coding)
+    return convert(qann, coding=coding)
 
 
 @torch.no_grad()

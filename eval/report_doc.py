@@ -217,12 +217,18 @@ def _acc_vs_t(report: Report) -> list:
 
 def _variants(report: Report) -> list:
     rows = []
+    first_coding = (report.results.options.get("codings") or ["binary"])[0]
     for t in report.comparison["tasks"]:
         for v in t["variants"]:
             snn = ("= QANN" if v["exact"] else f"{fmt_acc(v['snn_accuracy'])} ({_pct(v['agreement'])} agree)")
             for name, e in v["energy_per_unit_pj"].items():
-                rows.append([t["task"], _bits(v["label"]), v["coding"], name, fmt_acc(v["qann_accuracy"]),
-                             f"{snn}, {v['snn_examples']} ex.", str(v["t_settle"]), fmt_energy(e),
+                dense = not t["accelerators"][name]["needs_trace"]
+                if dense and v["coding"] != first_coding:
+                    continue  # the dense accelerators run the QANN: the same for every coding
+                rows.append([t["task"], _bits(v["label"]), "— (QANN)" if dense else v["coding"], name,
+                             fmt_acc(v["qann_accuracy"]),
+                             "—" if dense else f"{snn}, {v['snn_examples']} ex.",
+                             "—" if dense else str(v["t_settle"]), fmt_energy(e),
                              *_ratio_cells(v["energy_ratio"], name, report.comparison["baselines"]),
                              fmt_time(v["latency_s"].get(name))])
         res = report.results.task(t["task"])

@@ -68,3 +68,23 @@ def test_merged_trace_round_trips_through_json():
     m = merge_traces([_trace(4, 1, rng, 3), _trace(7, 2, rng, 6)])
     back = ActivityTrace.from_dict(m.to_dict())
     assert back.steps == 7 and np.array_equal(back.sites["a.quant"].pos, m.sites["a.quant"].pos)
+
+
+def test_payload_counts_merge_and_codings_must_agree():
+    rng = np.random.default_rng(2)
+    a, b = _trace(3, 1, rng, 2), _trace(5, 1, rng, 4)
+    for t in (a, b):
+        t.coding = "graded"
+        for s in t.sites.values():
+            s.payload_abs = 3 * (s.pos + s.neg)
+            s.payload_bits = 5
+    m = merge_traces([a, b])
+    assert m.coding == "graded" and m.sites["a.quant"].payload_bits == 5
+    want = np.zeros(5, dtype=np.int64)
+    want[:3] += a.sites["a.quant"].payload_abs
+    want += b.sites["a.quant"].payload_abs
+    assert np.array_equal(m.sites["a.quant"].payload_abs, want)
+    assert np.array_equal(trim_trace(m, 2).sites["a.quant"].payload_abs, want[:2])
+    b.coding = "binary"
+    with pytest.raises(ValueError, match="different codings"):
+        merge_traces([a, b])
