@@ -177,3 +177,20 @@ def test_the_cycle_check_finds_a_planted_cycle():
     graph["eval.fmt"] = graph["eval.fmt"] | {"eval.summary"}  # summary imports fmt
     cycle = find_cycle(graph)
     assert cycle is not None and cycle[0] == cycle[-1] and {"eval.fmt", "eval.summary"} <= set(cycle)
+
+
+def test_run_checks_its_accelerators_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    from eval.accelerators import parse_hw, registered
+    assert parse_hw(None) == registered() and len(registered()) >= 2
+    assert parse_hw("conventional, neuromorphic") == ["conventional", "neuromorphic"]
+    with pytest.raises(ValueError, match="given twice"):
+        parse_hw("conventional,conventional")
+    with pytest.raises(ValueError, match="empty name"):
+        parse_hw("conventional,,neuromorphic")
+    r = CliRunner().invoke(main, ["run", "--tasks", "medical-wdbc", "--hw", "no-such-chip",
+                                  "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "no-such-chip" in r.output, r.output
+    assert not (tmp_path / "r").exists()
