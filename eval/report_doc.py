@@ -99,8 +99,8 @@ def _summary(report: Report) -> list:
     e_rows = []
     for t in report.comparison["tasks"]:
         for name, a in t["accelerators"].items():
-            e_rows.append([t["task"], name, "SNN events" if a["needs_trace"] else "QANN, dense",
-                           f"{fmt_energy(a['energy_per_unit_pj'])}/{t['unit']}",
+            e_rows.append([t["task"], name, "SNN" if a["needs_trace"] else "QANN", t["unit"],
+                           fmt_energy(a["energy_per_unit_pj"]),
                            *_ratio_cells(t["ratios"]["energy"], name, baselines),
                            fmt_time(a["latency_s"]), _pct(a["static_share"]), _pct(a["offchip_share"]),
                            "yes" if a["spills"] else "no", _policy(a["memory_policy"]), a["node"] or "—"])
@@ -110,10 +110,11 @@ def _summary(report: Report) -> list:
                   "the QANN on the same examples."),
             ("table", ["Task", "Model", "Bits", "Coding", "FP32 (n)", "QANN (n)", "SNN"], q_rows),
             ("p", "Energy per unit (inference or predicted token) and latency per inference of the main "
-                  "configuration on every accelerator of the run; static = share of fixed power over the "
+                  "configuration on every accelerator of the run (runs: the SNN's events or the QANN "
+                  "densely); static = share of fixed power over the "
                   "run's latency, off-chip = share of DRAM traffic, spills = weights or state that did "
                   "not fit on chip."),
-            ("table", ["Task", "Accelerator", "Runs", "Energy", *_ratio_headers(report), "Latency",
+            ("table", ["Task", "Accelerator", "Runs", "Per", "Energy", *_ratio_headers(report), "Latency",
                        "Static", "Off-chip", "Spills", "Memory policy", "Node"], e_rows)]
 
 
