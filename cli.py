@@ -259,6 +259,16 @@ def _tasks_option(value: str | None) -> list[str] | None:
     return names
 
 
+def _stage_printer(what: str):
+    """Progress for a long command: one timestamped line per stage on stderr (stdout stays the
+    table or the one JSON object)."""
+    import time
+
+    def say(text: str) -> None:
+        click.echo(f"[{time.strftime('%H:%M:%S')}] {what}: {text}", err=True)
+    return say
+
+
 def _check_task_extras(names) -> None:
     """A task whose optional extra is not installed fails now, naming the extra to install."""
     from snmfm.tasks import get_task
@@ -385,10 +395,12 @@ def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, 
     from snmfm.compress.pipeline import compress_checkpoint
     from snmfm.compress.prune import parse_prune_spec
     _check_out_file(out)
+    from snmfm.compress.bits import check_bit_widths
     try:
-        bits = tuple(sorted({int(b) for b in _csv(choices)}))
+        bits = tuple(int(b) for b in _csv(choices))
     except (TypeError, ValueError):
         raise SnmfmCLIError(f"--choices {choices!r}: give comma-separated bit widths such as 2,4,8") from None
+    bits = check_bit_widths(bits, "--choices")
     check_budget(budget, bits)  # before loading anything
     if hw is not None and target == "size":
         raise SnmfmCLIError("--hw applies to the energy targets (--target conventional or neuromorphic)")
@@ -409,6 +421,7 @@ def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, 
     result = compress_checkpoint(ref, budget=budget, target=target, out=out, task=t.name, choices=bits,
                                  importance=importance, finetune_steps=finetune_steps, calib_samples=calib,
                                  seed=seed, save_qann=save_qann if out else None, progress=not as_json,
+                                 status=_stage_printer("compress"),
                                  **energy, **pruning)
     plan = result.plan
     d = {"task": t.name, "target": target, "budget": plan.budget, "budget_spec": budget, "cost": plan.cost,

@@ -248,3 +248,38 @@ def test_compress_table_summarises_pruned_channels_and_shows_the_budget_in_units
                        "--choices", "4,8", "--prune-mlp", "0.5", "--calib", 16, "--json").stdout)
     chans = d["prune"]["mlp_channels"]
     assert chans and all(isinstance(v, list) and v for v in chans.values())  # full lists in the JSON
+
+
+# ---- 6. compress: progress, empty --tasks, one bit-width message ----------------------------------
+def test_compress_reports_progress_on_stderr_and_keeps_json_clean(tiny_checkpoint):
+    r = run("compress", tiny_checkpoint, "--budget", "w8a8", "--choices", "4,8", "--calib", 16,
+            "--finetune-steps", 2, "--json")
+    assert r.exit_code == 0, r.output
+    json.loads(r.stdout)  # stdout is exactly one JSON object
+    for stage in ("calibrat", "sensitivity", "plan", "fine-tun", "evaluat"):
+        assert stage in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("cmd", [("run",), ("speculate",)])
+def test_empty_tasks_is_an_error_not_all_tasks(cmd, monkeypatch):
+    import eval
+    import eval.pipeline
+    monkeypatch.setattr(eval.pipeline, "run_task", _no_compute)
+    monkeypatch.setattr(eval, "run_main", _no_compute)
+    import cli
+    monkeypatch.setattr(cli, "_run_bench", _no_compute)
+    for value in ("", " , "):
+        assert_one_line_user_error(run(*cmd, "--tasks", value), "--tasks", "empty")
+
+
+@pytest.mark.parametrize("args", [("--budget", "w0a4"), ("--budget", "w4a4", "--choices", "0,2,4,8"),
+                                  ("--budget", "w4a4", "--choices", "4,32"), ("--budget", "w4a17")])
+def test_bit_widths_outside_the_valid_range_get_one_consistent_message(tiny_checkpoint, args, monkeypatch):
+    import snmfm.compress.pipeline
+    monkeypatch.setattr(snmfm.compress.pipeline, "compress_checkpoint", _no_compute)
+    msg = assert_one_line_user_error(run("compress", tiny_checkpoint, *args), "bit widths are 2 to 16")
+    assert "add 0" not in msg and "add 32" not in msg
+
+
+def test_a_valid_bit_width_missing_from_choices_says_add_it(tiny_checkpoint):
+    assert_one_line_user_error(run("compress", tiny_checkpoint, "--budget", "w3a3"), "add 3 to the choices")

@@ -45,7 +45,7 @@ def test_energy_budget_named_as_uniform_plan_is_its_simulated_energy(tiny_checkp
     r = run("compress", tiny_checkpoint, "--target", "conventional", "--budget", "W4A4", "--choices", "4,8",
             "--calib", 16, "--out", out, "--json")
     assert r.exit_code == 0, r.output
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)  # stderr carries the progress lines
     plan = d["plan"]
     assert d["unit"] == "pJ" and plan["target"] == "conventional"
     assert plan["meta"]["budget_spec"] == "w4a4"

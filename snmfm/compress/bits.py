@@ -10,6 +10,22 @@ from snmfm.compress.quant import WEIGHT_LAYERS, quant_layers
 from snmfm.nn import QuantMatMul
 
 
+# Bit widths a plan may use: 2 (the smallest signed code with a zero, -1..1) to 16 (integer
+# products of two 16-bit codes still sum exactly in float64 for any layer we build; 32 overflows).
+MIN_BITS, MAX_BITS = 2, 16
+VALID_BITS = f"bit widths are {MIN_BITS} to {MAX_BITS}"
+
+
+def check_bit_widths(choices, what: str = "choices") -> tuple[int, ...]:
+    """The choices as sorted ints; ValueError naming the valid range when one is outside it."""
+    bits = tuple(sorted({int(b) for b in choices}))
+    bad = [b for b in bits if not MIN_BITS <= b <= MAX_BITS]
+    if bad or not bits:
+        raise ValueError(f"{what} {','.join(str(b) for b in choices) or '(none)'}: "
+                         f"{', '.join(str(b) for b in bad) or 'nothing'} given; {VALID_BITS}")
+    return bits
+
+
 def _span(bits: Counter) -> str:
     lo, hi = min(bits), max(bits)
     return f"{lo}" if lo == hi else f"{lo}-{hi}"

@@ -107,19 +107,27 @@ _UNIFORM = re.compile(r"w(\d+)a(\d+)")
 def check_budget(budget, w_choices=None, a_choices=None) -> float | str:
     """Validate a budget before any work is done: a finite number (returned as float) or a
     uniform plan 'wXaY' / 'WXAY' (returned normalised, e.g. 'w4a4'), whose bit widths must be among
-    the choices the cost table will hold."""
+    the choices the cost table will hold (themselves valid bit widths, 2 to 16)."""
+    from snmfm.compress.bits import check_bit_widths
+    for choices, what in ((w_choices, "choices"), (a_choices, "a_choices")):
+        if choices is not None:
+            check_bit_widths(choices, what)
     if isinstance(budget, bool):
         raise ValueError(f"budget {budget!r}: give a number or a uniform plan such as 'w4a4'")
     if not isinstance(budget, (int, float)):
         s = str(budget).strip().lower()
         m = _UNIFORM.fullmatch(s)
         if m:
+            from snmfm.compress.bits import MAX_BITS, MIN_BITS, VALID_BITS
             w, a = int(m.group(1)), int(m.group(2))
             for bits, allowed, what in ((w, w_choices, "weight"), (a, a_choices or w_choices, "activation")):
+                if not MIN_BITS <= bits <= MAX_BITS:
+                    raise ValueError(f"budget {budget!r}: {bits}-bit {what}s are not a valid plan; {VALID_BITS}")
                 if allowed is not None and bits not in {int(b) for b in allowed}:
                     raise ValueError(f"budget {budget!r}: {bits}-bit {what}s are not among the bit widths "
                                      f"planned over ({', '.join(str(b) for b in sorted(allowed))}); add "
-                                     f"{bits} to the choices or give the budget as a number")
+                                     f"{bits} to the choices (--choices; {VALID_BITS}) or give the budget "
+                                     "as a number")
             return s
         try:
             budget = float(s)

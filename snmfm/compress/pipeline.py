@@ -71,7 +71,8 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
                         finetune_steps: int = 0, lr: float = 2e-4, batch_size: int = 64,
                         calib_samples: int = 256, fixed_layers: Mapping | None = None,
                         device: str | None = None, seed: int = 0, evaluate: bool = True,
-                        save_qann: Callable | None = None, progress: bool = False) -> CompressResult:
+                        save_qann: Callable | None = None, progress: bool = False,
+                        status: Callable[[str], None] | None = None) -> CompressResult:
     """Compress a trained checkpoint to a bit budget (see the module docstring).
 
     budget: number in the target's unit (bits for size, pJ per inference for energy) or 'w4a4'-style:
@@ -84,7 +85,8 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     calibrated on `calib_batches`).
     heads / mlp_channels / blocks: pruning (see `prune`); importance 'taylor' uses calibration data.
     finetune_steps: QAT steps (0: post-training quantisation).  out: base path of the outputs
-    (<out>.json/.safetensors float checkpoint, <out>.plan.json, <out>-qann.* via save_qann)."""
+    (<out>.json/.safetensors float checkpoint, <out>.plan.json, <out>-qann.* via save_qann).
+    status: called with a short text as each stage starts (the CLI prints it on stderr)."""
     from snmfm.checkpoint import load_checkpoint, save_checkpoint
     from snmfm.tasks import get_task
     if target not in TARGETS:
@@ -93,7 +95,9 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
         raise ValueError(f"target {target!r} needs costs from the hardware models, e.g. "
                          f"costs=neuro_hw.costs.cost_fn({target!r})")
     budget = check_budget(budget, choices, a_choices)  # bad budget text fails before any work
+    say = status or (lambda text: None)
     t0 = time.time()
+    say("load checkpoint")
     torch.manual_seed(seed)
     teacher, meta = load_checkpoint(checkpoint, task=task)
     task_name = task or meta.get("task")
@@ -103,27 +107,34 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     calib = [tuple(b) for b in tk.batches("calib", batch_size, seed=seed, limit=calib_samples)]
     metrics: dict = {"task": task_name, "target": target}
     if evaluate:
+        say("evaluate FP32 model")
         metrics["fp32_accuracy"] = tk.evaluate(teacher)["accuracy"]
 
     model = teacher
     pruned = any(x is not None for x in (heads, mlp_channels, blocks))
     if pruned:
+        say(f"prune ({importance} importance)")
         model = prune(teacher, heads=heads, mlp_channels=mlp_channels, blocks=blocks,
                       importance=importance, data=calib[:4])
         metrics["prune"] = {k: model.snmfm_prune[k] for k in ("heads", "mlp_channels", "blocks",
                                                                "params_before", "params_after")}
     model = copy.deepcopy(model).eval()
+    say(f"calibrate on {sum(len(b[0]) for b in calib)} samples")
     calibrate(model, calib)
     scales: dict = {}  # activation steps searched once, shared by costs, sensitivity and QAT
+    say(f"cost table ({target})" + ("" if target == "size" else ": simulating every layer and bit width"))
     table = (_call(costs, model, calib, scales=scales, choices=choices, a_choices=a_choices, calibrated=True)
              if callable(costs) else costs)
+    say("sensitivity of each layer to its bit width")
     sens = sensitivity(model, calib[:2], bits=sorted(set(choices) | set(a_choices or choices)),
                        levels=("layer",), calibrated=True, scales=scales)
     held_out = [tuple(b) for b in tk.batches("train", batch_size, seed=seed, limit=calib_samples)]
+    say("plan bits (integer program" + (", checked against the simulator)" if measure is not None else ")"))
     plan = plan_bits(model, budget, table, target, sensitivity=sens, choices=choices,
                      a_choices=a_choices, fixed_layers=fixed_layers, validate=held_out, scales=scales,
                      measure=_call(measure, model, calib, scales=scales) if measure is not None else None)
     if finetune_steps > 0:
+        say(f"fine-tune {finetune_steps} steps (LSQ + distillation)")
         student = prepare_qat(model, overrides=plan.layers, scales=scales)
         adapter = task_adapter(tk, batch_size)
         stats = finetune(student, teacher, adapter.pop("sample"), steps=finetune_steps, lr=lr,
@@ -137,6 +148,7 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
         for _, q in quantizers(model):
             q.samples = []
     if evaluate:
+        say("evaluate the QANN")
         metrics["qann_accuracy"] = tk.evaluate(qann)["accuracy"]
     plan.meta.update({"source_checkpoint": str(checkpoint), "task": task_name,
                       "prune": metrics.get("prune"), "finetune_steps": finetune_steps,
@@ -144,6 +156,7 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     metrics["time_s"] = time.time() - t0
     paths = {}
     if out is not None:
+        say(f"save to {out}")
         base = Path(out)
         base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
         paths["checkpoint"] = str(save_checkpoint(model, base, {**{k: v for k, v in meta.items()
