@@ -47,6 +47,25 @@ def handles_errors(fn):
     return wrapper
 
 
+def _hw_names(ctx, param, value):
+    """--hw NAME[,NAME...]: each a registered accelerator, an alias or a config file, checked before
+    any work (an unknown name lists the registered ones; exit code 2)."""
+    if value is None:
+        return value
+    from neuro_hw import load_hw_config
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not names:
+        raise click.BadParameter("give an accelerator name or a config file", param=param)
+    for n in names:
+        if param.name == "target" and n == "size":
+            continue
+        try:
+            load_hw_config(n)
+        except (ValueError, FileNotFoundError) as e:
+            raise click.BadParameter(str(e), param=param) from None
+    return value
+
+
 def _plain(x):
     """JSON-safe value: NaN/Inf as null (strict JSON), tensors and numpy scalars as numbers."""
     if isinstance(x, float):
@@ -212,8 +231,9 @@ def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out,
 
 @main.command()
 @MODEL
-@click.option("--hw", default="neuromorphic", show_default=True,
-              help="Hardware: a bundled name (neuromorphic, conventional, ...) or a TOML/YAML file.")
+@click.option("--hw", default="neuromorphic", show_default=True, callback=_hw_names,
+              help="Hardware: a registered accelerator (conventional, loihi1, loihi2, neuromorphic-ideal, "
+                   "...; alias neuromorphic) or a TOML/YAML file.")
 @click.option("--task", default=None, help="Task of MODEL when it is a checkpoint file that does not say.")
 @_bits
 @click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
@@ -358,10 +378,10 @@ def report(results, out_dir, study_files, as_json):
 @click.option("--budget", required=True,
               help="Budget in the target's unit -- bits (size) or pJ per inference (energy) -- or a uniform "
                    "plan such as w4a4 / W8A8, meaning its cost under --target.")
-@click.option("--target", type=click.Choice(["size", "conventional", "neuromorphic"]), default="size",
-              show_default=True, help="What the budget limits: model size or the energy of one inference "
-                                      "on that accelerator (per-layer costs from the hardware model).")
-@click.option("--hw", default=None,
+@click.option("--target", default="size", show_default=True, callback=_hw_names,
+              help="What the budget limits: model size, or the energy of one inference on an accelerator "
+                   "(a registered name such as conventional, loihi2; per-layer costs from its model).")
+@click.option("--hw", default=None, callback=_hw_names,
               help="Hardware config for an energy target: bundled name or TOML/YAML file (default: the target's).")
 @click.option("--choices", default="2,4,8", show_default=True, help="Bit widths the plan chooses from.")
 @click.option("--task", default=None, help="Task of MODEL when it is a checkpoint file that does not say.")
@@ -416,7 +436,7 @@ def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, 
     ref = info.get("path") or str(default_checkpoint(t.name))
     energy = {}
     if target != "size":
-        from neuro_hw.costs import cost_fn, measure_fn
+        from eval.hw_costs import cost_fn, measure_fn
         energy = {"costs": cost_fn(target, hw=hw), "measure": measure_fn(target, hw=hw)}
     result = compress_checkpoint(ref, budget=budget, target=target, out=out, task=t.name, choices=bits,
                                  importance=importance, finetune_steps=finetune_steps, calib_samples=calib,

@@ -22,11 +22,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from neuro_hw.recipes import LANE_CYCLES as _RC
+
 ACCELERATORS = ("conventional", "neuromorphic")
 SCENARIOS = ("conventional", "neuromorphic", "mixed")
 # a vector-unit lane-cycle count per operation (exp, log, div are multi-op sequences; see
 # neuro_hw.conventional.vector: EXP_OPS, DIV_OPS) -- log is charged as an exp
-_LANE_CYCLES = {"fp_add": 1, "fp_mul": 1, "cmp": 1, "exp": 9, "log": 9, "div": 7}
+_LANE_CYCLES = {"fp_add": _RC["add"], "fp_mul": _RC["mul"], "cmp": _RC["cmp"], "exp": _RC["exp"],
+                "log": _RC["exp"], "div": _RC["div"]}
 
 
 # ---- self-test cost on a digital unit ---------------------------------------------------------
@@ -56,10 +59,9 @@ def self_test_cost(ops: Mapping, accelerator: str, static_power_w: float = 0.0, 
 def transfer_cost(bits: int, hw_neuromorphic="neuromorphic") -> dict:
     """Moving one query's inputs between the accelerators: off-chip traffic."""
     from neuro_hw import load_hw_config
-    from neuro_hw.tech import get_tech
-    cfg = load_hw_config(hw_neuromorphic)
-    t = get_tech(cfg.tech)
-    return {"energy_pj": float(t.dram_pj(bits)), "latency_s": bits / (cfg.sync.host_io_gbps * 1e9)}
+    from neuro_hw.link import link_cost
+    link = link_cost(bits, tech=load_hw_config(hw_neuromorphic).tech)
+    return {"energy_pj": link["energy_pj"], "latency_s": link["latency_s"]}
 
 
 # ---- charging ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ KV-cache reads.
 Between chips.  When draft and target sit on different accelerators, every round sends the draft
 tokens (and, for speculative sampling, the draft's distributions q at those positions, fp16) to
 the target's chip and the verdict (kept count + the new token) back; charged as off-chip traffic
-at the technology table's DRAM energy per bit, at the link bandwidth for latency.  Members on the
+(neuro_hw.link: the technology table's DRAM energy per bit, its link bandwidth for latency).  Members on the
 same chip exchange nothing (each simulate assumes the chip to itself: a gap, see the report).
 """
 from __future__ import annotations
@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neuro_hw import load_hw_config, simulate
-from neuro_hw.neuromorphic import NeuromorphicConfig
-from neuro_hw.tech import get_tech
+from neuro_hw import load_hw_config, needs_trace, simulate
 from neuro_hw.workload import extract_decoder_call
 
 FP16_BITS = 16
@@ -58,7 +56,7 @@ class Placement:
 
     def __post_init__(self):
         self.config = load_hw_config(self.hw)
-        self.accelerator = "neuromorphic" if isinstance(self.config, NeuromorphicConfig) else "conventional"
+        self.accelerator = "neuromorphic" if needs_trace(self.config) else "conventional"
 
     @property
     def spiking(self):
@@ -144,13 +142,8 @@ def link_costs(placements: dict, result, *, link_gbps: float | None = None) -> d
         bits += max(1, math.ceil(math.log2(n_d + 1))) + tok_bits                             # verdict back
     B = len(result.sequences)
     bits *= B
-    tech = get_tech(t.config.tech)
-    if link_gbps is None:   # the conventional accelerator's DRAM bus
-        conv = t.config if t.accelerator == "conventional" else d.config
-        link_gbps = conv.dram_bytes_per_cycle * 8 * conv.clock_hz / 1e9
-    return {"bits": bits, "energy_pj": bits * tech.dram_pj_per_bit,
-            "latency_s": bits / (link_gbps * 1e9), "pj_per_bit": tech.dram_pj_per_bit,
-            "link_gbps": link_gbps}
+    from neuro_hw.link import link_cost   # the one chip-to-chip link model (neuro_hw.link)
+    return link_cost(bits, tech=t.config.tech, gbps=link_gbps)
 
 
 def charge(result, placements: dict, *, link_gbps: float | None = None) -> dict:

@@ -1,25 +1,38 @@
-"""Hardware models: workload IR, technology table, neuromorphic chip, conventional accelerator."""
-from neuro_hw.config import load_hw_config
+"""Hardware models: workload IR, technology table, registered accelerators (neuromorphic chips,
+conventional accelerator), one memory policy for all of them."""
+from neuro_hw.policy import MemoryPolicy
+from neuro_hw.registry import (accelerators, get_kind, kind_of, load_hw_config, needs_trace,
+                               register_accelerator, register_alias, register_kind)
 from neuro_hw.report import HwReport
-from neuro_hw.workload import Op, Workload, extract_workload
+from neuro_hw.workload import SYNAPTIC_KINDS, Op, Workload, extract_workload
 
 
-def simulate(workload: Workload, trace=None, hw="neuromorphic") -> HwReport:
-    """Simulate one inference of `workload` on `hw` (a config object, bundled name or file).
+def simulate(workload: Workload, trace=None, hw="neuromorphic", *, policy=None, node=None) -> HwReport:
+    """Simulate one inference of `workload` on accelerator `hw` (a registered name or alias, a
+    config file, a dict or a config object), dispatched through the registry.
 
-    The neuromorphic chip needs the SNN's ActivityTrace (`trace`); the conventional accelerator
-    ignores it (it runs the QANN densely)."""
-    from neuro_hw.conventional import ConventionalConfig, simulate_conventional
-    from neuro_hw.neuromorphic import NeuromorphicConfig, simulate_neuromorphic
+    trace: the SNN's ActivityTrace, required by accelerators that are driven by spikes
+    (`needs_trace(hw)`), ignored by the others.  policy: a `MemoryPolicy` (or dict / "resident" /
+    "streamed"); default `MemoryPolicy()`: weights resident, activations on chip, power gating, the
+    same rule for every accelerator.  node: evaluate the chip at another technology node (e.g.
+    "45nm" to compare chips at one node; Stillmaker & Baas scaling, `neuro_hw.tech`)."""
+    from neuro_hw.registry import accelerator_name, at_node
     cfg = load_hw_config(hw)
-    if isinstance(cfg, NeuromorphicConfig):
-        if trace is None:
-            raise ValueError("the neuromorphic chip is driven by spikes: pass the SNN's ActivityTrace "
-                             "(SpikingModel.run(...).trace)")
-        return simulate_neuromorphic(workload, trace, cfg)
-    if isinstance(cfg, ConventionalConfig):
-        return simulate_conventional(workload, cfg)
-    raise TypeError(f"unknown hardware config type {type(cfg).__name__}")
+    if node is not None:
+        cfg = at_node(cfg, node)
+    kind = get_kind(kind_of(cfg))
+    if kind.needs_trace and trace is None:
+        raise ValueError(f"accelerator {accelerator_name(hw, cfg)!r} (kind {kind.name}) is driven by spikes: "
+                         "pass the SNN's ActivityTrace (SpikingModel.run(...).trace)")
+    pol = MemoryPolicy.coerce(policy)
+    rep = kind.simulate_fn(workload, trace, cfg, policy=pol)
+    rep.accelerator = accelerator_name(hw, cfg)
+    rep.kind = kind.name
+    rep.node = str(getattr(cfg, "tech", rep.node))
+    rep.memory_policy = pol.to_dict()
+    return rep
 
 
-__all__ = ["HwReport", "Op", "Workload", "extract_workload", "load_hw_config", "simulate"]
+__all__ = ["HwReport", "MemoryPolicy", "Op", "SYNAPTIC_KINDS", "Workload", "accelerators",
+           "extract_workload", "load_hw_config", "needs_trace", "register_accelerator",
+           "register_alias", "register_kind", "simulate"]

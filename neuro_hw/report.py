@@ -25,6 +25,9 @@ class HwReport:
     spike_driven_fraction: dict | None = None
     notes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    kind: str = ""                 # the hardware model kind (neuro_hw.registry)
+    node: str = ""                 # technology node of the numbers, e.g. "45nm", "14nm"
+    memory_policy: dict = field(default_factory=dict)   # the MemoryPolicy applied (neuro_hw.policy)
 
     SCHEMA = "snmfm.hwreport/1"
 

@@ -134,9 +134,10 @@ def synops_from_trace(workload, trace) -> float:
     """The `row` count from an ActivityTrace alone (spikes x fan-out, per inference): the synaptic
     operations the neuromorphic chip model performs, matmul_act included."""
     from neuro_hw.neuromorphic.events import fanout
+    from neuro_hw.workload import SYNAPTIC_KINDS
     total = 0.0
     for op in workload.ops:
-        if op.kind in ("linear", "conv", "feature_embed"):
+        if op.kind in SYNAPTIC_KINDS and op.kind != "matmul_act":
             total += float(trace.sites[op.spike_inputs[0]].spikes.sum()) * fanout(op)
         elif op.kind == "matmul_act":
             b, M, K, N = op.gemm

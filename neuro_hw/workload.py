@@ -21,6 +21,8 @@ from snmfm.nn import NonSpiking, QuantConv2d, QuantFeatureEmbed, QuantLinear, Qu
 OP_KINDS = ("linear", "conv", "feature_embed", "embed", "matmul_act", "softmax", "layernorm", "gelu",
             "tanh", "add")
 NONSPIKING_KINDS = ("softmax", "layernorm", "gelu", "tanh")
+# ops whose inputs are spikes fanned out over synapses (GEMM-like on the conventional accelerator)
+SYNAPTIC_KINDS = ("linear", "conv", "feature_embed", "matmul_act")
 
 
 @dataclass(frozen=True)

@@ -101,8 +101,9 @@ def test_members_that_disagree_on_the_task_raise():
         c.record(batches(y))
     with pytest.raises(CascadeError, match="agreement"):
         Cascade([table_member("a", zs), table_member("b", zl)], self_test="agreement")
-    with pytest.raises(CascadeError, match="neuromorphic"):
-        Member("x", lambda x: x, form="fp32", placement="neuromorphic")
+    with pytest.raises(CascadeError, match="spike-driven chip 'loihi2'"):   # names are data
+        Member("x", lambda x: x, form="fp32", placement="loihi2", spiking=True)
+    assert Member("y", lambda x: x, form="snn", placement="my-chip").placement == "my-chip"
 
 
 def test_online_run_equals_offline_replay_and_logs_every_call():

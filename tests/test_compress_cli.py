@@ -49,7 +49,7 @@ def test_energy_budget_named_as_uniform_plan_is_its_simulated_energy(tiny_checkp
     plan = d["plan"]
     assert d["unit"] == "pJ" and plan["target"] == "conventional"
     assert plan["meta"]["budget_spec"] == "w4a4"
-    assert "predicted_cost" in plan["meta"]  # measure=neuro_hw.costs.measure_fn(...) was passed
+    assert "predicted_cost" in plan["meta"]  # measure=eval.hw_costs.measure_fn(...) was passed
     assert plan["cost"] <= plan["budget"] * (1 + 1e-9)
     assert plan["budget"] == pytest.approx(plan["meta"]["budget_rounds"][0]["budget_used"])
     assert BitPlan.load(d["paths"]["plan"]).layers == plan["layers"]
@@ -63,17 +63,20 @@ def test_energy_budget_named_as_uniform_plan_is_its_simulated_energy(tiny_checkp
 def test_energy_targets_get_the_hardware_models_costs_measure_and_save_qann(target, tiny_checkpoint,
                                                                            tmp_path, monkeypatch):
     import converters.io
-    import neuro_hw.costs
+    import eval.hw_costs
     from snmfm.compress import BitPlan, CompressResult, pipeline
     seen = {}
-    monkeypatch.setattr(neuro_hw.costs, "cost_fn", lambda t, hw=None: ("costs", t, hw))
-    monkeypatch.setattr(neuro_hw.costs, "measure_fn", lambda t, hw=None: ("measure", t, hw))
+    monkeypatch.setattr(eval.hw_costs, "cost_fn", lambda t, hw=None: ("costs", t, hw))
+    monkeypatch.setattr(eval.hw_costs, "measure_fn", lambda t, hw=None: ("measure", t, hw))
 
     def fake(ref, **kw):
         seen.update(kw, ref=ref)
         return CompressResult(model=None, qann=None, plan=BitPlan({"head": {"w_bits": 8, "a_bits": 8}}, target,
                                                                   budget=1.0, cost=1.0))
     monkeypatch.setattr(pipeline, "compress_checkpoint", fake)
+    from neuro_hw.registry import CONFIG_DIR   # --hw is checked before any work: a real file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg.toml").write_text((CONFIG_DIR / f"{'conventional' if target == 'conventional' else 'neuromorphic'}.toml").read_text())
     r = run("compress", tiny_checkpoint, "--target", target, "--budget", "w8a8", "--hw", "cfg.toml",
             "--prune", "heads=1,mlp=0.25", "--finetune-steps", 3, "--out", tmp_path / "o", "--json")
     assert r.exit_code == 0, r.output
@@ -92,7 +95,7 @@ def test_infeasible_budget_names_the_smallest_feasible_budget(tiny_checkpoint):
     (("--budget", "fast"), ("'fast'", "w4a4")),
     (("--budget", "w3a3"), ("w3a3", "choices")),
     (("--budget", "nan"), ("finite",)),
-    (("--budget", "w4a4", "--target", "energy"), ("energy", "size", "conventional", "neuromorphic")),
+    (("--budget", "w4a4", "--target", "energy"), ("energy", "registered", "conventional", "neuromorphic")),
     (("--budget", "w4a4", "--hw", "neuromorphic"), ("--hw", "energy targets")),
     (("--budget", "w4a4", "--choices", "four"), ("--choices",)),
     (("--budget", "w4a4", "--prune", "heads"), ("prune spec", "heads=1")),

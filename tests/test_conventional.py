@@ -145,7 +145,11 @@ def test_hwreport_json_round_trip(tmp_path):
 
 def test_simulate_dispatches_to_the_conventional_accelerator():
     w = vit()
-    assert simulate(w, hw="conventional").energy_pj == simulate_conventional(w).energy_pj
+    from neuro_hw import MemoryPolicy
+    # neuro_hw.simulate applies the default MemoryPolicy; without a policy the op-by-op model
+    assert simulate(w, hw="conventional").energy_pj == simulate_conventional(w, policy=MemoryPolicy()).energy_pj
+    streamed = MemoryPolicy(weights="streamed", activations="dram", power_gating=False)
+    assert simulate(w, hw="conventional", policy=streamed).energy_pj == simulate_conventional(w).energy_pj
     small = ConventionalConfig(array_rows=8, array_cols=8)
     assert simulate(w, hw=small).config == small.to_dict()
 

@@ -201,7 +201,12 @@ def test_load_hw_config_finds_the_bundled_neuromorphic_configs():
     assert load_hw_config("neuromorphic") == NeuromorphicConfig.default()
     assert load_hw_config("neuromorphic_loihi").name == "loihi-calibrated"
     _, _, w, _, res, _ = tiny_vit_run()
-    assert simulate(w, res.trace, "neuromorphic").energy_pj == simulate_neuromorphic(w, res.trace).energy_pj
+    # neuro_hw.simulate applies the default MemoryPolicy (resident weights, power gating)
+    from neuro_hw import MemoryPolicy
+    assert (simulate(w, res.trace, "neuromorphic").energy_pj
+            == simulate_neuromorphic(w, res.trace, policy=MemoryPolicy()).energy_pj)
+    ungated = simulate(w, res.trace, "neuromorphic", policy=MemoryPolicy(power_gating=False))
+    assert ungated.energy_pj == simulate_neuromorphic(w, res.trace).energy_pj   # config: all cores leak
 
 
 @settings(max_examples=15, deadline=None)

@@ -138,5 +138,5 @@ def test_compress_checkpoint_prunes_plans_finetunes_and_saves(tmp_path):
     assert torch.equal(qann(*x), res.qann(*x))
     r = convert(qann).run(*x)
     assert torch.equal(r.output, qann(*x))
-    with pytest.raises(ValueError, match="neuro_hw.costs"):
+    with pytest.raises(ValueError, match="eval.hw_costs"):
         compress_checkpoint(src, budget=1.0, target="neuromorphic")

@@ -60,7 +60,7 @@ def _uniform_layers(model, w: int, a: int) -> dict:
 def run_task(task_name: str, targets, *, finetune_steps: int = 0, eval_limit: int | None = None,
              n_inputs: int = 8, choices=(2, 4, 8), device=None, calib_samples: int = 256,
              sens_batches: int = 2, val_samples: int = 256, log=print) -> list[dict]:
-    from neuro_hw.costs import cost_table, measure_plan, plan_measure
+    from eval.hw_costs import cost_table, measure_plan, plan_measure
     from snmfm.compress import calibrate
     from snmfm.compress.plan import plan_bits, plan_cost, uniform_cost
     from snmfm.compress.qat import finetune, freeze, prepare_qat, task_adapter

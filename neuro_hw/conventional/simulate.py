@@ -25,9 +25,9 @@ from neuro_hw.conventional.systolic import ceil_div, compute_cycles, dram_tiling
 from neuro_hw.conventional.vector import RECIPES, REQUANT, Recipe
 from neuro_hw.report import HwReport
 from neuro_hw.tech import TechTable, get_tech
-from neuro_hw.workload import OP_KINDS, Op, Workload
+from neuro_hw.workload import OP_KINDS, SYNAPTIC_KINDS, Op, Workload
 
-GEMM_KINDS = ("linear", "conv", "feature_embed", "matmul_act")
+GEMM_KINDS = SYNAPTIC_KINDS   # the GEMM-like ops are the synaptic ones
 VECTOR_KINDS = ("softmax", "layernorm", "gelu", "tanh", "add")
 ROW_KINDS = ("softmax", "layernorm")
 PARTS = ("mac", "reg", "sram", "dram", "vector", "leakage")
@@ -51,8 +51,18 @@ class _Cost:
 class _Model:
     """The accelerator's unit costs for one config (a small helper, not a framework)."""
 
-    def __init__(self, cfg: ConventionalConfig, tech: TechTable):
+    def __init__(self, cfg: ConventionalConfig, tech: TechTable, policy=None, weight_bytes: float = 0.0):
         self.cfg, self.tech = cfg, tech
+        # Memory policy (neuro_hw.policy).  None: the op-by-op model without a policy (every weight
+        # and every kernel output through DRAM at every inference).
+        self.policy = policy
+        cap_w = cfg.weight_sram_bytes   # resident weights are not double-buffered
+        if policy is None or policy.weights == "streamed" or weight_bytes <= 0:
+            self.w_spill = 1.0 if (policy is None or policy.weights == "streamed") else 0.0
+        else:
+            self.w_spill = max(0.0, weight_bytes - cap_w) / weight_bytes
+        self.weight_bytes = weight_bytes
+        self.act_onchip = policy is not None and policy.activations == "on-chip"
         self.R, self.C = cfg.array_rows, cfg.array_cols
         self.caps = {w: cfg.usable_bytes(w) for w in ("input", "weight", "output")}
         self.vb, self.acc = cfg.vector_bits, cfg.acc_bits
@@ -86,6 +96,16 @@ class _Model:
         # A transfer of B bytes is B*8 bits through the SRAM port; energy is linear in width.
         pj = self.unit("sram_write_pj" if read else "sram_read_pj", self.caps[which], 8)
         c.parts["sram"] += n_bytes * pj
+
+    def act_dram(self, n_bytes: float, boundary: bool = False) -> bool:
+        """Does an activation tensor of n_bytes go through DRAM?  At the chip boundary (network
+        input / output) always; otherwise unless the policy keeps activations on chip and the
+        tensor fits the (usable) input buffer, where the next kernel reads it."""
+        return boundary or not self.act_onchip or n_bytes > self.caps["input"]
+
+    def handoff(self, c: _Cost, n_elems: float, bits: int) -> None:
+        """An output kept on chip: read from the output buffer, written into the input buffer."""
+        c.parts["sram"] += self.sram_rd("output", n_elems, bits) + self.sram_wr("input", n_elems, bits)
 
     def vector(self, c: _Cost, recipe: Recipe, n: float) -> None:
         c.parts["vector"] += n * self.recipe_pj(recipe)
@@ -168,9 +188,10 @@ def _qkv_shares_input(ops: list[Op], i: int, cfg: ConventionalConfig) -> bool:
     return M * K * _gemm_bits(b)[0] / 8 <= cfg.usable_bytes("input")
 
 
-def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool, recompute: bool = False) -> None:
+def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool | float, recompute: bool = False) -> None:
     """Array work of a GEMM op and the DRAM reads of its operands (`recompute`: a second pass that
-    costs energy and time but adds no useful MACs)."""
+    costs energy and time but adds no useful MACs).  b_from_dram may be a fraction: the spilled
+    share of resident weights."""
     op, cfg = c.op, m.cfg
     batch, M, K, N = (int(x) for x in op.gemm)
     ab, bb = _gemm_bits(op)
@@ -194,7 +215,7 @@ def _gemm(m: _Model, c: _Cost, *, a_from_dram: bool, b_from_dram: bool, recomput
     if a_from_dram:
         m.dram(c, batch * a_tr, "input", read=True)
     if b_from_dram:
-        m.dram(c, batch * b_tr, "weight", read=True)
+        m.dram(c, batch * b_tr * float(b_from_dram), "weight", read=True)
     c.extra.update(schedule=sched, m_tile=mt, n_tile=nt, a_rereads=rra, b_rereads=rrb)
     if op.extra.get("bias", False):
         m.vector(c, Recipe(int_add=1), batch * M * N)
@@ -225,40 +246,67 @@ def _feeds_gemm(ops: list[Op], i: int) -> bool:
     return i + 1 < len(ops) and ops[i + 1].kind in GEMM_KINDS
 
 
-def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int]) -> tuple[list[_Cost], float]:
-    """Cost of one kernel; returns its op costs and its latency in cycles."""
+def _act_bytes(op: Op, operand: int) -> float:
+    """Bytes of a GEMM op's activation operand (0: A, 1: B of a matmul_act)."""
+    batch, M, K, N = (int(x) for x in op.gemm)
+    ab, bb = _gemm_bits(op)
+    if operand == 0:
+        return (op.in_elems if op.kind == "conv" and op.in_elems else batch * M * K) * ab / 8
+    return batch * K * N * bb / 8
+
+
+def _weights_from_dram(m: _Model, op: Op, first: bool) -> bool | float:
+    """B operand traffic: a weight's spilled share, or whether a matmul_act's B comes from DRAM."""
+    if op.kind == "matmul_act":
+        return m.act_dram(_act_bytes(op, 1), first)
+    return m.w_spill
+
+
+def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int], first: bool = True,
+                final: bool = True) -> tuple[list[_Cost], float]:
+    """Cost of one kernel; returns its op costs and its latency in cycles.  first / final: the
+    kernel reads the network's input / writes the network's output (crossing the chip boundary)."""
     vb = m.vb
     costs = [_Cost(ops[i], kernel=ops[idx[0]].name) for i in idx]
     last = idx[-1]
     if kind == "attention":
         qk, sm, av = costs
-        _gemm(m, qk, a_from_dram=True, b_from_dram=True)
+        qa, qb = m.act_dram(_act_bytes(qk.op, 0), first), m.act_dram(_act_bytes(qk.op, 1), first)
+        _gemm(m, qk, a_from_dram=qa, b_from_dram=qb)
         rows, width = _rows_width(sm.op)
         fits = width * m.acc // 8 * min(rows, m.R) <= m.caps["output"]
         if not fits:     # exact softmax needs the row max and sum first: recompute Q.K^T
-            _gemm(m, qk, a_from_dram=True, b_from_dram=True, recompute=True)
+            _gemm(m, qk, a_from_dram=qa, b_from_dram=qb, recompute=True)
             qk.notes.append("score row does not fit on chip: two-pass (recomputed) exact softmax")
         _vector_op(m, sm, requant=True)
         sm.parts["sram"] += m.sram_wr("input", sm.op.out_elems, _gemm_bits(av.op)[0])
-        _gemm(m, av, a_from_dram=False, b_from_dram=True)
+        _gemm(m, av, a_from_dram=False, b_from_dram=m.act_dram(_act_bytes(av.op, 1), first))
         ob = _out_bits(ops, last, vb)
         if _feeds_gemm(ops, last):
             m.vector(av, REQUANT, av.op.out_elems)
-        m.dram(av, av.op.out_elems * ob / 8, "output", read=False)
+        if m.act_dram(av.op.out_elems * ob / 8, final):
+            m.dram(av, av.op.out_elems * ob / 8, "output", read=False)
+        else:
+            m.handoff(av, av.op.out_elems, ob)
         qk.extra["online_softmax"] = "single pass" if fits else "two pass"
     else:
         head = costs[0]
         op = head.op
         if op.kind in GEMM_KINDS:
-            _gemm(m, head, a_from_dram=not _qkv_shares_input(ops, idx[0], m.cfg), b_from_dram=True)
+            _gemm(m, head, a_from_dram=(not _qkv_shares_input(ops, idx[0], m.cfg)
+                                        and m.act_dram(_act_bytes(op, 0), first)),
+                  b_from_dram=_weights_from_dram(m, op, first))
         elif op.kind == "embed":
             lookups = int(op.extra.get("lookups", 1))
             width = int(op.extra.get("width", op.out_elems))
-            m.dram(head, lookups * width * (op.w_bits or 32) / 8, "input", read=True)
+            table = lookups * width * (op.w_bits or 32) / 8   # embedding rows: weights
+            m.dram(head, table * m.w_spill, "input", read=True)
+            head.parts["sram"] += m.sram_rd("weight", lookups * width * (1 - m.w_spill), op.w_bits or 32)
             m.vector(head, REQUANT, op.out_elems)       # dequantise the table entries
         elif op.kind in VECTOR_KINDS:
             in_el = op.in_elems or op.out_elems
-            m.dram(head, in_el * vb / 8, "output", read=True)
+            if m.act_dram(in_el * vb / 8, first):
+                m.dram(head, in_el * vb / 8, "output", read=True)
             head.parts["sram"] += m.sram_rd("output", in_el, vb)
         else:
             raise ValueError(f"op {op.name!r}: kind {op.kind!r} not supported; known: {', '.join(OP_KINDS)}")
@@ -266,48 +314,75 @@ def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int]) -> tuple[li
             _vector_op(m, head, requant=_feeds_gemm(ops, idx[0]) and len(idx) == 1)
         for pos, c in enumerate(costs[1:], start=1):
             i = idx[pos]
-            if c.op.kind == "add":     # the residual operand comes from DRAM
-                m.dram(c, c.op.out_elems * vb / 8, "output", read=True)
+            if c.op.kind == "add":     # the residual operand: from DRAM unless kept on chip
+                if m.act_dram(c.op.out_elems * vb / 8):
+                    m.dram(c, c.op.out_elems * vb / 8, "output", read=True)
                 c.parts["sram"] += m.sram_rd("output", c.op.out_elems, vb)
             _vector_op(m, c, requant=_feeds_gemm(ops, i) and i == last)
             c.parts["reg"] += m.unit("reg_pj", vb) * c.op.out_elems      # pipeline hand-off
             if c.op.kind == "add" and i != last:                       # residual stream persists
-                m.dram(c, c.op.out_elems * vb / 8, "output", read=False)
-                c.extra["residual_written_back"] = True     # a later add reads it
+                if m.act_dram(c.op.out_elems * vb / 8):
+                    m.dram(c, c.op.out_elems * vb / 8, "output", read=False)
+                    c.extra["residual_written_back"] = True     # a later add reads it
+                else:
+                    c.parts["sram"] += m.sram_wr("input", c.op.out_elems, vb)
+                    c.extra["residual_kept_on_chip"] = True
         tail = costs[-1]
         ob = _out_bits(ops, last, vb)
         if tail.op.kind in GEMM_KINDS and _feeds_gemm(ops, last):
             m.vector(tail, REQUANT, tail.op.out_elems)
         tail.parts["sram"] += m.sram_wr("output", tail.op.out_elems, ob)    # staged for the DMA
-        m.dram(tail, tail.op.out_elems * ob / 8, "output", read=False)
+        if m.act_dram(tail.op.out_elems * ob / 8, final):
+            m.dram(tail, tail.op.out_elems * ob / 8, "output", read=False)
+        else:
+            m.handoff(tail, tail.op.out_elems, ob)
     array = sum(c.array_cycles for c in costs)
     vec = sum(c.vector_ops for c in costs) / m.cfg.vector_lanes
     dram = sum(c.dram_bytes for c in costs) / m.cfg.dram_bytes_per_cycle
     return costs, max(array, vec, dram, 1.0)
 
 
-def static_power_w(cfg: ConventionalConfig, tech: TechTable) -> float:
-    """SRAM leakage of all buffers + logic leakage of the array and the vector unit."""
-    sram = tech.sram_leak_w(cfg.input_sram_bytes + cfg.weight_sram_bytes + cfg.output_sram_bytes)
+def static_power_w(cfg: ConventionalConfig, tech: TechTable, weight_sram_used: float | None = None) -> float:
+    """SRAM leakage of the buffers + logic leakage of the array and the vector unit.
+    weight_sram_used: bytes of weight SRAM powered (power gating of the banks that hold no resident
+    weights); None: all of it."""
+    w = cfg.weight_sram_bytes if weight_sram_used is None else min(cfg.weight_sram_bytes, weight_sram_used)
+    sram = tech.sram_leak_w(cfg.input_sram_bytes + w + cfg.output_sram_bytes)
     # A vector lane (fp16 FMA + exp/div sequencing) ~ 4 8x8 MACs of area: an estimate.
     logic_mm2 = (cfg.array_rows * cfg.array_cols + 4 * cfg.vector_lanes) * tech.mac_area_mm2(8, 8)
     return sram + tech.logic_leak_w(logic_mm2)
 
 
-def simulate_conventional(workload: Workload, cfg: ConventionalConfig | None = None) -> HwReport:
-    """Energy, latency and per-op costs of one inference of `workload` on the accelerator."""
+def weight_bytes(workload: Workload) -> float:
+    """Bytes of stored weights (GEMM weights and embedding tables) at their bit widths."""
+    return sum(o.params * (o.w_bits or 32) / 8 for o in workload.ops if o.kind != "matmul_act")
+
+
+def simulate_conventional(workload: Workload, cfg: ConventionalConfig | None = None, *,
+                          policy=None) -> HwReport:
+    """Energy, latency and per-op costs of one inference of `workload` on the accelerator.
+
+    policy: a `neuro_hw.MemoryPolicy`; resident weights stay in the weight SRAM as far as they fit
+    (the spilled share streams from DRAM at every inference), intermediate activations stay in
+    the input buffer where they fit, power gating leaves the weight SRAM banks without resident
+    weights dark.  None: no policy, the op-by-op model (every weight and every kernel output
+    through DRAM at every inference, all buffers leaking)."""
     cfg = cfg if cfg is not None else ConventionalConfig.default()
     tech = get_tech(cfg.tech)
-    m = _Model(cfg, tech)
+    wbytes = weight_bytes(workload)
+    m = _Model(cfg, tech, policy, wbytes)
     ops = list(workload.ops)
     for o in ops:
         if o.kind in GEMM_KINDS and not o.gemm:
             raise ValueError(f"op {o.name!r} of kind {o.kind!r} has no gemm shape")
-    p_static = static_power_w(cfg, tech) if cfg.leakage else 0.0
+    gated = (policy is not None and policy.power_gating and policy.weights == "resident"
+             and m.w_spill == 0.0)
+    p_static = static_power_w(cfg, tech, wbytes if gated else None) if cfg.leakage else 0.0
     rows, total_cycles = [], 0.0
     breakdown = {p: 0.0 for p in PARTS}
-    for kind, idx in plan_kernels(ops, cfg):
-        costs, cycles = _run_kernel(m, ops, kind, idx)
+    kernels = plan_kernels(ops, cfg)
+    for n_k, (kind, idx) in enumerate(kernels):
+        costs, cycles = _run_kernel(m, ops, kind, idx, first=n_k == 0, final=n_k == len(kernels) - 1)
         total_cycles += cycles
         leak = p_static * cycles / cfg.clock_hz * 1e12
         costs[0].parts["leakage"] += leak
@@ -324,6 +399,9 @@ def simulate_conventional(workload: Workload, cfg: ConventionalConfig | None = N
     macs = sum(r["macs"] for r in rows)
     peak = cfg.array_rows * cfg.array_cols * total_cycles
     notes = sorted({n for r in rows for n in r.get("notes", [])})
+    if policy is not None and policy.weights == "resident" and m.w_spill > 0:
+        notes.append(f"weights {wbytes / 1024:.1f} KiB exceed the {cfg.weight_sram_kib:g} KiB weight SRAM: "
+                     f"{m.w_spill:.1%} spill and stream from DRAM at every inference")
     return HwReport(
         accelerator="conventional", energy_pj=energy, breakdown_pj=breakdown, cycles=total_cycles,
         latency_s=total_cycles / cfg.clock_hz, per_op=rows, config=cfg.to_dict(),
@@ -332,6 +410,7 @@ def simulate_conventional(workload: Workload, cfg: ConventionalConfig | None = N
               "array_utilization": macs / peak if peak else 0.0,
               "dram_bytes": sum(r["dram_bytes"] for r in rows), "static_power_w": p_static,
               "kernels": sum(1 for r in rows if r["cycles"] > 0),
+              "weight_bytes": wbytes, "weight_spill_fraction": m.w_spill,
               **_kv_cache_terms(workload, rows, m)})
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from neuro_hw.tech import TechTable
 
+from neuro_hw import recipes as _r
+
 # Lane-cycles of the composite functions (the fp-op counts in TechTable.exp_pj / div_pj / sqrt_pj).
-EXP_OPS, DIV_OPS, SQRT_OPS = 9, 7, 9
+EXP_OPS, DIV_OPS, SQRT_OPS = _r.LANE_CYCLES["exp"], _r.LANE_CYCLES["div"], _r.LANE_CYCLES["sqrt"]
 
 
 @dataclass(frozen=True)
@@ -42,24 +44,21 @@ class Recipe:
                 + DIV_OPS * self.div + SQRT_OPS * self.sqrt)
 
 
-# (per element, per row).  Counts include the dequantising multiply of the int32 input.
+def _recipe(ops: dict) -> Recipe:
+    return Recipe(fp_add=ops.get("add", 0), fp_mul=ops.get("mul", 0), cmp=ops.get("cmp", 0),
+                  exp=ops.get("exp", 0), div=ops.get("div", 0), sqrt=ops.get("sqrt", 0))
+
+
+# (per element, per row), from the shared recipes (neuro_hw.recipes) plus the dequantising multiply
+# of the int32 input; residual add in the accumulator domain.
 RECIPES: dict[str, tuple[Recipe, Recipe]] = {
-    # max (cmp), x - max, exp, running sum, multiply by 1/sum; per row one reciprocal.
-    "softmax": (Recipe(fp_mul=2, fp_add=2, cmp=1, exp=1), Recipe(div=1)),
-    # sum for the mean, centre, square, sum of squares, scale by rstd, gamma, beta;
-    # per row: two multiplies by 1/n, + eps, 1/sqrt (sqrt + div).
-    "layernorm": (Recipe(fp_mul=4, fp_add=4), Recipe(fp_mul=2, fp_add=1, sqrt=1, div=1)),
-    # tanh form 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))), tanh(u) = (e^2u - 1)/(e^2u + 1):
-    # x^2, x^3, *0.044715, +x, *sqrt(2/pi), *2, exp, -1, +1, div, +1, *x, *0.5 (+ dequant).
-    "gelu": (Recipe(fp_mul=8, fp_add=4, exp=1, div=1), Recipe()),
-    # tanh(x) = (e^2x - 1)/(e^2x + 1): *2, exp, -1, +1, div (+ dequant).
-    "tanh": (Recipe(fp_mul=2, fp_add=2, exp=1, div=1), Recipe()),
-    # residual add in the accumulator domain.
-    "add": (Recipe(int_add=1), Recipe()),
-}
+    kind: (_recipe(_r.combine(per_el, _r.DEQUANT)), _recipe(per_row))
+    for kind, (per_el, per_row) in _r.NONLINEAR.items()}
+RECIPES["add"] = (Recipe(int_add=1), Recipe())
 
 # Requantise one element for a GEMM input: multiply by 1/scale, round (add), clamp (2 compares).
-REQUANT = Recipe(fp_mul=1, fp_add=1, cmp=2)
+REQUANT = _recipe(_r.REQUANT)
+
 
 def vector_cost(kind: str, rows: int, width: int, tech: TechTable, bits: int, acc_bits: int,
                 requant: bool) -> tuple[float, float]:

@@ -129,7 +129,7 @@ SECTIONS = {"cores": CoreConfig, "noc": NocConfig, "units": UnitConfig, "sync": 
 
 @dataclass(frozen=True)
 class NeuromorphicConfig:
-    name: str = "loihi-class"
+    name: str = "neuromorphic-ideal"
     tech: str = "45nm"
     clock_hz: float = 1e9        # the tech table's clock (Loihi itself is asynchronous)
     cores: CoreConfig = field(default_factory=CoreConfig)

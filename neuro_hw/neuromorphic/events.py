@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neuro_hw.neuromorphic.mapping import Mapping, matmul_cores_per_head, matmul_dest
-from neuro_hw.workload import NONSPIKING_KINDS, Op, Workload
+from neuro_hw.workload import NONSPIKING_KINDS, SYNAPTIC_KINDS, Op, Workload
 
 
 @dataclass
@@ -76,7 +76,7 @@ def activity(workload: Workload, trace, mapping: Mapping, cfg) -> Activity:
     act = Activity(steps=T, run_weight=w, mean_steps=mean_steps)
     by_name = {o.name: o for o in workload.ops}
     for op in workload.ops:
-        if op.kind in ("linear", "conv", "feature_embed", "matmul_act"):
+        if op.kind in SYNAPTIC_KINDS:
             sp = [_site(trace, s, "neuron").spikes / ns for s in op.spike_inputs]
             rec = {}
             if op.kind == "matmul_act":
@@ -168,7 +168,7 @@ def exact_totals(workload: Workload, record, mapping: Mapping) -> dict:
     out = {}
     B = record.n_samples
     for op in workload.ops:
-        if op.kind not in ("linear", "conv", "feature_embed", "matmul_act"):
+        if op.kind not in SYNAPTIC_KINDS:
             continue
         tot = {"synops": 0.0, "packets": 0.0, "hops": 0.0, "neuron_updates": 0.0, "spikes": 0.0}
         dst = mapping.cores_of(op.name)
@@ -206,7 +206,7 @@ def analytical_totals(workload: Workload, act: Activity) -> dict:
     """The same totals as `exact_totals`, from the analytical `Activity`."""
     out = {}
     for op in workload.ops:
-        if op.kind not in ("linear", "conv", "feature_embed", "matmul_act"):
+        if op.kind not in SYNAPTIC_KINDS:
             continue
         r = act.ops[op.name]
         tot = {"synops": float(r["synops"].sum()), "packets": 0.0, "hops": 0.0,

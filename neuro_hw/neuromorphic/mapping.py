@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neuro_hw.workload import NONSPIKING_KINDS, Op, Workload
+from neuro_hw.workload import NONSPIKING_KINDS, SYNAPTIC_KINDS, Op, Workload
 
-SYNAPTIC_KINDS = ("linear", "conv", "feature_embed", "matmul_act")
 HOST_KINDS = SYNAPTIC_KINDS + ("embed",)
 
 

@@ -43,29 +43,28 @@ import numpy as np
 from neuro_hw.neuromorphic.config import NeuromorphicConfig
 from neuro_hw.neuromorphic.events import Activity, activity, analytical_totals, exact_totals, fanout
 from neuro_hw.neuromorphic.mapping import Mapping, map_workload, operand_bits, stored_weight_bits
+from neuro_hw import recipes as _r
 from neuro_hw.report import HwReport
 from neuro_hw.tech import get_tech
-from neuro_hw.workload import NONSPIKING_KINDS, Workload
+from neuro_hw.workload import NONSPIKING_KINDS, SYNAPTIC_KINDS, Workload
 
 PARTS = ("synaptic_sram", "accumulate", "neuron_update", "noc", "nonspiking_units", "residual_add",
          "embed", "offchip", "sync", "host_io", "static")
 
-# Floating-point operations per element (and per row) of each non-spiking unit, including the
-# subtraction that forms the differenced output f(X_t) - f(X_{t-1}).  A compare counts as an add.
-UNIT_RECIPES = {
-    # max (compare), x - max, exp, running sum, x / sum as x * (1/sum), difference; per row 1/sum
-    "softmax": ({"add": 4, "mul": 1, "exp": 1}, {"div": 1}),
-    # sum, centre, square, sum of squares, * rstd, * gamma, + beta, difference;
-    # per row: mean and variance scaled by 1/d, + eps, 1/sqrt
-    "layernorm": ({"add": 5, "mul": 3}, {"mul": 2, "add": 1, "sqrt": 1}),
-    # tanh form: x^2, x^3, 0.044715 x^3, + x, * sqrt(2/pi), tanh(u) = 1 - 2/(exp(2u)+1),
-    # 1 + tanh, 0.5 x * (...), difference
-    "gelu": ({"add": 5, "mul": 7, "exp": 1, "div": 1}, {}),
-    # tanh(x) = 1 - 2/(exp(2x)+1), difference
-    "tanh": ({"add": 3, "mul": 1, "exp": 1, "div": 1}, {}),
-}
+# Floating-point operations per element (and per row) of each non-spiking unit: the shared recipe
+# (neuro_hw.recipes) plus the subtraction that forms the differenced output f(X_t) - f(X_{t-1}).
+# A compare counts as an fp add (the unit is an fp unit).
+def _fp_ops(ops: dict) -> dict:
+    out = {k: v for k, v in ops.items() if k != "cmp"}
+    if ops.get("cmp"):
+        out["add"] = out.get("add", 0) + ops["cmp"]
+    return out
+
+
+UNIT_RECIPES = {kind: (_fp_ops(_r.combine(per_el, _r.DIFFERENCE)), _fp_ops(per_row))
+                for kind, (per_el, per_row) in _r.NONLINEAR.items()}
 # cycles of one unit lane per operation: exp, div, sqrt are the multi-op sequences of neuro_hw.tech
-UNIT_OP_CYCLES = {"add": 1, "mul": 1, "exp": 9, "div": 7, "sqrt": 9}
+UNIT_OP_CYCLES = _r.LANE_CYCLES
 
 
 def _split(n: int, parts: int) -> np.ndarray:
@@ -128,11 +127,24 @@ def _fetch_shape(n_targets: int, n_cores: int, elem_bits: int, cfg) -> tuple[int
     return int(words.sum()), int(acc_words.sum()), int(cyc)
 
 
+def streamed_weight_bits(workload: Workload, mapping: Mapping) -> float:
+    """Weight bits held on chip (synapse memories, embedding tables; not matmul_act operands, which
+    are activations): what a streamed-weights policy reloads from DRAM at every inference."""
+    bits = 0.0
+    for g in mapping.groups.values():
+        if g.kind != "matmul_act":
+            bits += 8 * g.syn_bytes * (1 - g.spill_syn)
+    return bits
+
+
 def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | None = None, *,
-                          record=None, mapping: Mapping | None = None) -> HwReport:
+                          record=None, mapping: Mapping | None = None, policy=None) -> HwReport:
     """One inference of `workload` driven by the SNN's ActivityTrace `trace` (counts summed over
     trace.n_samples inputs; the report is per inference).  `record`: a SpikeRecord of the same
-    run, required when cfg.mode.event_exact.  `mapping`: reuse a `map_workload` result."""
+    run, required when cfg.mode.event_exact.  `mapping`: reuse a `map_workload` result.
+    `policy`: a `neuro_hw.MemoryPolicy`: resident weights stay in synapse memory (the spill is
+    charged per access as always), streamed weights are reloaded from DRAM at every inference;
+    power gating leaks only the used cores.  None: the config's own mode.power_gate_unused."""
     cfg = cfg or NeuromorphicConfig.default()
     mapping = mapping or map_workload(workload, cfg)
     act = activity(workload, trace, mapping, cfg)
@@ -161,7 +173,7 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
                "offchip": bool(g.spill_syn > 0 or g.spill_neuron > 0),
                "offchip_fraction": round(max(g.spill_syn, g.spill_neuron), 6)}
         a = act.ops.get(op.name, {})
-        if op.kind in ("linear", "conv", "feature_embed", "matmul_act"):
+        if op.kind in SYNAPTIC_KINDS:
             if op.kind == "matmul_act":
                 # A spike: row of the stored B_t on its row's core; B spike: column of the stored
                 # A_{t-1} on each core of its head (rows of the head split over those cores)
@@ -260,12 +272,18 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
     host_out_bits = workload.ops[-1].out_elems * k.acc_bits if workload.ops else 0
     host_bits = host_in_bits + host_out_bits
     host_cycles = host_bits / (cfg.sync.host_io_gbps * 1e9) * clock
-    cycles = float(work_cycles + barriers * barrier_cycles + host_cycles)
+    stream_bits = streamed_weight_bits(workload, mapping) if (policy is not None
+                                                              and policy.weights == "streamed") else 0.0
+    if stream_bits:   # reload the synapse memories: DRAM read + SRAM write, at the DRAM bandwidth
+        parts["offchip"] += stream_bits * (c.dram_bit + c.syn_word_rw / 2 / k.word_bits)
+    stream_cycles = stream_bits / cfg.memory.dram_bits_per_cycle
+    cycles = float(work_cycles + barriers * barrier_cycles + host_cycles + stream_cycles)
     latency_s = cycles / clock
     n_tiles = mx * my
     parts["sync"] = barriers * 2 * n_tiles * (c.packet + c.hop)
     parts["host_io"] = host_bits * cfg.sync.host_io_pj_per_bit
-    powered = mapping.used_cores if cfg.mode.power_gate_unused else k.count
+    gate = cfg.mode.power_gate_unused if policy is None else policy.power_gating
+    powered = mapping.used_cores if gate else k.count
     t = c.tech
     static_w = (t.sram_leak_w(powered * (k.synapse_mem_bytes + k.neuron_mem_bytes))
                 + t.logic_leak_w(powered * k.logic_mm2 * t.area_scale))
@@ -287,7 +305,8 @@ def simulate_neuromorphic(workload: Workload, trace, cfg: NeuromorphicConfig | N
                                 "quiet step (the host stops it when the chip is quiet)"
                                 if cfg.mode.steps == "settle" else "every input runs all trace.steps")),
                  "barriers": barriers, "barrier_ns": barrier_ns, "ticks": ticks, "stages": stages,
-                 "static_power_w": static_w, "host_io_bits": host_bits, "ops_by_class": ops_count,
+                 "static_power_w": static_w, "powered_cores": int(powered),
+                 "streamed_weight_bits": stream_bits, "host_io_bits": host_bits, "ops_by_class": ops_count,
                  "tech": t.name, "events": analytical_totals(workload, act)["_all"],
                  "placement": {g.host: [int(g.cores[0]), len(g.cores)] for g in mapping.groups.values()}})
     if any("kv_cache_read_pj" in r for r in rows):

@@ -2,8 +2,9 @@
 
 A `Member` is what a cascade calls: `fn(*inputs)` returns the model's outputs (logits), exactly as
 `Task.evaluate` would call it, so the FP32 model, the QANN and a SpikingModel are interchangeable.
-`form` (fp32 | qann | snn), `size` and `placement` (conventional | neuromorphic) are labels: the
-cascade never looks at hardware, `eval.cascade` reads them to charge each call on its accelerator.
+`form` (fp32 | qann | snn), `size` and `placement` (any accelerator name, e.g. conventional, loihi2)
+are labels: the cascade never looks at hardware, `eval.cascade` reads them to charge each call on
+its accelerator (names are data here; `snmfm` does not know which accelerators exist).
 
 What a member *answers* depends on the task kind (`Readout`):
 
@@ -24,7 +25,10 @@ import torch
 from torch import nn
 
 FORMS = ("fp32", "qann", "snn")
+# default placement labels when none is given: spiking members on "neuromorphic", the rest on
+# "conventional" (both registered names of neuro_hw); any accelerator name is accepted
 PLACEMENTS = ("conventional", "neuromorphic")
+DEFAULT_PLACEMENT = {"snn": "neuromorphic", "qann": "conventional", "fp32": "conventional"}
 
 
 class CascadeError(ValueError):
@@ -34,7 +38,9 @@ class CascadeError(ValueError):
 @dataclass
 class Member:
     """One rung of the ladder.  fn(*inputs) -> logits; features(*inputs) -> [B, d] (optional,
-    for the probe self-test: e.g. the head's input, captured by `model_member`)."""
+    for the probe self-test: e.g. the head's input, captured by `model_member`).  placement: the
+    accelerator name it runs on; spiking: whether that accelerator is driven by spikes (the caller,
+    who knows the hardware, says so: `neuro_hw.needs_trace(placement)`; None: not stated)."""
 
     name: str
     fn: Callable
@@ -43,16 +49,18 @@ class Member:
     placement: str = "conventional"
     features: Callable | None = None
     meta: dict = field(default_factory=dict)
+    spiking: bool | None = None
 
     def __post_init__(self):
         if self.form not in FORMS:
             raise CascadeError(f"member {self.name!r}: form {self.form!r} unknown; allowed: {', '.join(FORMS)}")
-        if self.placement not in PLACEMENTS:
-            raise CascadeError(f"member {self.name!r}: placement {self.placement!r} unknown; "
-                               f"allowed: {', '.join(PLACEMENTS)}")
-        if self.form == "fp32" and self.placement == "neuromorphic":
+        if not isinstance(self.placement, str) or not self.placement:
+            raise CascadeError(f"member {self.name!r}: placement must be an accelerator name, got "
+                               f"{self.placement!r}")
+        if self.form == "fp32" and self.spiking:
             raise CascadeError(f"member {self.name!r}: an FP32 model has no spikes to run on the "
-                               "neuromorphic chip; place it on the conventional accelerator")
+                               f"spike-driven chip {self.placement!r}; place it on a dense accelerator "
+                               "(e.g. conventional)")
 
     def __call__(self, *inputs):
         return self.fn(*inputs)
@@ -84,7 +92,7 @@ def model_member(name: str, model: nn.Module, form: str | None = None, size: str
     if form is None:
         form = "snn" if is_snn else ("qann" if is_qann(model) else "fp32")
     if placement is None:
-        placement = "neuromorphic" if form == "snn" else "conventional"
+        placement = DEFAULT_PLACEMENT[form]
     names = dict(net.named_modules())
     if feature_module == "auto":
         feature_module = next((n for n in ("head", "lm_head", "decoder.lm_head", "model.head", "model.lm_head",

@@ -7,7 +7,7 @@
 * `sensitivity`: output change when one unit (model, block, layer, head, channel group) is
   quantised, for weights and activations; `hessian_sensitivity`: the HAWQ-v2 estimate;
 * `plan_bits`: per-layer bit widths by an exact integer program under a budget in model size or
-  accelerator energy (cost tables come in as data: `neuro_hw.costs.cost_table`); a `BitPlan` is an
+  accelerator energy (cost tables come in as data: `eval.hw_costs.cost_table`); a `BitPlan` is an
   editable JSON file that ``quantize(model, overrides=plan.layers)`` applies;
 * `prune`: heads, MLP channels and blocks removed physically (magnitude or Taylor importance);
 * `prepare_qat` / `finetune` / `freeze` (`qat` in one call): LSQ quantisation-aware recovery,

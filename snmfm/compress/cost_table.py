@@ -1,11 +1,11 @@
 """The cost-table format `plan_bits` reads (data, so `snmfm` never imports `neuro_hw`).
 
-    {"schema": "snmfm.costs/1", "target": "size" | "conventional" | "neuromorphic", "unit": "bits" | "pJ",
+    {"schema": "snmfm.costs/1", "target": "size" | <accelerator name>, "unit": "bits" | "pJ",
      "layers": {layer path: {"w4a8": cost, ...}},   # "a8": activation-only; "w4": any a_bits; "any"
      "fixed": {"a8": cost, ...} or {"any": cost},    # bit-independent part, by largest a_bits
      "meta": {...}}
 
-`size_costs(model)` makes the "size" table; `neuro_hw.costs.cost_table` makes the energy tables.
+`size_costs(model)` makes the "size" table; `eval.hw_costs.cost_table` makes the energy tables.
 """
 from __future__ import annotations
 
@@ -17,7 +17,18 @@ from torch import nn
 
 from snmfm.compress.quant import WEIGHT_LAYERS, _weight_of, quant_layers
 
+# "size", or any accelerator name: energy targets are data (neuro_hw's registry knows the names;
+# snmfm does not).  TARGETS lists the size target and the two default accelerator names.
 TARGETS = ("size", "conventional", "neuromorphic")
+
+
+def check_target(target) -> str:
+    """A cost target: "size" or an accelerator name (checked against the registry by whoever makes
+    the energy table)."""
+    if not isinstance(target, str) or not target.strip() or "," in target:
+        raise ValueError(f"target must be 'size' or one accelerator name (e.g. conventional, loihi2), "
+                         f"got {target!r}")
+    return target
 COSTS_SCHEMA = "snmfm.costs/1"
 _KEY = re.compile(r"^(?:w(\d+))?(?:a(\d+))?$")
 
@@ -60,8 +71,10 @@ def size_costs(model: nn.Module, choices=(2, 3, 4, 5, 6, 7, 8), embed_bits: int 
 def check_costs(costs: Mapping) -> None:
     if costs.get("schema") != COSTS_SCHEMA:
         raise ValueError(f"not an snmfm cost table (schema {costs.get('schema')!r}, expected {COSTS_SCHEMA!r})")
-    if costs.get("target") not in TARGETS:
-        raise ValueError(f"cost table target {costs.get('target')!r} unknown; targets: {', '.join(TARGETS)}")
+    check_target(costs.get("target"))
+    if (costs.get("target") == "size") != (costs.get("unit") == "bits"):
+        raise ValueError(f"cost table for target {costs.get('target')!r} has unit {costs.get('unit')!r}: "
+                         "'size' is in bits, an accelerator's energy in pJ")
     for name, opts in costs["layers"].items():
         for k, v in opts.items():
             if k != "any":

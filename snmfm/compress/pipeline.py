@@ -7,7 +7,7 @@ quantisation -> QANN -> evaluate -> save the float checkpoint, the bit plan JSON
 
 Energy targets need per-layer costs from the hardware models, which `snmfm` may not import: pass
 them in as `costs`, a callable (model, calib_batches) -> cost table, e.g.
-``neuro_hw.costs.cost_fn("neuromorphic")``.  The table is computed *after* pruning, on the model
+``eval.hw_costs.cost_fn("neuromorphic")``.  The table is computed *after* pruning, on the model
 whose bits are planned.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from snmfm.compress.cost_table import check_budget
-from snmfm.compress.plan import TARGETS, BitPlan, plan_bits
+from snmfm.compress.cost_table import check_target
+from snmfm.compress.plan import BitPlan, plan_bits
 from snmfm.compress.prune import prune
 from snmfm.compress.quant import calibrate
 from snmfm.compress.qat import finetune, freeze, prepare_qat, task_adapter, unparametrize
@@ -79,7 +80,7 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     the cost of that uniform plan for the model being planned (after pruning, when it prunes).
     costs: cost table or callable (model, calib_batches) -> table; required for energy targets.
     measure: optional callable (model, calib_batches) -> (plan layers -> simulated cost), e.g.
-    ``neuro_hw.costs.measure_fn(target)``: plans are then checked against the simulator.
+    ``eval.hw_costs.measure_fn(target)``: plans are then checked against the simulator.
     Both callables also get, when they take them as keywords, ``scales`` (the activation-step
     cache), and `costs` ``choices``, ``a_choices`` and ``calibrated=True`` (the model they get is
     calibrated on `calib_batches`).
@@ -89,11 +90,10 @@ def compress_checkpoint(checkpoint, *, budget, target: str = "size", out=None, t
     status: called with a short text as each stage starts (the CLI prints it on stderr)."""
     from snmfm.checkpoint import load_checkpoint, save_checkpoint
     from snmfm.tasks import get_task
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    check_target(target)
     if target != "size" and costs is None:
         raise ValueError(f"target {target!r} needs costs from the hardware models, e.g. "
-                         f"costs=neuro_hw.costs.cost_fn({target!r})")
+                         f"costs=eval.hw_costs.cost_fn({target!r})")
     budget = check_budget(budget, choices, a_choices)  # bad budget text fails before any work
     say = status or (lambda text: None)
     t0 = time.time()

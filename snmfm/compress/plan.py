@@ -16,7 +16,7 @@ time steps -- and with it synchronisation and static energy -- grows with the la
 activation levels anywhere in the network, so that cost is charged once, for the whole model.
 
 Costs are data (../DESIGN: "Layers talk through data"): a cost table in the format of
-`snmfm.compress.cost_table` (`size_costs(model)` for "size"; `neuro_hw.costs` makes the energy
+`snmfm.compress.cost_table` (`size_costs(model)` for "size"; `eval.hw_costs` makes the energy
 tables from Workloads and the hardware models).  The plan is a `BitPlan`, a JSON file a user can read and edit;
 ``quantize(model, overrides=plan.layers)`` applies it.
 
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from snmfm.compress.cost_table import (TARGETS, _fixed, _lookup, check_costs, parse_budget, plan_cost,
-                                       size_costs, uniform_cost)
+from snmfm.compress.cost_table import (TARGETS, _fixed, _lookup, check_costs, check_target, parse_budget,
+                                       plan_cost, size_costs, uniform_cost)
 from snmfm.compress.quant import WEIGHT_LAYERS, quant_layers
 from snmfm.compress.sensitivity import SensitivityTable, monotone
 
@@ -271,21 +271,20 @@ def plan_bits(model: nn.Module, budget, costs: Mapping | None = None, target: st
     significantly more inputs (sign test) and on average.
     scales: activation-step cache shared with `prepare_qat`.
     measure: optional callable {layer: bits} -> the plan's real cost (e.g. simulated energy, from
-    `neuro_hw.costs.plan_measure`).  The table is a per-layer linear model; when the simulated cost
+    `eval.hw_costs.plan_measure`).  The table is a per-layer linear model; when the simulated cost
     of the program's plan exceeds the budget, the program's budget is tightened by the overshoot and
     it is solved again (at most `max_rounds` times); candidates are kept only if their simulated
     cost fits, and the plan's `cost` is then the simulated one (`meta["predicted_cost"]` the table's).
     A 'w4a4' budget is then the simulated cost of that uniform plan.
 
     Raises InfeasibleBudget (with the smallest feasible budget) and ValueError for an unknown target."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    check_target(target)
     w_choices = tuple(sorted({int(b) for b in choices}))
     a_choices = tuple(sorted({int(b) for b in (a_choices or choices)}))
     if costs is None:
         if target != "size":
             raise ValueError(f"target {target!r} needs a cost table from the hardware models: "
-                             f"neuro_hw.costs.cost_table(model, inputs, {target!r})")
+                             f"eval.hw_costs.cost_table(model, inputs, {target!r})")
         costs = size_costs(model, w_choices)
     check_costs(costs)
     if costs["target"] != target:

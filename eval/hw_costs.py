@@ -1,5 +1,9 @@
 """Per-layer cost tables for `snmfm.compress.plan_bits`, computed from Workloads and hardware models.
 
+(Moved here from `neuro_hw.costs`: it calibrates, converts and runs models, which is eval's job;
+`neuro_hw` no longer imports `snmfm`.  The target is "size" or any registered accelerator name;
+below, "conventional" / "neuromorphic" stand for any accelerator without / with an ActivityTrace.)
+
 `plan_bits` lives in `snmfm`, which must not import `neuro_hw`; it reads costs as data (see
 snmfm/compress/plan.py for the table format).  This module makes those tables:
 
@@ -33,14 +37,21 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from neuro_hw import accelerators, load_hw_config, needs_trace
 from neuro_hw.workload import extract_workload
 
-TARGETS = ("size", "conventional", "neuromorphic")
+TARGETS = ("size", "conventional", "neuromorphic")   # examples; any registered accelerator name works
 
 
 def _default_simulate(workload, trace, hw):
     from neuro_hw import simulate
     return simulate(workload, trace, hw)
+
+
+def _check_target(target: str) -> None:
+    """"size" or an accelerator name (registered, alias or config file): ValueError listing them."""
+    if target != "size":
+        load_hw_config(target)
 
 
 def _qann_factory(model: nn.Module, calib: Iterable | None, calibrated: bool, scales: dict | None = None):
@@ -75,8 +86,7 @@ def cost_table(model: nn.Module, inputs: tuple, target: str, *, hw=None, choices
     hw: hardware config (name, file or object; default: the target's bundled default).
     simulate(workload, trace, hw) -> HwReport: defaults to `neuro_hw.simulate`.
     scales: activation-step cache shared with `sensitivity` / `prepare_qat` (saves re-searching)."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
+    _check_target(target)
     w_choices = tuple(sorted({int(b) for b in choices}))
     a_choices = tuple(sorted({int(b) for b in (a_choices or choices)}))
     if target == "size":
@@ -90,7 +100,7 @@ def cost_table(model: nn.Module, inputs: tuple, target: str, *, hw=None, choices
     from snmfm.compress.quant import quant_layers
     layer_names = list(quant_layers(model))
     traces = {}
-    if target == "neuromorphic":
+    if needs_trace(hw):
         for a in a_choices:
             traces[a] = snn_trace(make(w_ref, a), inputs)
     layers: dict[str, dict[str, float]] = {n: {} for n in layer_names}
@@ -146,16 +156,18 @@ def measure_plan(model: nn.Module, plan_layers: dict, inputs: tuple, target: str
                  simulate: Callable | None = None):
     """Simulated HwReport of a bit plan (its real energy, to compare with the table's prediction).
     `qann`: the plan's QANN when already built (e.g. after fine-tuning)."""
-    if target not in ("conventional", "neuromorphic"):
-        raise ValueError(f"measure_plan simulates hardware: target must be conventional or neuromorphic, "
+    if target == "size":
+        raise ValueError(f"measure_plan simulates hardware: target must be an accelerator name "
+                         f"({', '.join(accelerators())}), "
                          f"got {target!r}")
     if not isinstance(inputs, tuple):
         inputs = (inputs,)
     if qann is None:
         qann = _qann_factory(model, calib, calibrated)(8, 8, overrides=plan_layers)
     wl = extract_workload(qann, *inputs)
-    trace = snn_trace(qann, inputs) if target == "neuromorphic" else None
-    return (simulate or _default_simulate)(wl, trace, hw if hw is not None else target)
+    hw = hw if hw is not None else target
+    trace = snn_trace(qann, inputs) if needs_trace(hw) else None
+    return (simulate or _default_simulate)(wl, trace, hw)
 
 
 def plan_measure(model: nn.Module, inputs: tuple, target: str, *, hw=None, scales: dict | None = None,
