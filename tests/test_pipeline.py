@@ -20,6 +20,7 @@ def tiny_run(tmp_path_factory):
         ckpts[name] = save_checkpoint(model, root / name, {"task": name, "size": "tiny", "seed": 0})
     out = root / "report"
     results = run_main(tasks=["medical-wdbc", "code-stdlib"], w_bits=8, a_bits=4, variants=[(4, 4)],
+                       hw="neuromorphic,conventional",
                        checkpoints=ckpts, out_dir=out, limit=32, calib_limit=16,
                        snn_examples={"medical-wdbc": 8, "code-stdlib": 1}, progress=False)
     return results, out, ckpts
