@@ -256,9 +256,10 @@ def _act_bytes(op: Op, operand: int) -> float:
 
 
 def _weights_from_dram(m: _Model, op: Op, first: bool) -> bool | float:
-    """B operand traffic: a weight's spilled share, or whether a matmul_act's B comes from DRAM."""
+    """B operand traffic: a weight's spilled share, or whether a matmul_act's B comes from DRAM
+    (always for a decoder's KV cache: state kept between calls lives in DRAM, see _kv_cache_terms)."""
     if op.kind == "matmul_act":
-        return m.act_dram(_act_bytes(op, 1), first)
+        return bool(op.extra.get("kv_cache")) or m.act_dram(_act_bytes(op, 1), first)
     return m.w_spill
 
 
@@ -271,7 +272,7 @@ def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int], first: bool
     last = idx[-1]
     if kind == "attention":
         qk, sm, av = costs
-        qa, qb = m.act_dram(_act_bytes(qk.op, 0), first), m.act_dram(_act_bytes(qk.op, 1), first)
+        qa, qb = m.act_dram(_act_bytes(qk.op, 0), first), _weights_from_dram(m, qk.op, first)
         _gemm(m, qk, a_from_dram=qa, b_from_dram=qb)
         rows, width = _rows_width(sm.op)
         fits = width * m.acc // 8 * min(rows, m.R) <= m.caps["output"]
@@ -280,7 +281,7 @@ def _run_kernel(m: _Model, ops: list[Op], kind: str, idx: list[int], first: bool
             qk.notes.append("score row does not fit on chip: two-pass (recomputed) exact softmax")
         _vector_op(m, sm, requant=True)
         sm.parts["sram"] += m.sram_wr("input", sm.op.out_elems, _gemm_bits(av.op)[0])
-        _gemm(m, av, a_from_dram=False, b_from_dram=m.act_dram(_act_bytes(av.op, 1), first))
+        _gemm(m, av, a_from_dram=False, b_from_dram=_weights_from_dram(m, av.op, first))
         ob = _out_bits(ops, last, vb)
         if _feeds_gemm(ops, last):
             m.vector(av, REQUANT, av.op.out_elems)
