@@ -106,6 +106,9 @@ def load_qann(path) -> nn.Module:
         if key not in tensors:
             raise ValueError(f"QANN file {st_path} lacks integer weights {key!r}")
         layer.set_int_weight(tensors[key], tensors[name + ".w_scale"], wb)
+    for k, v in tensors.items():  # per-input-channel activation scales (snmfm.compress.smooth)
+        if k.endswith(".in_div"):
+            model.get_submodule(k[:-len(".in_div")]).set_in_div(v)
     expected = model.state_dict()
     for k, v in tensors.items():
         if k not in expected:

@@ -271,13 +271,35 @@ class _IntWeight(nn.Module):
 
 class QuantLinear(_IntWeight):
     """y = W q(x) + b, the quantizer on the input.  QANN: acc = W_int @ codes (exact integers),
-    y = acc * (s_x * s_w[c]) + b[c]."""
+    y = acc * (s_x * s_w[c]) + b[c].
+
+    Per-input-channel activation scales (`in_div`, None unless `snmfm.compress.smooth` set it):
+    the quantizer reads x / m (m > 0 per input channel, float64) and the weight columns were
+    multiplied by m before weight quantisation, so W x = (W diag(m)) (x / m) and the integer
+    accumulation W'_int @ codes(x / m) stays exact.  In the SNN it is the same division in the same
+    forward (the IF neuron of channel c has the threshold s * m_c), so SNN == QANN still holds."""
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True, signed: bool = True):
         super().__init__()
         self.quant = Quantizer(signed=signed)
         self.linear = nn.Linear(d_in, d_out, bias=bias)
         self._init_int()
+        self.register_buffer("in_div", None)
+
+    def set_in_div(self, m: torch.Tensor | None) -> None:
+        """Per-input-channel divisor of the quantizer's input (see the class docstring)."""
+        if m is not None:
+            m = m.detach().to(torch.float64).reshape(-1)
+            if m.numel() != self.in_features or not bool((m > 0).all()) or not torch.isfinite(m).all():
+                raise ValueError(f"in_div must be {self.in_features} positive finite values")
+        self.in_div = m
+
+    def _prescale(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_div is None:
+            return x
+        if self.quant.mode == "int":
+            return x.to(torch.float64) / self.in_div
+        return x / self.in_div.to(x.dtype)
 
     @property
     def in_features(self) -> int:
@@ -288,6 +310,7 @@ class QuantLinear(_IntWeight):
         return self.linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._prescale(x)
         if self.quant.mode != "int":
             x = self.quant(x)
             if self.is_int and self.quant.mode == "fake":

@@ -148,6 +148,9 @@ def chain_of(model: nn.Module) -> Chain:
                 raise ConversionError(f"the ReLU before {path!r} is not absorbed: its quantizer is signed")
             if not m.is_int:
                 raise ConversionError(f"layer {path!r} has no integer weights; run snmfm.compress.quantize")
+            if getattr(m, "in_div", None) is not None:
+                raise ConversionError(f"layer {path!r} has per-channel activation scales (snmfm.compress.smooth), "
+                                      "which the export backends do not carry; export an unsmoothed QANN")
             neurons.append(NeuronSite(name=getattr(q, "name", "") or f"{path}.quant", scale=float(q.scale),
                                       qmin=int(q.qmin), qmax=int(q.qmax), signed=bool(q.signed)))
             lin = m.linear if isinstance(m, QuantLinear) else m.conv

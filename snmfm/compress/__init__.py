@@ -9,6 +9,7 @@
 * `plan_bits`: per-layer bit widths by an exact integer program under a budget in model size or
   accelerator energy (cost tables come in as data: `eval.hw_costs.cost_table`); a `BitPlan` is an
   editable JSON file that ``quantize(model, overrides=plan.layers)`` applies;
+* `smooth` (`snmfm.compress.outliers`): per-input-channel activation scales (SmoothQuant), exact;
 * `prune`: heads, MLP channels and blocks removed physically (magnitude or Taylor importance);
 * `prepare_qat` / `finetune` / `freeze` (`qat` in one call): LSQ quantisation-aware recovery,
   distilled from the float model;
@@ -19,6 +20,7 @@ the function; import other names of those modules with ``from snmfm.compress.pru
 """
 from snmfm.compress.cost_table import TARGETS, parse_budget, plan_cost, size_costs, uniform_cost
 from snmfm.compress.pipeline import CompressResult, compress_checkpoint
+from snmfm.compress.outliers import smooth
 from snmfm.compress.plan import BitPlan, InfeasibleBudget, plan_bits
 from snmfm.compress.prune import prune
 from snmfm.compress.qat import finetune, freeze, prepare_qat, qat
@@ -29,4 +31,4 @@ from snmfm.compress.sensitivity import SensitivityTable, hessian_sensitivity, se
 __all__ = ["TARGETS", "BitPlan", "CompressResult", "InfeasibleBudget", "SensitivityTable", "activation_range",
            "calibrate", "compress_checkpoint", "fit_window", "finetune", "freeze", "hessian_sensitivity", "is_qann", "parse_budget",
            "plan_bits", "plan_cost", "prepare_qat", "prune", "qat", "quantize", "quantize_weight", "search_scale",
-           "sensitivity", "size_costs", "uniform_cost"]
+           "sensitivity", "smooth", "size_costs", "uniform_cost"]

@@ -4,6 +4,10 @@
 offline from English prose that ships with installed software (scikit-learn's dataset
 descriptions and CPython's standard-library docstrings); `extract_sentences()` is the extractor,
 kept so the file's origin can be checked and the file regenerated (`python -m snmfm.data.sentences`).
+
+`load_train_sentences()` reads files/sentences_train.txt: 996 more sentences from the same sources
+(`extract_sentences(n=100000, per_module=40)` minus every sentence of sentences.txt), for recovery
+fine-tuning (QAT distillation) of text encoders, so that all 600 shipped sentences stay held out.
 """
 from __future__ import annotations
 
@@ -12,21 +16,31 @@ import re
 from pathlib import Path
 
 SENTENCES_FILE = Path(__file__).resolve().parent / "files" / "sentences.txt"
+TRAIN_SENTENCES_FILE = SENTENCES_FILE.with_name("sentences_train.txt")
 
 _CODE_CHARS = set("()[]{}=<>|\\`@#$*_~^;")
 _SKIP_MODULES = ("antigravity", "this", "idlelib", "turtledemo", "tkinter", "lib2to3", "test",
                  "ensurepip", "pydoc_data")
 
 
-def load_sentences(n: int | None = None) -> list[str]:
-    """The shipped sentences in file order (the first `n` if given)."""
-    lines = SENTENCES_FILE.read_text(encoding="utf-8").splitlines()
+def _read(path: Path, n: int | None) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
     out = [s.strip() for s in lines if s.strip() and not s.startswith("#")]
     if n is not None:
         if n > len(out):
-            raise ValueError(f"asked for {n} sentences; {SENTENCES_FILE.name} has {len(out)}")
+            raise ValueError(f"asked for {n} sentences; {path.name} has {len(out)}")
         out = out[:n]
     return out
+
+
+def load_sentences(n: int | None = None) -> list[str]:
+    """The shipped sentences in file order (the first `n` if given)."""
+    return _read(SENTENCES_FILE, n)
+
+
+def load_train_sentences(n: int | None = None) -> list[str]:
+    """The training sentences (disjoint from `load_sentences()`), in file order."""
+    return _read(TRAIN_SENTENCES_FILE, n)
 
 
 # ---- how the file was made ---------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""Outlier-aware quantisation: per-input-channel activation scales (SmoothQuant-style) keep the float
+function, help a model with outlier channels, and keep the QANN an integer model that the SNN
+reproduces bit for bit and that saves and loads unchanged."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from converters import ConversionError, convert, load_qann, save_qann
+from snmfm.compress import calibrate, quantize, smooth
+from snmfm.models import build_model
+from snmfm.nn import QuantLinear
+
+
+def _text_model(seed=0, outliers=True):
+    torch.manual_seed(seed)
+    m = build_model("text", "tiny", vocab_size=64, n_classes=0).eval()
+    if outliers:  # a BERT-like outlier channel: LayerNorm gamma of one channel 30x the rest
+        with torch.no_grad():
+            for blk in m.trunk.blocks if hasattr(m, "trunk") else []:
+                blk.ln1.ln.weight[3] = 30.0
+                blk.ln2.ln.weight[5] = -25.0
+    return m
+
+
+def _inputs(n=6, L=9, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 64, (n, L), generator=g)
+    mask = torch.ones(n, L, dtype=torch.long)
+    mask[0, 6:] = 0
+    return ids, mask
+
+
+def test_smooth_keeps_the_float_function_and_sets_positive_channel_scales():
+    m = _text_model()
+    data = [_inputs(seed=s) for s in range(2)]
+    sm = smooth(m, data, alpha=0.7)
+    x = _inputs(seed=9)
+    with torch.no_grad():
+        assert torch.allclose(sm(*x), m(*x), atol=1e-4, rtol=1e-4)
+    lin = [l for l in sm.modules() if isinstance(l, QuantLinear)]
+    assert lin and all(l.in_div is not None and bool((l.in_div > 0).all()) for l in lin)
+    assert all(l.in_div is None for l in m.modules() if isinstance(l, QuantLinear))  # a copy
+
+
+def test_smoothing_helps_a_model_with_outlier_channels_at_4_bit_activations():
+    m = _text_model()
+    data = [_inputs(seed=s) for s in range(3)]
+    x = _inputs(n=12, seed=7)
+    with torch.no_grad():
+        ref = m(*x).double()
+
+    def err(model):
+        calibrate(model, data)
+        with torch.no_grad():
+            return float((quantize(model, 8, 4)(*x) - ref).pow(2).mean())
+    assert err(smooth(m, data, alpha=0.8)) < 0.7 * err(m)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.9])
+def test_snn_equals_smoothed_qann_bitwise_and_survives_save_load(tmp_path, alpha):
+    m = _text_model()
+    data = [_inputs(seed=s) for s in range(2)]
+    sm = smooth(m, data, alpha=alpha)
+    calibrate(sm, data)
+    qann = quantize(sm, 8, 4)
+    x = _inputs(n=4, seed=5)
+    with torch.no_grad():
+        y = qann(*x)
+    assert torch.equal(convert(qann).run(*x).output, y)
+    back = load_qann(save_qann(qann, tmp_path / "q"))
+    with torch.no_grad():
+        assert torch.equal(back(*x), y)
+
+
+def test_smooth_rejects_bad_alpha_and_unknown_layers():
+    m = _text_model()
+    data = [_inputs()]
+    with pytest.raises(ValueError, match="alpha"):
+        smooth(m, data, alpha=1.5)
+    with pytest.raises(ValueError, match="no QuantLinear matches"):
+        smooth(m, data, layers=["nope"])
+    with pytest.raises(ValueError, match="in_div"):
+        next(l for l in m.modules() if isinstance(l, QuantLinear)).set_in_div(torch.zeros(3))
+
+
+def test_export_backends_refuse_per_channel_scales():
+    from converters.backends.chain import chain_of
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(QuantLinear(4, 3), torch.nn.ReLU(), QuantLinear(3, 2, signed=False))
+    data = [torch.randn(8, 4)]
+    sm = smooth(net, data, alpha=0.5)
+    calibrate(sm, data)
+    with pytest.raises(ConversionError, match="per-channel activation scales"):
+        chain_of(quantize(sm, 8, 8))
