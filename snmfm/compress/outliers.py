@@ -17,15 +17,9 @@ each step exact by construction (the SNN reproduces the QANN integer for integer
   not offered: a per-channel scale applied *after* weight quantisation (it would multiply integer
   weights by non-integers), and per-channel scales of either operand of Q K^T along the
   contracted head dimension (they do not factor out of the sum).
-* `head_scales(model, data)`: one activation scale per attention head for Q, K and V (and the
-  softmax output): in Q K^T and attn V the contraction runs inside one head, so a per-head
-  factor leaves the integer product and is applied with the output scale (`QuantMatMul.*_div`).
-* `clip_search(...)`: activation clipping chosen by the error of the layer's *output*
-  (||W x - W_q q(x)||^2 on calibration inputs) rather than of the activation itself; see
-  `snmfm.compress.quant.quantize(method="output")`.
-
-`RECIPES` names the combinations that `quantize_recipe` builds; `eval/benchmarks/bench_minilm.py
---techniques` measures each on held-out sentences.
+Per-head scales for Q, K and V would be exact as well (the contraction of Q K^T and attn V runs
+inside one head, so a per-head factor leaves the integer product and joins the output scale); they
+are not implemented: measured at 4-bit activations, the attention products cost the least.
 """
 from __future__ import annotations
 
