@@ -140,6 +140,20 @@ SEED = click.option("--seed", type=int, default=0, show_default=True, help="Rand
 JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 
 
+def _device(ctx, param, value):
+    """--device checked when parsed (snmfm.device.resolve_device): cuda without a GPU is exit 2."""
+    from snmfm.device import resolve_device
+    try:
+        return resolve_device(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix(f"--device {value}: "), ctx=ctx, param=param) from None
+
+
+# for every command with --device: the option gives the command a torch.device
+DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device, metavar="cpu|cuda|auto",
+                      help="Where the model and SNN run (auto: cuda when a GPU is visible).")
+
+
 # ---- commands ---------------------------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snmfm")
@@ -540,6 +554,44 @@ def cooptimize(task, out_dir, seed, as_json):
         print_json(result)
     else:
         click.echo(json.dumps(_plain(result.get("summary", result)), indent=1, sort_keys=True, default=str))
+
+
+@main.command()
+@TASK
+@click.option("--hw", default=None, metavar="NAME[,NAME...]",
+              help="Accelerators whose parameters are searched (default: every registered one).")
+@click.option("--coding", default="binary", show_default=True, help="SNN coding whose trace drives the chips.")
+@_bits
+@click.option("--trials", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Distinct designs evaluated in total (split evenly over the accelerators).")
+@click.option("--population", type=click.IntRange(min=2), default=200, show_default=True,
+              help="NSGA-II population (designs per generation).")
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Held-out inputs of the one SNN run whose trace every neuromorphic design is charged on.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray tasks evaluating each generation (1: this process, no Ray).")
+@click.option("--ray-address", default=None, metavar="HOST:PORT", help="Run the evaluations on this Ray cluster.")
+@click.option("--time-limit", type=click.FloatRange(min=1), default=None, help="Stop searching after SECONDS.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="snmfm-design", show_default=True,
+              help="Folder for design-TASK.json and design-TASK.png.")
+@SEED
+@JSON
+@handles_errors
+def design(task, hw, coding, w_bits, a_bits, trials, population, samples, workers, ray_address, time_limit,
+           out_dir, seed, as_json):
+    """Specialised accelerator for TASK: NSGA-II over each accelerator's parameters minimising energy,
+    latency and area; Pareto fronts and the chosen design against the default."""
+    from eval.design import run_design, summary
+    result = run_design(task, hw=hw, trials=trials, population=population, w_bits=w_bits, a_bits=a_bits,
+                        coding=coding, samples=samples, seed=seed, workers=workers, ray_address=ray_address,
+                        time_limit_s=time_limit, out_dir=out_dir,
+                        status=None if as_json else (lambda s: click.echo(s, err=True)))
+    if as_json:
+        print_json({k: v for k, v in result.items() if k != "accelerators"}
+                   | {"accelerators": {n: {k: v for k, v in r.items() if k != "points"}
+                                       for n, r in result["accelerators"].items()}})
+    else:
+        emit(summary(result), False, title=f"design search {task} (plot: {result.get('plot')})")
 
 
 BENCHES = ("snn", "conventional", "neuromorphic", "crosscheck", "minilm", "compress", "speculative",

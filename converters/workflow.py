@@ -125,6 +125,8 @@ def convert_checkpoint(ref, *, task: str | None = None, w_bits: int = 8, a_bits:
     from_file = qann is not None
     if qann is None:
         qann = build_qann(t, model, w_bits=w_bits, a_bits=a_bits, calib=calib, method=method, seed=seed)
+    from converters.memory import check_run_memory  # refuse (ModelTooLarge, exit 2) before running
+    check_run_memory(qann, next(iter(t.batches("test", 16, seed=seed, limit=n_check))).inputs, T=T)
     snn = convert(qann)
     check = check_exact(t, qann, snn, n=n_check, T=T, seed=seed)
     plan = bit_plan_summary(qann)

@@ -24,6 +24,9 @@ def simulate_model(ref, hw="neuromorphic", *, task: str | None = None, w_bits: i
     t, model, qann, info = resolve_model(ref, task)
     if qann is None:
         qann = build_qann(t, model, w_bits=w_bits, a_bits=a_bits, calib=calib, seed=seed)
+    from converters.memory import check_run_memory  # refuse (ModelTooLarge, exit 2) before running
+    from eval.measure import SNN_BATCH
+    check_run_memory(qann, next(iter(t.batches("test", min(samples, SNN_BATCH), seed, limit=samples))).inputs, T=T)
     m = measure(t, qann, [cfg], coding=coding, snn_examples=samples, T=T, seed=seed, policy=policy,
                 name=t.name)
     report = next(iter(m.hw.values()))

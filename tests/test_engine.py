@@ -134,3 +134,16 @@ def test_bench_exact_unreachable_address_exits_2_before_building(capsys):
     assert e.value.code == 2
     assert "unreachable" in capsys.readouterr().err
     assert time.perf_counter() - t0 < 10
+
+
+@pytest.mark.slow
+def test_design_search_on_ray_equals_the_one_process_search(local_ray):
+    from eval.design import search
+    from neuro_hw import load_hw_config
+    from neuromorphic_helpers import tiny_vit_run
+    _, _, wl, _, res, _ = tiny_vit_run()
+    shared = {"base": load_hw_config("neuromorphic"), "workload": wl, "trace": res.trace}
+    one = search(shared, trials=60, population=30, seed=1, workers=1)
+    two = search(shared, trials=60, population=30, seed=1, workers=2)
+    for k in ("points", "front", "chosen", "default", "evaluated", "infeasible"):
+        assert one[k] == two[k], k

@@ -40,3 +40,18 @@ def test_a_run_that_cannot_fit_is_refused_with_the_estimate():
     assert ok["available_bytes"] == 10**9
     assert isinstance(ModelTooLarge("x"), ValueError)  # the CLI's user-error type: exit 2
     assert available_bytes() > 0
+
+
+@pytest.mark.parametrize("cmd", [["convert", "medical-wdbc", "--calib", "8", "--check", "2"],
+                                 ["simulate", "medical-wdbc", "--calib", "8", "--samples", "2"]])
+def test_cli_refuses_a_run_that_cannot_fit_with_exit_2(monkeypatch, cmd):
+    from click.testing import CliRunner
+
+    import converters.memory as memory
+    from cli import main
+    if "--calib" in cmd and cmd[0] == "simulate":
+        cmd = [c for c in cmd if c not in ("--calib", "8")]
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4096)
+    r = CliRunner().invoke(main, cmd)
+    assert r.exit_code == 2, r.output
+    assert "needs about" in r.output and "is available" in r.output
