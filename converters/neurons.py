@@ -229,13 +229,22 @@ class IFNeuron(nn.Module):
         n = self.coding.advance(r, n0, self.gate)
         if self.recorder is not None:
             self.recorder.neuron(self.name, n, n0, r, payload_bits=self.payload_bits)
+        # No host synchronisation here (this runs once per site and chunk, on a GPU too): whether
+        # the last step was quiet and the last step with an event stay device tensors, read by the
+        # run once per chunk for all sites together (`SpikingModel.run`).
         before_last = n[-2] if T > 1 else n0
-        self.last_step_quiet = bool(torch.equal(n[-1], before_last))
-        if self.recorder is None:  # the trace knows; without one, find the last step with a spike
+        self.last_step_quiet = torch.equal(n[-1], before_last) if n.device.type == "cpu" \
+            else n[-1].eq(before_last).all()
+        if self.recorder is None:  # the trace knows; without one, track the last step with a spike
             moved = torch.diff(n, dim=0, prepend=n0[None].to(n.dtype)).reshape(T, -1).ne(0).any(1)
-            idx = torch.nonzero(moved).flatten()
-            if idx.numel():
-                self.last_spike_step = self.step0 + int(idx[-1]) + 1
+            # 1-based step of the chunk's last event (0: none), + step0 where there was one
+            step = torch.arange(1, T + 1, device=n.device).mul_(moved).amax()
+            step = torch.where(step > 0, step + self.step0, step)
+            if n.device.type == "cpu":
+                self.last_spike_step = max(int(self.last_spike_step), int(step))
+            else:  # stays on the device; the run reads it once at the end
+                prev = self.last_spike_step
+                self.last_spike_step = torch.maximum(step, prev) if torch.is_tensor(prev) else step
         self.count = n[-1].clone()
         return n.reshape(-1, *n.shape[2:]).to(torch.float64)
 

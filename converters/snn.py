@@ -215,6 +215,7 @@ class SpikingModel(nn.Module):
             if torch.is_floating_point(x) and not torch.isfinite(x).all():
                 raise ValueError("input contains NaN or Inf; the SNN (like the QANN) needs finite inputs")
         B = tensors[0].shape[0]
+        device = tensors[0].device
         _alloc.tune()  # keep freed chunk-sized tensors mapped (converters/_alloc.py says why)
         net = self.net if entry is None else self.net.get_submodule(entry)
         kw = dict(forward_kw or {})
@@ -264,11 +265,11 @@ class SpikingModel(nn.Module):
         try:
             while done < limit and not quiet:
                 if sizes is None and done > 0:
-                    cap = _auto_chunk(neurons, B, limit)
+                    cap = _auto_chunk(neurons, B, limit, device)
                     sizes = _chunk_sizes(limit - done, cap, first=max(1, first - done))
                 steps = 1 if sizes is None else min(next(sizes), limit - done)
                 self._steps = steps
-                gate = torch.ones((steps, B), dtype=torch.uint8) if coding.gated else None
+                gate = torch.ones((steps, B), dtype=torch.uint8, device=device) if coding.gated else None
                 for _, n in neurons:
                     n.steps = steps
                     n.step0 = done
@@ -293,7 +294,7 @@ class SpikingModel(nn.Module):
                     # gated: quiet once every site is settled for every sample (binary.py)
                     quiet = not neurons or bool(gate[-1].all())
                 elif T is None:
-                    quiet = all(n.last_step_quiet for _, n in neurons)
+                    quiet = _all_quiet(neurons)
         finally:
             for h in hooks:
                 h.remove()
@@ -312,7 +313,7 @@ class SpikingModel(nn.Module):
         if T is None and not quiet:
             raise RuntimeError(f"the SNN did not go quiet within max_T={max_T} steps; raise max_T")
         if trace is None:  # no recorder: the neurons tracked their last spike
-            last = max((n.last_spike_step for _, n in neurons), default=0)
+            last = _last_spike_step(neurons)
             t_settle = last if last < done or proven else None
         res = SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
                         per_step=torch.cat(kept) if keep_steps else None)
@@ -389,13 +390,38 @@ class SpikingModel(nn.Module):
 # converters/_alloc.py (glibc unmapped and page-faulted tensors over 32 MB at every allocation).
 _CHUNK_ELEMENTS = 2**19
 _CHUNK_MAX = 8
+# On a GPU a chunk is a few kernel launches per layer whatever its size, and launches and Python,
+# not memory traffic, bound a step of a small model: chunks of up to 64 steps and 2^25 elements
+# (256 MB of float64 for the largest neuron input) keep the device busy (eval/benchmarks/bench_gpu.py).
+_CHUNK_ELEMENTS_GPU = 2**25
+_CHUNK_MAX_GPU = 64
 
 
-def _auto_chunk(neurons, B: int, limit: int) -> int:
+def _all_quiet(neurons) -> bool:
+    """Was the last step quiet at every site?  One host synchronisation for all sites: on a GPU
+    each site leaves its flag as a device tensor (IFNeuron._codes_torch)."""
+    flags = [n.last_step_quiet for _, n in neurons]
+    if not all(f for f in flags if not torch.is_tensor(f)):
+        return False
+    ts = [f for f in flags if torch.is_tensor(f)]
+    return not ts or bool(torch.stack(ts).all())
+
+
+def _last_spike_step(neurons) -> int:
+    """The last step with an event at any site (0: none); one synchronisation on a GPU."""
+    vals = [n.last_spike_step for _, n in neurons]
+    ts = [v for v in vals if torch.is_tensor(v)]
+    host = max((int(v) for v in vals if not torch.is_tensor(v)), default=0)
+    return max(host, int(torch.stack(ts).max())) if ts else host
+
+
+def _auto_chunk(neurons, B: int, limit: int, device: torch.device | None = None) -> int:
     """Steps per chunk after the 1-step probe: as many as keep the largest neuron input (per step,
     seen in the probe) within _CHUNK_ELEMENTS, between 1 and _CHUNK_MAX."""
     largest = max((n.input_numel for _, n in neurons), default=1)
-    return int(max(1, min(_CHUNK_MAX, limit, _CHUNK_ELEMENTS // max(1, largest))))
+    gpu = device is not None and device.type != "cpu"
+    budget, most = (_CHUNK_ELEMENTS_GPU, _CHUNK_MAX_GPU) if gpu else (_CHUNK_ELEMENTS, _CHUNK_MAX)
+    return int(max(1, min(most, limit, budget // max(1, largest))))
 
 
 def _signature(inputs: tuple) -> tuple:

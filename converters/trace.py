@@ -199,6 +199,18 @@ class TraceRecorder:
         self.last_spike_step = np.full(n_samples, -1, dtype=np.int64)
         self.step0 = 0  # global index of the chunk's first step
         self.prev_inputs: dict[str, torch.Tensor] = {}
+        # Off the CPU (a GPU run) the counters stay on the device until `finish`: per site a list
+        # of [T, 5] int64 tensors, one per chunk, and the per-sample last step with an event; so
+        # recording adds no host synchronisation to a chunk.
+        self.dev_rows: dict[str, list[torch.Tensor]] = {}
+        self.dev_last: torch.Tensor | None = None
+
+    def _append_device(self, name: str, kind: str, shape: tuple, counts: torch.Tensor) -> None:
+        if name not in self.dev_rows:
+            self.dev_rows[name] = []
+            self.kinds[name] = kind
+            self.shapes[name] = shape
+        self.dev_rows[name].append(counts)
 
     def _append(self, name: str, kind: str, shape: tuple, counts: np.ndarray) -> None:
         """Add a chunk's counters, counts [T, 5] (pos, neg, active_rows, updates, payload_abs) per
@@ -252,10 +264,16 @@ class TraceRecorder:
         upd = changed.logical_or_(spk).reshape(T, -1).sum(1)
         self.prev_inputs[name] = r[-1].clone()
         per_sample = spk.reshape(T, B, -1).any(-1)  # [T, B]
-        steps = torch.arange(T)[:, None].expand(T, B)
+        steps = torch.arange(T, device=n.device)[:, None].expand(T, B)
         last = torch.where(per_sample, steps, torch.full_like(steps, -1)).amax(0)
-        stats = torch.stack([pos, neg, rows, upd, pabs], 1).to(torch.int64).numpy()
-        self.neuron_counts(name, tuple(o.shape[2:]), stats, last.numpy(), payload_bits)
+        stats = torch.stack([pos, neg, rows, upd, pabs], 1).to(torch.int64)
+        if stats.device.type == "cpu":
+            self.neuron_counts(name, tuple(o.shape[2:]), stats.numpy(), last.numpy(), payload_bits)
+            return
+        self.payload_bits[name] = int(payload_bits)
+        last = torch.where(last >= 0, last + self.step0, last)
+        self.dev_last = last if self.dev_last is None else torch.maximum(self.dev_last, last)
+        self._append_device(name, "neuron", tuple(o.shape[2:]), stats)
 
     def unit(self, name: str, kind: str, x: torch.Tensor, T: int) -> None:
         """Non-spiking unit input x [T*B, ..., D]: rows whose input changed are re-evaluated."""
@@ -276,13 +294,21 @@ class TraceRecorder:
             first = torch.full_like(x[0], float("nan")) if prev is None else prev.reshape(x[0].shape)
             prevs = torch.cat([first[None], x[:-1]], 0)
             changed = ~((x == prevs) | (torch.isnan(x) & torch.isnan(prevs)))
-            n_rows = changed.reshape(T, -1, D).any(-1).sum(1).numpy()
+            n_rows = changed.reshape(T, -1, D).any(-1).sum(1)
+            if n_rows.device.type == "cpu":
+                n_rows = n_rows.numpy()
             last = x[-1]
             shape = tuple(x.shape[2:])
         if prev is None or prev.shape != last.shape or prev.dtype != last.dtype:
             self.prev_inputs[name] = last.clone()
         else:
             prev.copy_(last)  # in place: no new long-lived allocation per chunk (class docstring)
+        if torch.is_tensor(n_rows):  # on the device: no synchronisation (see __init__)
+            counts = torch.zeros((T, 5), dtype=torch.int64, device=n_rows.device)
+            counts[:, 2] = n_rows
+            counts[:, 3] = n_rows * D
+            self._append_device(name, kind, shape, counts)
+            return
         counts = np.zeros((T, 5), dtype=np.int64)
         counts[:, 2] = n_rows
         counts[:, 3] = np.asarray(n_rows, dtype=np.int64) * D
@@ -298,6 +324,12 @@ class TraceRecorder:
     def finish(self, steps: int, settled: bool = False) -> ActivityTrace:
         """The trace of a run of `steps` steps; settled: the run is known to be quiet after its last
         step (a one-step coding), so an event at the last step still gives a T_settle."""
+        for name, chunks in self.dev_rows.items():  # one transfer per site, at the end
+            self._append(name, self.kinds[name], self.shapes[name], torch.cat(chunks).cpu().numpy())
+        self.dev_rows = {}
+        if self.dev_last is not None:
+            np.maximum(self.last_spike_step, self.dev_last.cpu().numpy(), out=self.last_spike_step)
+            self.dev_last = None
         sites = {}
         for name, (buf, n) in self.rows.items():
             arrs = {k: buf[:n, i].copy() for i, k in enumerate(_COUNTERS)}

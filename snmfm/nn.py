@@ -62,7 +62,10 @@ def int_matmul(a: torch.Tensor, b: torch.Tensor, bound: float,
     and the SNN both call this, with the same bound."""
     if bound >= 2**53:
         raise OverflowError(f"integer accumulation bound {bound:.3g} exceeds float64's exact range")
-    if bound < _F32_EXACT:
+    # A CUDA float32 GEMM may run on TF32 tensor cores (10-bit mantissa inputs) when the user
+    # allowed it; codes and weights up to 2^11 survive that, but not in general: then float64.
+    tf32 = a.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    if bound < _F32_EXACT and not tf32:
         acc = a.to(torch.float32) @ b.to(torch.float32)
         fused = _fused_epilogue(acc, scale, bias)
         if fused is not None:

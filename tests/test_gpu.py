@@ -1,0 +1,70 @@
+"""CUDA: every coding runs natively with its trace and stays bitwise equal to the QANN on the GPU.
+(Skipped without a GPU; run on a CUDA machine: python -m pytest tests/test_gpu.py.)"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from converters import convert
+from snmfm.compress import calibrate, quantize
+from snmfm.devices import DeviceError, resolve_device
+from snmfm.models import build_model
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+
+
+def test_resolve_device_names_and_errors():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="allowed: cpu, cuda, auto"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def _qann(name, a_bits, seed=0):
+    torch.manual_seed(seed)
+    if name == "vit":
+        m, x = build_model("vit", "small", n_classes=10).eval(), torch.rand(8, 1, 8, 8) * 16
+        inputs = (x,)
+    else:
+        m = build_model("decoder", "small").eval()
+        inputs = (torch.randint(0, 256, (4, 24)),)
+    calibrate(m, [inputs])
+    return quantize(m, w_bits=8, a_bits=a_bits), inputs
+
+
+@cuda
+@pytest.mark.parametrize("coding", ["binary", "graded", "sigma-delta"])
+@pytest.mark.parametrize("name", ["vit", "decoder"])
+@pytest.mark.parametrize("a_bits", [8, 4])
+def test_snn_with_trace_on_cuda_equals_qann_on_cuda(name, coding, a_bits):
+    qann, inputs = _qann(name, a_bits)
+    dev = torch.device("cuda")
+    q = qann.to(dev)
+    xs = tuple(x.to(dev) for x in inputs)
+    ref = q(*xs)
+    run = convert(q, coding=coding).to(dev).run(*xs, record=True)
+    assert run.output.device.type == "cuda"
+    assert torch.equal(run.output, ref)
+    # the same model on the CPU: same structure of the trace, same events where the QANN's
+    # integers agree across devices (float64 LayerNorm/softmax may round differently)
+    qc = qann.cpu()
+    cpu = convert(qc, coding=coding).run(*inputs, record=True)
+    assert set(cpu.trace.sites) == set(run.trace.sites)
+    if torch.equal(qc(*inputs), ref.cpu()):
+        assert run.trace.total_spikes() == cpu.trace.total_spikes()
+        assert run.t_settle == cpu.t_settle
+
+
+@cuda
+def test_no_trace_run_on_cuda_reports_t_settle():
+    qann, inputs = _qann("vit", 4)
+    dev = torch.device("cuda")
+    q = qann.to(dev)
+    xs = tuple(x.to(dev) for x in inputs)
+    with_trace = convert(q).to(dev).run(*xs, record=True)
+    without = convert(q).to(dev).run(*xs, record=False)
+    assert torch.equal(with_trace.output, without.output)
+    assert without.t_settle == with_trace.t_settle
