@@ -7,20 +7,10 @@ import torch
 
 from converters import convert
 from snmfm.compress import calibrate, quantize
-from snmfm.devices import DeviceError, resolve_device
+from snmfm.device import resolve_device
 from snmfm.models import build_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
-
-
-def test_resolve_device_names_and_errors():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(DeviceError, match="allowed: cpu, cuda, auto"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(DeviceError, match="no CUDA GPU"):
-            resolve_device("cuda")
 
 
 def _qann(name, a_bits, seed=0):

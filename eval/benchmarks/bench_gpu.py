@@ -24,7 +24,7 @@ import torch
 
 from converters import convert
 from snmfm.compress import calibrate, quantize
-from snmfm.devices import resolve_device
+from snmfm.device import resolve_device
 
 
 def _sync(dev: torch.device) -> None:
