@@ -106,6 +106,8 @@ def gpt2_small_case(batch: int = 32, seq: int = 128, a_bits: int = 8, seed: int 
 def run(device: str = "auto", codings=("binary", "graded"), cpu_threads: int = 2,
         minilm_compact: str | None = None, cases=("minilm", "gpt2"), cpu_baseline: bool = True) -> dict:
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        _cpu_threads(cpu_threads)
     rows = []
     for case in cases:
         if case == "minilm":
