@@ -228,3 +228,114 @@ def test_export_of_a_payload_coding_names_the_coding_and_what_takes_it(coding):
     q = _qann(nn.Sequential(QuantLinear(4, 3), nn.ReLU(), QuantLinear(3, 2, signed=False)), x)
     with pytest.raises(ValueError, match=f"cannot export a '{coding}'-coded SpikingModel to 'nir'.*binary"):
         export(convert(q, coding), "nir")
+
+
+# ---- streams -------------------------------------------------------------------------------------
+def _frames(x, n, pixels=3, seed=0):
+    """A clip whose frames differ from the previous one in a few pixels by one grey level."""
+    g = torch.Generator().manual_seed(seed)
+    out = [x.clone()]
+    for _ in range(n - 1):
+        f = out[-1].clone()
+        f.view(f.shape[0], -1)[:, torch.randint(0, f[0].numel(), (pixels,), generator=g)] += 1.0
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize("coding,kw", CODINGS, ids=IDS)
+def test_stream_equals_qann_input_by_input(coding, kw):
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 8) * 16
+    q = _qann(build_model("vit", "tiny"), x, a_bits=4)
+    frames = _frames(x, 4)
+    r = convert(q, coding, **kw).stream(frames)
+    assert len(r.outputs) == len(r.traces) == len(r.t_settle) == 4
+    for out, f in zip(r.outputs, frames):
+        assert torch.equal(out, q(f))
+    # a tensor [N, B, ...] is the same stream
+    r2 = convert(q, coding, **kw).stream(torch.stack(frames))
+    assert all(torch.equal(a, b) for a, b in zip(r.outputs, r2.outputs)) and r.events == r2.events
+
+
+def test_sigma_delta_sends_only_changes_and_graded_starts_each_input_afresh():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 8) * 16
+    q = _qann(build_model("vit", "tiny"), x, a_bits=8)
+    frames = _frames(x, 5)
+    sd = convert(q, "sigma-delta").stream(frames)
+    gr = convert(q, "graded").stream(frames)
+    assert sd.events[0] == gr.events[0]  # the first input starts from zero in both
+    for i in range(1, 5):
+        assert 0 < sd.events[i] <= gr.events[i] / 2
+        assert gr.events[i] == convert(q, "graded").run(frames[i]).trace.total_events()
+    # a repeated input changes no code: no event, no neuron update, no unit re-evaluated
+    same = convert(q, "sigma-delta").stream([x, x, x])
+    assert same.events[1:] == [0, 0]
+    for s in same.traces[2].sites.values():
+        assert s.active_rows.sum() == 0 and s.updates.sum() == 0
+    # the stream's state does not leak into a later run
+    snn = convert(q, "sigma-delta")
+    snn.stream(frames)
+    assert snn.run(frames[-1]).trace.total_events() == gr.events[-1]
+
+
+def test_sigma_delta_stream_kernel_equals_torch_path():
+    from converters import _kernels
+    torch.manual_seed(2)
+    x = torch.rand(2, 1, 8, 8) * 16
+    q = _qann(build_model("vit", "tiny"), x, a_bits=6)
+    frames = _frames(x, 3, pixels=5)
+    runs = []
+    for disabled in (False, True):
+        _kernels._DISABLED = disabled
+        try:
+            runs.append(convert(q, "sigma-delta").stream(frames))
+        finally:
+            _kernels._DISABLED = False
+    for ta, tb in zip(runs[0].traces, runs[1].traces):
+        for k in ta.sites:
+            for f in ("pos", "neg", "active_rows", "updates", "payload_abs"):
+                assert getattr(ta.sites[k], f).tolist() == getattr(tb.sites[k], f).tolist(), (k, f)
+
+
+@pytest.mark.parametrize("coding", ["sigma-delta", "graded", "binary"])
+def test_decoder_stream_of_cached_decode_steps_equals_qann_cached_decoding(coding):
+    """A decoder fed one decode step after another over its KV cache: each step's logits equal the
+    QANN's cached decoding, bitwise; under sigma-delta a step starts where the previous ended."""
+    torch.manual_seed(0)
+    m = build_model("decoder", "tiny").eval()
+    toks = torch.randint(0, 256, (2, 10))
+    q = _qann(m, toks, a_bits=4)
+    cq = q.new_caches()
+    ref = [q(toks[:, :6], caches=cq)]
+    ref += [q(toks[:, i:i + 1], caches=cq, start_pos=i) for i in range(6, 10)]
+    snn = convert(q, coding)
+    cs = snn.net.new_caches()
+    assert torch.equal(snn.run(toks[:, :6], caches=cs).output, ref[0])
+    st = snn.stream([toks[:, i:i + 1] for i in range(6, 10)], caches=cs,
+                    forward_kw=[{"start_pos": i} for i in range(6, 10)])
+    for out, r in zip(st.outputs, ref[1:]):
+        assert torch.equal(out, r)
+    for c, d in zip(cs, cq):
+        assert torch.equal(c["k"], d["k"]) and torch.equal(c["v"], d["v"])
+
+
+def test_stream_rejects_inputs_of_different_shapes_and_mismatched_forward_kw():
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    snn = convert(_qann(_Net(4, 3, True), x), "sigma-delta")
+    with pytest.raises(ValueError, match=r"stream needs inputs of one shape: input 0 is \[2, 4\] float32, "
+                                         r"input 1 is \[3, 4\] float32"):
+        snn.stream([x, torch.randn(3, 4)])
+    with pytest.raises(ValueError, match="at least one input"):
+        snn.stream([])
+    with pytest.raises(ValueError, match="forward_kw has 1 entries for 2 inputs"):
+        snn.stream([x, x], forward_kw=[{}])
+
+
+def test_a_site_the_coding_cannot_carry_is_named():
+    x = torch.randn(2, 4)
+    q = _qann(_Net(4, 3, True), x)
+    q.l1.quant.set_bits(32)  # a 32-bit window: its changes need 33-bit payloads
+    with pytest.raises(ConversionError, match="cannot carry site 'l1.quant'.*33-bit payloads"):
+        convert(q, "graded")

@@ -1,7 +1,8 @@
 """How fast and how exact is snmfm's SNN simulation?  Two tables.
 
-1. For each reference model (random weights, calibrated and quantized at each W/A setting) the
-   SNN simulation against the QANN it must reproduce: T_settle, QANN and SNN time (trace on and off),
+1. For each reference model (random weights, calibrated and quantized at each W/A setting) and each
+   coding (`--codings`, converters.codings) the SNN simulation against the QANN it must reproduce:
+   T_settle, events per input, QANN and SNN time (trace on and off), SNN / QANN,
    the ratio SNN / (T_settle x QANN) (target <= 1: time-batching should make a step cheaper than a
    QANN forward), peak memory, and whether the SNN output equals the QANN output (torch.equal).
 2. One small RoBERTa run as an SNN by SpikingJelly 2.0's SpikeZIP-TF recipe and by snmfm, on the
@@ -15,6 +16,11 @@ time; CPU time is the default in the tables because it is robust to other load o
 
     python -m eval.benchmarks.bench_snn                     # both tables, defaults below
     python -m eval.benchmarks.bench_snn --models vit --bits 8/4 --repeats 1 --no-sj
+    python -m eval.benchmarks.bench_snn --codings binary,graded,sigma-delta --no-sj
+
+sigma-delta is timed on a stream (`STREAM_FRAMES` inputs, each the previous one with a few
+elements moved by one quantization step's worth; every frame checked against the QANN), per input:
+that is the use it is for; on a single input it is the graded coding.
     python -m eval.benchmarks.bench_snn --tiny              # seconds; what the smoke test runs
 """
 from __future__ import annotations
@@ -31,6 +37,8 @@ import time
 from pathlib import Path
 
 MODELS = ("vit", "features", "decoder", "multimodal", "text")
+CODINGS = ("binary",)
+STREAM_FRAMES = 4
 BITS = ((8, 8), (8, 4))
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,22 +162,60 @@ def task_qann(spec: dict) -> dict:
         return timed(lambda: qann(*x), spec["qann_repeats"])
 
 
+def stream_frames(x: tuple, n: int, seed: int = 0) -> list[tuple]:
+    """n inputs, each the previous one with 1% of its float elements moved by +0.05 (integer inputs,
+    token ids, are kept): a slowly changing stream."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    frames = [tuple(x)]
+    for _ in range(n - 1):
+        nxt = []
+        for t in frames[-1]:
+            if torch.is_floating_point(t):
+                t = t.clone()
+                flat = t.view(-1)
+                idx = torch.randint(0, flat.numel(), (max(1, flat.numel() // 100),), generator=g)
+                flat[idx] += 0.05
+            nxt.append(t)
+        frames.append(tuple(nxt))
+    return frames
+
+
 def task_snn(spec: dict) -> dict:
     import torch
     from converters import convert
     qann, x = build_qann(spec["model"], spec["size"], spec["w_bits"], spec["a_bits"], spec["batch"])
+    coding = spec.get("coding", "binary")
+    snn = convert(qann, coding)
+    last = {}
+    if coding == "sigma-delta":  # a stream, timed per input
+        frames = stream_frames(x, STREAM_FRAMES)
+        with torch.no_grad():
+            refs = [qann(*f) for f in frames]
+        snn.stream(frames[:2], record=spec["record"])  # warm-up
+
+        def go():
+            last["r"] = snn.stream(frames, record=spec["record"])
+            return None
+        res = timed(go, spec["repeats"])
+        r = last["r"]
+        for k in ("cpu_ms", "wall_ms"):
+            res[k] = res[k] / len(frames)
+        res.update(steps=max(r.steps), t_settle=max(t or 0 for t in r.t_settle),
+                   exact=all(bool(torch.equal(o, f)) for o, f in zip(r.outputs, refs)),
+                   events=(sum(r.events[1:]) / (len(frames) - 1)) if r.events else None)
+        return res
     with torch.no_grad():
         ref = qann(*x)
-    snn = convert(qann)
     snn.run(*x, T=2, record=spec["record"])  # warm-up (every op once)
-    last = {}
 
     def go():
         last["r"] = snn.run(*x, record=spec["record"])
         return None
     res = timed(go, spec["repeats"])
     r = last["r"]
-    res.update(steps=r.steps, t_settle=r.t_settle, exact=bool(torch.equal(r.output, ref)))
+    res.update(steps=r.steps, t_settle=r.t_settle, exact=bool(torch.equal(r.output, ref)),
+               events=r.trace.total_events() if r.trace is not None else None)
     return res
 
 
@@ -279,23 +325,24 @@ def _worker(spec_json: str) -> None:
 
 # ---- the two benchmarks -------------------------------------------------------------------------
 def bench_models(models=MODELS, size="small", batch=32, bits=BITS, repeats=3, qann_repeats=20,
-                 isolate=True, log=print, rows: list | None = None) -> list[dict]:
-    """One row per (model, W/A); appended to `rows` as it is measured (partial results survive)."""
+                 isolate=True, log=print, rows: list | None = None, codings=CODINGS) -> list[dict]:
+    """One row per (model, W/A, coding); appended to `rows` as it is measured (partial results survive)."""
     rows = [] if rows is None else rows
     for name in models:
         for w_bits, a_bits in bits:
             base = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits,
                         repeats=repeats, qann_repeats=qann_repeats)
             q = run_task({**base, "task": "qann"}, isolate)
-            on = run_task({**base, "task": "snn", "record": True}, isolate)
-            off = run_task({**base, "task": "snn", "record": False}, isolate)
-            row = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits,
-                       t_settle=on["t_settle"] or off["t_settle"], steps=on["steps"], qann=q, snn_trace=on, snn_notrace=off,
-                       exact=on["exact"] and off["exact"])
-            rows.append(row)
-            log(f"  {name} W{w_bits}A{a_bits}: T_settle {row['t_settle']}, "
-                f"SNN {off['cpu_ms']:.0f} ms (trace {on['cpu_ms']:.0f}), QANN {q['cpu_ms']:.1f} ms, "
-                f"exact {row['exact']}")
+            for coding in codings:
+                on = run_task({**base, "task": "snn", "record": True, "coding": coding}, isolate)
+                off = run_task({**base, "task": "snn", "record": False, "coding": coding}, isolate)
+                row = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits, coding=coding,
+                           t_settle=on["t_settle"] or off["t_settle"], steps=on["steps"], qann=q, snn_trace=on,
+                           snn_notrace=off, exact=on["exact"] and off["exact"], events=on.get("events"))
+                rows.append(row)
+                log(f"  {name} W{w_bits}A{a_bits} {coding}: T_settle {row['t_settle']}, events {row['events']}, "
+                    f"SNN {off['cpu_ms']:.0f} ms (trace {on['cpu_ms']:.0f}), QANN {q['cpu_ms']:.1f} ms, "
+                    f"exact {row['exact']}")
     return rows
 
 
@@ -333,14 +380,17 @@ def _fmt(v, spec=".1f"):
 
 def models_table(rows: list[dict], clock: str = "cpu") -> str:
     k = f"{clock}_ms"
-    head = ("| model | W/A | T_settle | steps run | QANN ms | SNN ms (trace) | SNN ms (no trace) "
-            "| SNN/(T_settle x QANN) no trace | ... trace | QANN MB | SNN MB (trace) | SNN MB (no trace) | exact |")
-    lines = [head, "|" + "|".join(["---"] * 13) + "|"]
+    head = ("| model | W/A | coding | T_settle | steps run | events per batch | QANN ms | SNN ms (trace) "
+            "| SNN ms (no trace) | SNN/QANN no trace | SNN/(T_settle x QANN) no trace | ... trace | QANN MB "
+            "| SNN MB (trace) | SNN MB (no trace) | exact |")
+    lines = [head, "|" + "|".join(["---"] * 16) + "|"]
     for r in rows:
         q, on, off = r["qann"][k], r["snn_trace"][k], r["snn_notrace"][k]
-        ts = r["t_settle"]
+        ts = max(1, r["t_settle"] or 1)
+        ev = r.get("events")
         lines.append(
-            f"| {r['model']} | W{r['w_bits']}A{r['a_bits']} | {ts} | {r['steps']} | {q:.1f} | {on:.0f} | {off:.0f} "
+            f"| {r['model']} | W{r['w_bits']}A{r['a_bits']} | {r.get('coding', 'binary')} | {r['t_settle']} "
+            f"| {r['steps']} | {_fmt(ev, '.0f')} | {q:.1f} | {on:.0f} | {off:.0f} | {off / q:.2f} "
             f"| {off / (ts * q):.2f} | {on / (ts * q):.2f} | {_fmt(r['qann']['peak_mb'])} "
             f"| {_fmt(r['snn_trace']['peak_mb'])} | {_fmt(r['snn_notrace']['peak_mb'])} | {r['exact']} |")
     return "\n".join(lines)
@@ -382,6 +432,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", default="small")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--bits", default="8/8,8/4", help="comma-separated W/A pairs, e.g. 8/8,8/4")
+    ap.add_argument("--codings", default=",".join(CODINGS),
+                    help="comma-separated codings (converters.codings.names()), e.g. binary,graded,sigma-delta")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--no-sj", action="store_true", help="skip the SpikingJelly comparison")
@@ -415,8 +467,11 @@ def main(argv=None) -> dict:
         if a.json:
             Path(a.json).write_text(json.dumps({**out, "loadavg_now": os.getloadavg()}, indent=1))
     if not a.sj_only:
+        from converters import codings as _codings
+        for c in a.codings.split(","):
+            _codings.get(c)  # an unknown name fails here, before any measurement
         rows = bench_models(a.models.split(","), size, batch, bits, repeats, isolate=not a.in_process,
-                            log=save, rows=out["models"])
+                            log=save, rows=out["models"], codings=a.codings.split(","))
         print(f"\n## SNN simulation vs QANN ({size} models, batch {batch})\n")
         print(models_table(rows, a.clock), flush=True)
     if not a.no_sj:
