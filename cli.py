@@ -594,6 +594,89 @@ def design(task, hw, coding, w_bits, a_bits, trials, population, samples, worker
         emit(summary(result), False, title=f"design search {task} (plot: {result.get('plot')})")
 
 
+def _numbers(value: str, kind, what: str) -> list:
+    try:
+        out = [kind(v) for v in _csv(value)]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated numbers, got {value!r}") from None
+    if not out:
+        raise click.BadParameter(f"{what} is empty; give at least one value")
+    return out
+
+
+@main.command()
+@click.argument("tasks", metavar="TASK[,TASK...]")
+@click.option("--hw", default=None, metavar="NAME[,NAME...]",
+              help="Accelerators (default: every registered one).")
+@click.option("--codings", default="binary,graded,sigma-delta", show_default=True)
+@click.option("--a-bits", default="8,6,4", show_default=True, help="Activation bits (weights: --w-bits).")
+@click.option("--w-bits", type=click.IntRange(2, 16), default=8, show_default=True)
+@click.option("--policies", default="resident,streamed", show_default=True, help="Memory policies (weights).")
+@click.option("--rates", default="0,0.01,0.02,0.05,0.1,0.2,0.5", show_default=True,
+              help="Change rates (fraction of pixels changing per frame) of stream tasks.")
+@click.option("--clips", "n_clips", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Clips of 16 frames the sigma-delta SNN streams per rate.")
+@click.option("--snn-examples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Examples (frames) per SNN run of the other codings and tasks.")
+@click.option("--eval-limit", type=click.IntRange(min=1), default=None,
+              help="Held-out examples (frames) for FP32/QANN accuracy (default: the whole split).")
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Iso-accuracy: within this of FP32 accuracy (0.01 = 1 point).")
+@click.option("--quick", is_flag=True, help="The reduced sweep of `snmfm run` (A8/A4, 5 rates, 4 clips).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for breakeven.json, breakeven.md and the plots.")
+@SEED
+@JSON
+@handles_errors
+def breakeven(tasks, hw, codings, a_bits, w_bits, policies, rates, n_clips, snn_examples, eval_limit,
+              tolerance, quick, out_dir, seed, as_json):
+    """Break-even study: coding x accelerator x bits x memory policy x change rate; energy ratio
+    against events per synapse, iso-accuracy cheapest configurations, crossing change rates."""
+    from eval.breakeven import run_breakeven
+    from eval.breakeven_report import console_tables, write_outputs
+    from eval.paths import check_out_dir
+    if out_dir is not None:
+        check_out_dir(out_dir, marker="breakeven.json", force=True, what="--out")
+    src = click.get_current_context()
+    kw = {"w_bits": w_bits, "tolerance": tolerance, "seed": seed}
+    for name, value, conv in (("codings", codings, str), ("a_bits", a_bits, int), ("policies", policies, str),
+                              ("rates", rates, float), ("n_clips", n_clips, None), ("snn_examples", snn_examples, None),
+                              ("eval_limit", eval_limit, None)):
+        if quick and src.get_parameter_source(name) == click.core.ParameterSource.DEFAULT:
+            continue  # the reduced sweep's value
+        if conv is None:
+            kw[name] = value
+        elif conv is str:
+            kw[name] = _csv(value)
+            if not kw[name]:
+                raise click.BadParameter(f"--{name} is empty; give at least one name")
+        else:
+            kw[name] = _numbers(value, conv, "--" + name.replace("_", "-"))
+    say = (lambda m: click.echo(f"breakeven: {m}", err=True)) if not as_json else None
+    data = run_breakeven(_csv(tasks), hw, quick=quick, status=say, **kw)
+    if out_dir is not None:
+        for f in write_outputs(data, out_dir):
+            click.echo(f"wrote {f}", err=True)
+    if as_json:
+        print_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    for title, headers, rows in console_tables(data):
+        table = Table(title=title, show_header=True)
+        for h in headers:
+            table.add_column(str(h))
+        for r in rows:
+            table.add_row(*[str(c) for c in r])
+        console.print(table)
+    from eval.breakeven_report import crossing_sentences, verdict_sentences
+    for task, t in data["tasks"].items():
+        for line in verdict_sentences(t) + crossing_sentences(t):
+            click.echo(f"{task}: {line}")
+    click.echo(f"wall time {data['wall_s']:.0f} s")
+
+
 BENCHES = ("snn", "conventional", "neuromorphic", "crosscheck", "minilm", "compress", "speculative",
            "cascade", "cooptimize", "exact")
 

@@ -1,0 +1,439 @@
+"""The break-even study: where does spiking win?
+
+Sweep coding (binary, graded, sigma-delta) x accelerator (every one given) x activation bits x
+memory policy x input change rate (stream tasks), and for every point measure accuracy, events per
+synapse per inference, energy and latency per inference (per frame on streams).  Then, per task:
+the energy ratio baseline / spiking accelerator against events per synapse (break-even at 1), the
+cheapest configuration within `tolerance` of FP32 accuracy on each accelerator (iso-accuracy), and
+the change rates at which the verdict flips (interpolated between the two measured rates that
+bracket it, from the sweep).
+
+    from eval.breakeven import run_breakeven
+    data = run_breakeven(["vision-digits-stream"], hw="loihi2,conventional")
+
+**One SNN run per (task, coding, bits, change rate).**  Every accelerator and memory policy is
+charged from that run's trace (`neuro_hw.simulate` is analytical).  The SNN is measured with
+eval.measure (`measure` for single inputs; on streams `SpikingModel.stream` over the clips, each
+frame's own trace, the Measurement built the same way).  Codings that keep no state between inputs
+(binary, graded) spend the same per frame whatever the change rate, so on a stream they run once
+per bit width (on the default-rate clips) and that per-frame cost stands at every rate
+(`rate_independent` in the data); sigma-delta runs once per rate.
+
+**Definitions.**
+* change rate: the fraction of pixels that differ from the previous frame (snmfm.data.stream); the
+  x axis uses the rate *measured* on the clips that ran.
+* events per synapse per inference: the synaptic operations the chip performs (each event fetches
+  its weight row: events x fan-out, activation products included; neuro_hw.synops
+  .synops_from_trace) divided by the stored synapses (weights of the linear / conv / feature-embed
+  ops).  Dense execution uses every weight once per token (17 on vision-digits).
+* stream energy: per frame in steady state, i.e. averaged over frames 1..F-1 of each clip (frame 0
+  starts the stream from nothing; over a long stream its share vanishes).
+* accuracy: the SNN equals the QANN integer for integer (checked on every frame/example the SNN
+  ran: `agreement`), so a configuration's accuracy is its QANN's on the whole held-out split (per
+  change rate on streams).  Iso-accuracy: within `tolerance` (default 1 point) of FP32.
+
+**What the conventional side is credited on streams (exact reuse).**  A frame identical to the
+previous one is not recomputed (same integers in, same out): it costs only change detection (one
+8-bit compare per pixel).  Otherwise the ops before the first token-mixing op (the patch embedding,
+block 0's LayerNorm and QKV projection on the ViT) are computed only for the token rows whose input
+patch changed; the class token's row never changes and is reused too.  Everything from the first
+attention product on is recomputed in full (a changed key changes every softmax row).  The reduced
+Workload of k recomputed rows is simulated like any other.  Decoder streams (KV-cached decode
+steps) are not part of this sweep.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+CODINGS = ("binary", "graded", "sigma-delta")
+A_BITS = (8, 6, 4)
+W_BITS = 8
+POLICIES = ("resident", "streamed")
+RATES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+TOLERANCE = 0.01
+SYNAPTIC = ("linear", "conv", "feature_embed")
+# `snmfm run`'s reduced sweep (2 cores, < 10 min for the whole run): see QUICK in CONTRACTS/README
+QUICK = {"a_bits": (8, 4), "rates": (0.0, 0.01, 0.05, 0.2, 0.5), "n_clips": 4, "snn_examples": 8,
+         "eval_limit": 720}
+
+
+# ---- accelerators and policies ----------------------------------------------------------------
+def _policies(names: Sequence[str]) -> list:
+    """(label, policy object) per memory policy name; before neuro_hw had MemoryPolicy, the
+    simulators' one built-in policy as "default"."""
+    import neuro_hw
+    if not hasattr(neuro_hw, "MemoryPolicy"):
+        return [("default", None)]
+    return [(n, neuro_hw.MemoryPolicy(weights=n)) for n in names]
+
+
+def _synapses(workload) -> int:
+    return int(sum(op.params for op in workload.ops if op.kind in SYNAPTIC))
+
+
+def _hw_point(rep) -> dict:
+    return {"energy_pj": float(rep.energy_pj), "latency_s": float(rep.latency_s),
+            "static_pj": float(sum(v for k, v in rep.breakdown_pj.items() if "static" in k or "leak" in k))}
+
+
+# ---- conventional reuse on streams ------------------------------------------------------------
+def reusable_prefix(workload) -> list[str]:
+    """Names of the ops before the first op that mixes tokens (matmul_act, softmax): their output
+    rows depend only on the same token's input row, so unchanged rows can be reused exactly."""
+    out = []
+    for op in workload.ops:
+        if op.kind in ("matmul_act", "softmax"):
+            break
+        if op.kind not in ("conv", "linear", "layernorm", "gelu", "add"):
+            break
+        out.append(op.name)
+    return out
+
+
+def _scale_rows(op, rows: int, total: int):
+    """`op` evaluated on `rows` of its `total` token rows (conv: patches; others: tokens)."""
+    if rows == total:
+        return op
+    f = rows / total
+    kw = {"macs": int(round(op.macs * f)), "in_elems": int(round(op.in_elems * f)),
+          "out_elems": int(round(op.out_elems * f))}
+    if op.gemm is not None:
+        b, m, k, n = op.gemm
+        kw["gemm"] = (b, rows if m == total else max(1, int(round(m * f))), k, n)
+    if op.kind == "conv":
+        kw["out_shape"] = (op.out_shape[0], rows, 1)
+        kw["in_shape"] = (op.in_shape[0], rows * op.extra.get("kernel", [1, 1])[0], op.extra.get("kernel", [1, 1])[1])
+    else:
+        kw["in_shape"] = (rows,) + tuple(op.in_shape[1:])
+        kw["out_shape"] = (rows,) + tuple(op.out_shape[1:])
+    extra = dict(op.extra)
+    if "rows" in extra:
+        extra["rows"] = rows
+    return replace(op, extra=extra, **kw)
+
+
+def reduced_workload(workload, changed_patches: int, n_patches: int, reuse_cls: bool = True):
+    """The Workload of a frame in which `changed_patches` of `n_patches` patches changed: the
+    reusable prefix computed for those rows only (and the class token's row, unless `reuse_cls`:
+    its input is a constant, so it is reused too)."""
+    from neuro_hw import Workload
+    prefix = set(reusable_prefix(workload))
+    ops = []
+    for op in workload.ops:
+        if op.name in prefix:
+            total = n_patches if op.kind == "conv" else int(op.in_shape[0])
+            extra_rows = 0 if op.kind == "conv" or reuse_cls else total - n_patches
+            ops.append(_scale_rows(op, changed_patches + extra_rows, total))
+        else:
+            ops.append(op)
+    return Workload(name=f"{workload.name}-rows{changed_patches}of{n_patches}", ops=ops, meta=dict(workload.meta))
+
+
+def changed_patches(grey: torch.Tensor, patch: int) -> np.ndarray:
+    """Changed patches per steady-state frame: grey [n_clips, n_frames, C, H, W] -> [n_clips *
+    (n_frames - 1)] counts of patch x patch blocks with any pixel differing from the previous frame."""
+    d = (grey[:, 1:] != grey[:, :-1]).any(2)                    # [N, F-1, H, W]
+    n, f, h, w = d.shape
+    blocks = d.reshape(n, f, h // patch, patch, w // patch, patch).any(5).any(3)
+    return blocks.reshape(n * f, -1).sum(1).numpy()
+
+
+def detect_change_pj(hw, n_pixels: int) -> float:
+    """Change detection on the conventional side: one 8-bit compare per pixel (the technology table
+    of the accelerator's config)."""
+    import neuro_hw
+    from neuro_hw.tech import get_tech
+    cfg = neuro_hw.load_hw_config(hw)
+    tech = get_tech(getattr(cfg, "tech", "45nm"))
+    return n_pixels * tech.cmp_pj(8)
+
+
+def stream_baseline(workload, grey: torch.Tensor, patch: int, hw, policy) -> dict:
+    """Per-frame energy and latency of a dense accelerator on a stream's steady-state frames with
+    the exact reuse credited (module docstring)."""
+    from eval.measure import simulate_hw
+    counts = Counter(int(k) for k in changed_patches(grey, patch))
+    n_patches = (grey.shape[-1] // patch) * (grey.shape[-2] // patch)
+    detect = detect_change_pj(hw, int(np.prod(grey.shape[2:])))
+    full = simulate_hw(workload, None, hw, policy)
+    e = lat = 0.0
+    total = sum(counts.values())
+    for k, n in counts.items():
+        if k == 0:
+            ek, lk = 0.0, 0.0
+        else:
+            r = simulate_hw(reduced_workload(workload, k, n_patches), None, hw, policy)
+            ek, lk = r.energy_pj, r.latency_s
+        e += n * (ek + detect)
+        lat += n * lk
+    return {"energy_pj": e / total, "latency_s": lat / total, "full_energy_pj": float(full.energy_pj),
+            "full_latency_s": float(full.latency_s), "skipped_frames": counts.get(0, 0) / total,
+            "mean_rows_recomputed": sum(k * n for k, n in counts.items()) / total,
+            "n_patches": n_patches, "detect_pj": detect}
+
+
+# ---- the SNN on a stream ----------------------------------------------------------------------
+@torch.no_grad()
+def measure_stream(task, qann, snn, clips, accelerators: Sequence, *, policy=None):
+    """eval.measure.Measurement of `snn` streamed over `clips` (snmfm.data.stream.Clips): frames
+    run one after another per clip (a batch of clips), each frame's trace kept; the chips are
+    charged for the steady-state frames 1..F-1 (per frame).  snn metrics: accuracy and bitwise /
+    argmax agreement with the QANN on every frame that ran."""
+    from converters.trace import merge_traces, trim_trace
+    from eval.accelerators import label, needs_trace
+    from eval.measure import Measurement, agreement, simulate_hw
+    from neuro_hw import extract_workload
+    xs = clips.frames.transpose(0, 1).contiguous()          # [F, B, C, H, W]
+    r = snn.stream(xs)
+    n = correct = agree = equal = 0
+    for i, out in enumerate(r.outputs):
+        ref = qann(xs[i])
+        a, k = agreement(task.kind, out, ref)
+        agree += a
+        equal += int(torch.equal(out, ref))
+        correct += int((out.argmax(-1) == clips.labels[:, i]).sum())
+        n += k
+    trace = merge_traces(r.traces[1:])
+    hw_trace = trim_trace(trace, trace.t_settle) if trace.t_settle else trim_trace(trace, 1)
+    example = (xs[0][:1],)
+    wl = extract_workload(qann, *example, name=f"{task.name}-stream")
+    hws = {label(h): h for h in accelerators}
+    reports = {k: simulate_hw(wl, hw_trace if needs_trace(h) else None, h, policy) for k, h in hws.items()}
+    metrics = {"accuracy": correct / n, "n": n, "agreement": agree / n, "frames_equal": equal / len(r.outputs),
+               "frames": len(r.outputs), "clips": clips.n_clips, "steady_frames": trace.n_samples,
+               "events_per_frame": trace.total_events() / trace.n_samples,
+               "first_frame_events": r.traces[0].total_events() / r.traces[0].n_samples}
+    return Measurement(coding=snn.coding, workload=wl, example=example, hw=reports, snn=metrics, trace=trace,
+                       hw_trace=hw_trace, accelerators=hws, policy=policy)
+
+
+# ---- crossings and iso-accuracy ---------------------------------------------------------------
+def crossings(xs: Sequence[float], ratios: Sequence[float]) -> list[dict]:
+    """Where ratio (baseline / spiking energy) crosses 1 between consecutive x (sorted by x):
+    x interpolated linearly in log(ratio) between the bracketing measured points."""
+    pts = sorted((float(x), float(r)) for x, r in zip(xs, ratios) if r > 0 and math.isfinite(r))
+    out = []
+    for (x1, r1), (x2, r2) in zip(pts, pts[1:]):
+        l1, l2 = math.log(r1), math.log(r2)
+        if l1 == 0:
+            out.append({"x": x1, "between": [x1, x2], "spiking_wins_below": l2 < 0})
+        elif l1 * l2 < 0:
+            x = x1 + (x2 - x1) * (0 - l1) / (l2 - l1)
+            out.append({"x": x, "between": [x1, x2], "spiking_wins_below": l1 > 0})
+    return out
+
+
+def _config(p: dict) -> str:
+    c = f"{p['coding']}, " if p.get("coding") else ""
+    return f"{c}W{p['w_bits']}A{p['a_bits']}, {p['policy']}"
+
+
+def cheapest(points: list[dict], floor: float) -> dict | None:
+    """The cheapest point with accuracy >= floor (ties: fewer bits first)."""
+    ok = [p for p in points if p["accuracy"] >= floor - 1e-12]
+    if not ok:
+        return None
+    best = min(ok, key=lambda p: (p["energy_pj"], p["a_bits"]))
+    return {**{k: best[k] for k in ("energy_pj", "latency_s", "accuracy", "a_bits", "w_bits", "policy")},
+            "coding": best.get("coding"), "config": _config(best)}
+
+
+# ---- the sweep --------------------------------------------------------------------------------
+def _say(status: Callable[[str], None] | None, msg: str) -> None:
+    if status is not None:
+        status(msg)
+
+
+def _accuracy(task_name: str, fn, rate, limit, seed) -> float:
+    from snmfm.tasks import get_task
+    t = get_task(task_name) if rate is None else get_task(task_name, change_rate=rate)
+    return float(t.evaluate(fn, limit=limit, seed=seed)["accuracy"])
+
+
+def _patch_size(model) -> int:
+    cfg = getattr(model, "config", None)
+    p = getattr(cfg, "patch_size", 0)
+    if not p:
+        raise ValueError("stream tasks need a patch model (ViT): its config has no patch_size")
+    return int(p)
+
+
+@torch.no_grad()
+def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str] = CODINGS,
+               a_bits: Sequence[int] = A_BITS, w_bits: int = W_BITS, policies: Sequence[str] = POLICIES,
+               rates: Sequence[float] = RATES, n_clips: int = 16, snn_examples: int = 16,
+               eval_limit: int | None = None, tolerance: float = TOLERANCE, seed: int = 0,
+               status: Callable[[str], None] | None = None) -> dict:
+    """The break-even sweep of one task (module docstring); returns plain JSON-able data."""
+    from converters import convert
+    from eval.accelerators import label, needs_trace
+    from eval.measure import measure, quantized, simulate_hw
+    from neuro_hw import extract_workload
+    from neuro_hw.synops import synops_from_trace
+    from snmfm.tasks import Batch, get_task
+    t0 = time.perf_counter()
+    task = get_task(task_name)
+    stream = hasattr(task, "clips")
+    model, _ = task.load()
+    labels = {label(h): h for h in accelerators}
+    spiking = [k for k, h in labels.items() if needs_trace(h)]
+    dense = [k for k in labels if k not in spiking]
+    pols = _policies(policies)
+    rate_list = [float(r) for r in rates] if stream else [None]
+    if stream and not rate_list:
+        raise ValueError("a stream task needs at least one change rate")
+    fp32 = {r: _accuracy(task_name, model, r, eval_limit, seed) for r in rate_list}
+    clips = {r: task.clips("test", seed, limit=n_clips, change_rate=r) for r in rate_list} if stream else {}
+    measured = {r: (clips[r].measured_change_rate if stream else None) for r in rate_list}
+    default_rate = getattr(task, "change_rate", None)
+    points, baselines, runs = [], [], []
+    for bits in a_bits:
+        _say(status, f"{task_name}: W{w_bits}A{bits} calibrate")
+        qann = quantized(task, model, w_bits, bits, seed=seed)
+        qacc = {r: _accuracy(task_name, qann, r, eval_limit, seed) for r in rate_list}
+        example = (clips[rate_list[0]].frames[0, :1],) if stream else task.example_inputs(1)
+        wl = extract_workload(qann, *example, name=f"{task_name}-W{w_bits}A{bits}")
+        synapses = _synapses(wl)
+        base = {}
+        for d in dense:
+            for pname, pol in pols:
+                for r in rate_list:
+                    if stream:
+                        b = stream_baseline(wl, clips[r].grey, _patch_size(model), labels[d], pol)
+                        reuse = {k: b[k] for k in ("full_energy_pj", "full_latency_s", "skipped_frames",
+                                                   "mean_rows_recomputed", "n_patches", "detect_pj")}
+                    else:
+                        b, reuse = _hw_point(simulate_hw(wl, None, labels[d], pol)), None
+                    base[(d, pname, r)] = b["energy_pj"]
+                    baselines.append({"accelerator": d, "a_bits": bits, "w_bits": w_bits, "policy": pname,
+                                      "rate": r, "measured_rate": measured[r], "energy_pj": b["energy_pj"],
+                                      "latency_s": b["latency_s"], "accuracy": qacc[r], "reuse": reuse})
+        if not spiking:
+            continue
+        for coding in codings:
+            snn = convert(qann, coding=coding)
+            stateful = bool(snn.coding_spec.keeps_state) and stream
+            # one SNN run per (coding, bits[, rate]); stateless codings cost the same at any rate
+            run_rates = rate_list if stateful else [default_rate if stream else None]
+            for rr in run_rates:
+                _say(status, f"{task_name}: {coding} W{w_bits}A{bits}" + (f" rate {rr:g}" if stream else ""))
+                ts = time.perf_counter()
+                if stateful:
+                    c = clips[rr] if rr in clips else task.clips("test", seed, limit=n_clips, change_rate=rr)
+                    m = measure_stream(task, qann, snn, c, [labels[k] for k in spiking], policy=pols[0][1])
+                elif stream:
+                    c = clips[rr] if rr in clips else task.clips("test", seed, limit=n_clips, change_rate=rr)
+                    frames, lab = c.frames.flatten(0, 1)[:snn_examples], c.labels.flatten()[:snn_examples]
+                    m = measure(task, qann, [labels[k] for k in spiking], coding=coding, snn=snn,
+                                batches=[Batch((frames,), lab)], policy=pols[0][1])
+                else:
+                    m = measure(task, qann, [labels[k] for k in spiking], coding=coding, snn=snn,
+                                snn_examples=snn_examples, seed=seed, policy=pols[0][1])
+                wall = time.perf_counter() - ts
+                events = m.trace.total_events() / m.trace.n_samples
+                syn = synops_from_trace(m.workload, m.hw_trace)
+                runs.append({"coding": coding, "a_bits": bits, "rate": rr, "wall_s": wall,
+                             "snn_n": m.snn["n"], "agreement": m.snn["agreement"], "events_per_inference": events})
+                for k in spiking:
+                    for i, (pname, pol) in enumerate(pols):
+                        rep = m.hw[k] if i == 0 else simulate_hw(m.workload, m.hw_trace, labels[k], pol)
+                        hp = _hw_point(rep)
+                        for r in (rate_list if not stateful else [rr]):
+                            ratio = {d: base[(d, pname, r)] / hp["energy_pj"] for d in dense}
+                            points.append({"accelerator": k, "coding": coding, "a_bits": bits, "w_bits": w_bits,
+                                           "policy": pname, "rate": r, "measured_rate": measured[r],
+                                           "run_rate": rr, "rate_independent": stream and not stateful,
+                                           "energy_pj": hp["energy_pj"], "latency_s": hp["latency_s"],
+                                           "static_pj": hp["static_pj"], "accuracy": qacc[r],
+                                           "snn_n": m.snn["n"], "agreement": m.snn["agreement"],
+                                           "events_per_inference": events, "synops_per_inference": syn,
+                                           "events_per_synapse": syn / synapses, "ratio": ratio})
+    out = {"task": task_name, "stream": stream, "accelerators": list(labels), "spiking": spiking,
+           "baselines_accelerators": dense, "policies": [p for p, _ in pols],
+           "rates": rate_list if stream else [], "measured_rates": [measured[r] for r in rate_list] if stream else [],
+           "fp32": [{"rate": r, "accuracy": fp32[r]} for r in rate_list], "points": points,
+           "baselines": baselines, "runs": runs, "unit": "per frame (steady state)" if stream else "per inference"}
+    out.update(analyse(out, tolerance))
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def analyse(d: dict, tolerance: float = TOLERANCE) -> dict:
+    """Iso-accuracy cheapest configurations, break-even crossings and verdict flips of one task's
+    sweep data (`sweep_task`'s points and baselines)."""
+    fp32 = {f["rate"]: f["accuracy"] for f in d["fp32"]}
+    rates = list(fp32)
+    mrate = dict(zip(d["rates"], d["measured_rates"])) if d["stream"] else {None: None}
+    iso = []
+    for acc in d["accelerators"]:
+        rows = [p for p in d["points"] if p["accelerator"] == acc] + \
+               [b for b in d["baselines"] if b["accelerator"] == acc]
+        for r in rates:
+            best = cheapest([p for p in rows if p["rate"] == r], fp32[r] - tolerance)
+            iso.append({"accelerator": acc, "rate": r, "fp32": fp32[r], "best": best})
+    cross = []
+    if d["stream"] and len(rates) > 1:
+        for p0 in {(p["accelerator"], p["policy"], p["coding"], p["a_bits"]) for p in d["points"]}:
+            a, pol, c, b = p0
+            pts = sorted((p for p in d["points"] if (p["accelerator"], p["policy"], p["coding"], p["a_bits"]) == p0),
+                         key=lambda p: p["rate"])
+            for base in d["baselines_accelerators"]:
+                xs = [mrate[p["rate"]] for p in pts]
+                for x in crossings(xs, [p["ratio"][base] for p in pts]):
+                    cross.append({"accelerator": a, "baseline": base, "policy": pol, "coding": c, "a_bits": b, **x})
+    flips = []
+    for a in d["spiking"]:
+        for base in d["baselines_accelerators"]:
+            for pol in d["policies"]:
+                xs, ratios, per_rate = [], [], []
+                for r in rates:
+                    s = cheapest([p for p in d["points"] if p["accelerator"] == a and p["policy"] == pol
+                                  and p["rate"] == r], fp32[r] - tolerance)
+                    b = cheapest([p for p in d["baselines"] if p["accelerator"] == base and p["policy"] == pol
+                                  and p["rate"] == r], fp32[r] - tolerance)
+                    ratio = b["energy_pj"] / s["energy_pj"] if s and b else None
+                    per_rate.append({"rate": r, "measured_rate": mrate[r], "spiking": s, "baseline": b, "ratio": ratio})
+                    if ratio is not None:
+                        xs.append(mrate[r] if d["stream"] else 0.0)
+                        ratios.append(ratio)
+                flips.append({"accelerator": a, "baseline": base, "policy": pol, "per_rate": per_rate,
+                              "flips": crossings(xs, ratios) if d["stream"] else []})
+    return {"tolerance": tolerance, "iso_accuracy": iso, "crossings": cross, "verdicts": flips}
+
+
+def run_breakeven(tasks: Sequence[str] | str = ("vision-digits-stream",), hw=None, *, quick: bool = False,
+                  status: Callable[[str], None] | None = None, **settings) -> dict:
+    """The break-even study over `tasks` on the accelerators `hw` ("a,b", a list, or None: every
+    registered one); settings: sweep_task's keyword arguments (quick: the reduced sweep QUICK that
+    `snmfm run` uses, overridden by explicit settings).  Returns plain JSON-able data with a
+    "breakeven" schema tag; `eval.breakeven_report` plots and renders it."""
+    from eval.accelerators import parse_hw
+    t0 = time.perf_counter()
+    names = [s.strip() for s in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    if not names or any(not n for n in names):
+        raise ValueError(f"breakeven needs task names, got {tasks!r}")
+    accelerators = parse_hw(hw)
+    kw = {**(QUICK if quick else {}), **settings}
+    out = {"breakeven": SCHEMA, "settings": {"quick": quick, "codings": list(kw.get("codings", CODINGS)),
+                                             "a_bits": list(kw.get("a_bits", A_BITS)),
+                                             "w_bits": kw.get("w_bits", W_BITS),
+                                             "policies": list(kw.get("policies", POLICIES)),
+                                             "rates": list(kw.get("rates", RATES)),
+                                             "n_clips": kw.get("n_clips", 16), "snn_examples": kw.get("snn_examples", 16),
+                                             "eval_limit": kw.get("eval_limit"),
+                                             "tolerance": kw.get("tolerance", TOLERANCE), "seed": kw.get("seed", 0)},
+           "tasks": {}}
+    for n in names:
+        out["tasks"][n] = sweep_task(n, accelerators, status=status, **kw)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+SCHEMA = "snmfm.breakeven/1"
