@@ -58,7 +58,6 @@ W_BITS = 8
 POLICIES = ("resident", "streamed")
 RATES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 TOLERANCE = 0.01
-SYNAPTIC = ("linear", "conv", "feature_embed")
 # `snmfm run`'s reduced sweep (2 cores, < 10 min for the whole run): see QUICK in CONTRACTS/README
 QUICK = {"a_bits": (8, 4), "rates": (0.0, 0.01, 0.05, 0.2, 0.5), "n_clips": 4, "snn_examples": 8,
          "eval_limit": 720}
@@ -75,7 +74,9 @@ def _policies(names: Sequence[str]) -> list:
 
 
 def _synapses(workload) -> int:
-    return int(sum(op.params for op in workload.ops if op.kind in SYNAPTIC))
+    """Stored synapses: the weights of the synaptic ops (activation products store none)."""
+    from neuro_hw.workload import SYNAPTIC_KINDS
+    return int(sum(op.params for op in workload.ops if op.kind in SYNAPTIC_KINDS))
 
 
 def _hw_point(rep) -> dict:
