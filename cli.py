@@ -160,7 +160,7 @@ DEVICE = click.option("--device", default="cpu", show_default=True, callback=_de
 def main():
     """snmfm: compressed multimodal foundation models -> exact spiking models -> hardware energy.
 
-    Tasks: vision-digits, medical-wdbc, code-stdlib, vqa-digits, text-minilm."""
+    Tasks: vision-digits, medical-wdbc, code-stdlib, vqa-digits, text-minilm, vision-digits-stream."""
 
 
 @main.command()
