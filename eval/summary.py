@@ -17,9 +17,9 @@ def summary_tables(report: Report):
     baselines = report.comparison["baselines"]
     e = Table(title="Energy per unit, latency per inference (ratios: baseline / accelerator)",
               title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("task", "accelerator", "energy", *[f"vs {b}" for b in baselines], "iso vs " + ",".join(baselines),
-                "latency", "static", "off-chip"):
-        e.add_column(col, justify="left" if col in ("task", "accelerator") else "right", no_wrap=True)
+    for col in ("task", "accelerator", "per", "energy", *[f"vs {b}" for b in baselines], "latency", "static",
+                "off-chip"):
+        e.add_column(col, justify="left" if col in ("task", "accelerator", "per") else "right", no_wrap=True)
     for c in report.comparison["tasks"]:
         acc, ex = c["accuracy"], c["exactness"]
         n = acc["snn"]["n_examples"]
@@ -28,12 +28,10 @@ def summary_tables(report: Report):
         q.add_row(c["task"], c["main"].split("-", 1)[0], c["coding"],
                   f"{fmt_acc(acc['fp32']['accuracy'])} ({acc['fp32']['n_examples']})",
                   f"{fmt_acc(acc['qann']['accuracy'])} ({acc['qann']['n_examples']})", snn)
-        iso = c["iso_accuracy"]["energy_ratio"]
         for name, a in c["accelerators"].items():
             r = c["ratios"]["energy"].get(name, {})
-            e.add_row(c["task"], name, f"{fmt_energy(a['energy_per_unit_pj'])}/{c['unit'][:3]}",
+            e.add_row(c["task"], name, c["unit"], fmt_energy(a["energy_per_unit_pj"]),
                       *["—" if b == name else fmt_ratio(r.get(b)) for b in baselines],
-                      ", ".join(fmt_ratio(iso.get(name, {}).get(b)) for b in baselines if b != name) or "—",
                       fmt_time(a["latency_s"]), f"{100 * a['static_share']:.0f}%", f"{100 * a['offchip_share']:.0f}%")
     return q, e
 
@@ -50,8 +48,9 @@ def print_summary(report: Report, console=None, out_dir=None) -> None:
         console.print("  " + escape(t["verdict"]["text"]))
     for table in summary_tables(report):
         console.print(table)
-    console.print(f"Ratios > 1: the accelerator needs less energy than that baseline; iso: cheapest configuration "
-                  f"of each within {report.comparison['tolerance']:g} of FP32 accuracy. "
+    console.print(f"Ratios > 1: the accelerator needs less energy than that baseline (main configuration; the "
+                  f"verdict compares the cheapest configurations within {report.comparison['tolerance']:g} of FP32 "
+                  "accuracy). "
                   f"Wall time {report.results.wall_s:.1f} s.")
     if report.studies:
         console.print("Study sections: " + ", ".join(f"{e['kind']} ({e['key']})" for e in report.studies))
