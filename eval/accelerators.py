@@ -14,17 +14,12 @@ import neuro_hw
 
 def registered() -> list[str]:
     """Every registered accelerator name (the default of `--hw`)."""
-    if hasattr(neuro_hw, "accelerators"):
-        return list(neuro_hw.accelerators())
-    return ["neuromorphic", "conventional"]  # TODO(C2): remove once neuro_hw's registry is on main
+    return list(neuro_hw.accelerators())
 
 
 def needs_trace(hw) -> bool:
     """Does accelerator `hw` (name, path or config) need the SNN's ActivityTrace?"""
-    if hasattr(neuro_hw, "needs_trace"):
-        return bool(neuro_hw.needs_trace(hw))
-    from neuro_hw.neuromorphic import NeuromorphicConfig  # TODO(C2): remove with the fallback above
-    return isinstance(neuro_hw.load_hw_config(hw), NeuromorphicConfig)
+    return bool(neuro_hw.needs_trace(hw))
 
 
 def parse_hw(spec: str | Iterable | None) -> list:
@@ -48,13 +43,10 @@ def parse_hw(spec: str | Iterable | None) -> list:
 
 
 def label(hw) -> str:
-    """The name a run files an accelerator under: the registered name, a config file's stem, or a
-    config object's name."""
-    if isinstance(hw, str):
-        from pathlib import Path
-        p = Path(hw)
-        return p.stem if p.suffix.lower() in (".toml", ".yaml", ".yml") else hw
-    return str(getattr(hw, "name", type(hw).__name__))
+    """The name a run files an accelerator under: the registered name or alias as given, else the
+    config's own name (neuro_hw's rule, so it equals HwReport.accelerator)."""
+    from neuro_hw.registry import accelerator_name
+    return accelerator_name(hw)
 
 
 def hw_echo(hw) -> dict:
@@ -64,4 +56,4 @@ def hw_echo(hw) -> dict:
     cfg = neuro_hw.load_hw_config(hw)
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
     return {"requested": hw if isinstance(hw, str) else label(hw), "config": jsonable(d),
-            "kind": str(getattr(cfg, "kind", "") or ""), "needs_trace": needs_trace(hw)}
+            "kind": neuro_hw.kind_of(cfg), "needs_trace": needs_trace(hw)}
