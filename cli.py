@@ -250,8 +250,9 @@ def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out,
                    "...; alias neuromorphic) or a TOML/YAML file.")
 @click.option("--task", default=None, help="Task of MODEL when it is a checkpoint file that does not say.")
 @_bits
-@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Held-out inputs whose SNN activity drives the neuromorphic chip.")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="Held-out inputs whose SNN activity drives the neuromorphic chip (default: the main "
+                   "job's count for the task, at most 16; text-minilm 1).")
 @click.option("--timesteps", type=click.IntRange(min=1), default=None, help="Fixed SNN time steps.")
 @SEED
 @JSON
@@ -262,7 +263,7 @@ def simulate(model, hw, task, w_bits, a_bits, samples, timesteps, seed, as_json)
     MODEL: a task name (its default checkpoint), a checkpoint path or a QANN file."""
     from eval.workflow import simulate_model
     report = simulate_model(model, hw, task=task, w_bits=w_bits, a_bits=a_bits, samples=samples,
-                            T=timesteps, seed=seed)
+                            T=timesteps, seed=seed, status=lambda text: click.echo(text, err=True))
     if as_json:
         print_json(report.to_dict())
         return

@@ -60,13 +60,14 @@ def resolve_model(ref, task: str | None = None):
 
 
 def build_qann(task, model, *, w_bits: int = 8, a_bits: int = 8, calib: int = 64, method: str = "mse",
-               seed: int = 0, overrides=None):
-    """Calibrate `model` on `calib` samples of the task's calibration split and quantize it."""
+               seed: int = 0, overrides=None, batches=None):
+    """Calibrate `model` on `calib` samples of the task's calibration split (or on `batches`, those
+    samples already loaded) and quantize it.  converters.qann_cache.cached_qann: the same, cached."""
     from snmfm.compress import calibrate, quantize
     if calib < 1:
         raise ValueError(f"--calib must be >= 1 sample, got {calib}")
     bs = min(32, calib)
-    calibrate(model, task.batches("calib", bs, seed=seed, limit=calib))
+    calibrate(model, batches if batches is not None else task.batches("calib", bs, seed=seed, limit=calib))
     return quantize(model, w_bits, a_bits, method=method, overrides=overrides)
 
 

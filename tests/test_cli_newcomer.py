@@ -283,3 +283,86 @@ def test_bit_widths_outside_the_valid_range_get_one_consistent_message(tiny_chec
 
 def test_a_valid_bit_width_missing_from_choices_says_add_it(tiny_checkpoint):
     assert_one_line_user_error(run("compress", tiny_checkpoint, "--budget", "w3a3"), "add 3 to the choices")
+
+
+# ---- 7. simulate does only the work its accelerators need -----------------------------------------
+def test_simulate_conventional_runs_no_snn_and_calibrates_on_one_example(tiny_checkpoint, tmp_path, monkeypatch):
+    """The conventional accelerator reads shapes and bits only: no SNN run, and calibration on one
+    example (scales do not change its energy: checked against the full calibration)."""
+    monkeypatch.setenv("SNMFM_CACHE", str(tmp_path / "cache"))
+    import converters.snn
+    import snmfm.compress
+    from converters.workflow import build_qann, resolve_model
+    from neuro_hw import extract_workload, simulate
+    t, model, _, _ = resolve_model(str(tiny_checkpoint))
+    qann = build_qann(t, model, calib=64)
+    first = next(iter(t.batches("test", 1, seed=0, limit=1)))
+    full = simulate(extract_workload(qann, *first, name=t.name), None, "conventional")
+    seen = []
+    real = snmfm.compress.calibrate
+
+    def spy(model, batches, *a, **k):
+        batches = list(batches)
+        seen.append(sum(len(b[0]) for b in batches))
+        return real(model, batches, *a, **k)
+    monkeypatch.setattr(snmfm.compress, "calibrate", spy)
+    monkeypatch.setattr(converters.snn.SpikingModel, "run", _no_compute)
+    r = run("simulate", tiny_checkpoint, "--hw", "conventional", "--json")
+    assert r.exit_code == 0, r.output
+    assert seen == [1]
+    d = json.loads(r.stdout)
+    assert d["energy_pj"] == pytest.approx(full.energy_pj, rel=1e-12)
+    assert d["latency_s"] == pytest.approx(full.latency_s, rel=1e-12)
+
+
+def test_calibration_is_cached_by_checkpoint_bits_and_calibration_set(tiny_checkpoint, tmp_path, monkeypatch):
+    import snmfm.compress
+    from converters.qann_cache import cached_qann
+    from converters.workflow import resolve_model
+    monkeypatch.setenv("SNMFM_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = snmfm.compress.calibrate
+    monkeypatch.setattr(snmfm.compress, "calibrate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+
+    def build(**kw):
+        t, model, _, info = resolve_model(str(tiny_checkpoint))
+        return cached_qann(t, model, info, **{"w_bits": 8, "a_bits": 8, "calib": 16, **kw})
+    q1 = build()
+    assert len(calls) == 1 and list((tmp_path / "cache" / "qann").glob("*.json"))
+    q2 = build()
+    assert len(calls) == 1  # from the cache
+    from snmfm.tasks import get_task
+    x = get_task("medical-wdbc").example_inputs(8)
+    assert torch.equal(q1(*x), q2(*x))
+    build(a_bits=4)
+    build(calib=8)
+    build(seed=1)
+    assert len(calls) == 4  # bits, calibration size and calibration order are in the key
+    monkeypatch.setenv("SNMFM_NO_CACHE", "1")  # off: calibrates again
+    build()
+    assert len(calls) == 5
+
+
+def test_simulate_says_what_is_slow_before_it_starts(tiny_checkpoint, tmp_path, monkeypatch):
+    """Calibration (on a cache miss) and the SNN run are announced before they start, the SNN run
+    with a time estimate; the CLI prints it on stderr."""
+    import eval.measure
+    import snmfm.compress
+    from eval.workflow import simulate_model
+    monkeypatch.setenv("SNMFM_CACHE", str(tmp_path / "cache"))
+    events = []
+    real_calibrate, real_measure_snn = snmfm.compress.calibrate, eval.measure.measure_snn
+    monkeypatch.setattr(snmfm.compress, "calibrate",
+                        lambda *a, **k: (events.append("CALIBRATE"), real_calibrate(*a, **k))[1])
+    monkeypatch.setattr(eval.measure, "measure_snn",
+                        lambda *a, **k: (events.append("SNN"), real_measure_snn(*a, **k))[1])
+    simulate_model(str(tiny_checkpoint), "neuromorphic", samples=2, status=events.append)
+    assert events[1] == "CALIBRATE" and "calibrating on" in events[0]
+    assert events[3] == "SNN" and "running the SNN (binary) on 2 held-out inputs until quiet" in events[2]
+    assert "about 272 steps at A8" in events[2]
+    simulate_model(str(tiny_checkpoint), "neuromorphic", samples=2, status=events.append)
+    assert "CALIBRATE" not in events[4:] and "running the SNN" in events[4]  # calibration cached
+    r = run("simulate", tiny_checkpoint, "--hw", "neuromorphic", "--samples", 2, "--json")
+    assert r.exit_code == 0, r.output
+    assert "running the SNN (binary) on 2" in r.stderr and "about" in r.stderr
+    json.loads(r.stdout)
