@@ -311,11 +311,18 @@ def _check_task_extras(names) -> None:
         get_task(name).check_available()
 
 
-def _check_out_file(out) -> None:
+def _check_out_file(out, what: str = "--out") -> None:
     """An --out file base that cannot be written fails now, not after the compute."""
     if out is not None:
         from eval.paths import check_out_file
-        check_out_file(out, what="--out")
+        check_out_file(out, what=what)
+
+
+def _check_out_folder(out_dir) -> None:
+    """A folder a command adds files to (plots, JSON): checked now, not after the compute."""
+    if out_dir is not None:
+        from eval.paths import check_out_dir
+        check_out_dir(out_dir, marker=None, what="--out")
 
 
 @main.command()
@@ -515,6 +522,7 @@ def speculate(tasks, k, prompts, quick, json_path):
     """Speculative decoding: exactness, acceptance, speed-up and energy per token per pairing
     (distilled / compressed / self drafts; FP32, QANN and SNN members; both accelerators)."""
     argv = ["--tasks", *_tasks_option(tasks), "--k", str(k), "--prompts", str(prompts)]
+    _check_out_file(json_path, what="--json")
     argv += ["--quick"] if quick else []
     argv += ["--json", json_path] if json_path else []
     _run_bench("bench_speculative", argv)
@@ -532,6 +540,7 @@ def speculate(tasks, k, prompts, quick, json_path):
 def cascade(task, sizes, tolerance, out_dir, seed, as_json):
     """Small-to-large cascade with calibrated self-tests, charged on both accelerators."""
     from eval.cascade_study import run_cascade
+    _check_out_folder(out_dir)
     result = run_cascade(task, _csv(sizes), tolerance=tolerance, out_dir=out_dir, seed=seed,
                          progress=not as_json)
     if as_json:
@@ -550,6 +559,7 @@ def cooptimize(task, out_dir, seed, as_json):
     """Joint search of resolution / patch stride / context length, bits and T: Pareto fronts on
     both accelerators."""
     from eval.cooptimize import run_cooptimize
+    _check_out_folder(out_dir)
     result = run_cooptimize(task, seed=seed, out_dir=out_dir)
     if as_json:
         print_json(result)
@@ -583,6 +593,7 @@ def design(task, hw, coding, w_bits, a_bits, trials, population, samples, worker
     """Specialised accelerator for TASK: NSGA-II over each accelerator's parameters minimising energy,
     latency and area; Pareto fronts and the chosen design against the default."""
     from eval.design import run_design, summary
+    _check_out_folder(out_dir)
     result = run_design(task, hw=hw, trials=trials, population=population, w_bits=w_bits, a_bits=a_bits,
                         coding=coding, samples=samples, seed=seed, workers=workers, ray_address=ray_address,
                         time_limit_s=time_limit, out_dir=out_dir,

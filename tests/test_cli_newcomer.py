@@ -127,6 +127,23 @@ def test_compress_convert_train_out_are_checked_before_any_compute(tiny_checkpoi
     assert_one_line_user_error(run("convert", tiny_checkpoint, "--out", ro / "q"), "not writable")
 
 
+def test_study_outputs_are_checked_before_any_compute(tmp_path, monkeypatch):
+    import cli
+    import eval.cascade_study
+    import eval.cooptimize
+    import eval.design
+    monkeypatch.setattr(cli, "_run_bench", _no_compute)
+    monkeypatch.setattr(eval.cascade_study, "run_cascade", _no_compute)
+    monkeypatch.setattr(eval.cooptimize, "run_cooptimize", _no_compute)
+    monkeypatch.setattr(eval.design, "run_design", _no_compute)
+    (tmp_path / "f").write_text("x")
+    bad = tmp_path / "f" / "out"
+    assert_one_line_user_error(run("speculate", "--quick", "--json", bad / "spec.json"), "is a file")
+    assert_one_line_user_error(run("cascade", "medical-wdbc", "--out", bad), "is a file")
+    assert_one_line_user_error(run("cooptimize", "vision-digits", "--out", bad), "is a file")
+    assert_one_line_user_error(run("design", "vision-digits", "--out", bad), "is a file")
+
+
 def test_bench_out_is_checked_before_the_benchmark_starts(tmp_path, monkeypatch):
     import cli
     monkeypatch.setattr(cli, "_run_bench", _no_compute)
