@@ -27,13 +27,14 @@ def _shard(shared: dict, shard: dict) -> list[dict]:
     from converters import convert
     from snmfm.tasks import get_task
     task = get_task(shared["task"])
-    snn = convert(shared["qann"])
-    qann = shared["qann"]
+    dev = torch.device(shared.get("device") or "cpu")
+    qann = shared["qann"].to(dev)
+    snn = convert(qann, coding=shared.get("coding", "binary")).to(dev)
     out = []
     batches = task.batches(shared["split"], shared["batch_size"], seed=shared["seed"], limit=shared["limit"])
     with torch.no_grad():
         for i, batch in enumerate(itertools.islice(batches, shard["start"], shard["stop"]), shard["start"]):
-            inputs = batch.inputs
+            inputs = tuple(x.to(dev) if isinstance(x, torch.Tensor) else x for x in batch.inputs)
             ref = qann(*inputs)
             t0 = time.perf_counter()
             r = snn.run(*inputs, T=shared["T"], record=False)
@@ -73,9 +74,16 @@ def merge(records: list[dict]) -> dict:
 def exact_split(model: str, *, task: str | None = None, w_bits: int = 8, a_bits: int = 8,
                 split: str = "test", limit: int | None = None, T: int | None = None, calib: int = 64,
                 method: str = "mse", batch_size: int = DEFAULT_BATCH, seed: int = 0, workers: int = 1,
-                ray_address: str | None = None, status: Callable[[str], None] | None = None) -> dict:
+                ray_address: str | None = None, status: Callable[[str], None] | None = None,
+                coding: str = "binary", device: str = "cpu") -> dict:
     """SNN == QANN on every example of `split` (or its first `limit`), fanned out over `workers`
-    Ray tasks (or the cluster at `ray_address`); a JSON-able summary with per-batch records."""
+    Ray tasks (or the cluster at `ray_address`); a JSON-able summary with per-batch records.
+    coding: the SNN's coding (converters.codings); device: where each shard runs ("cuda": the QANN
+    and the SNN both on the GPU, compared there; workers=1 keeps one process on one GPU)."""
+    from converters import codings
+    from snmfm.device import resolve_device
+    codings.get(coding)  # an unknown coding fails now, naming the registered ones
+    device = str(resolve_device(device))
     from converters.memory import check_run_memory
     from converters.workflow import build_qann, resolve_model
     from eval.engine import ensure_ray, map_tasks
@@ -99,7 +107,7 @@ def exact_split(model: str, *, task: str | None = None, w_bits: int = 8, a_bits:
     n_batches = math.ceil(n / batch_size)
     shards = shards_of(n_batches, workers or 1)
     shared = {"task": t.name, "qann": qann, "split": split, "batch_size": batch_size, "seed": seed,
-              "limit": n, "T": T}
+              "limit": n, "T": T, "coding": coding, "device": device}
     build_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     parts = map_tasks(_shard, shards, workers=workers, ray_address=ray_address, shared=shared,
@@ -108,6 +116,7 @@ def exact_split(model: str, *, task: str | None = None, w_bits: int = 8, a_bits:
     run_s = time.perf_counter() - t1
     return {"task": t.name, **info, "split": split, "w_bits": qann.snmfm_quant.get("w_bits", w_bits),
             "a_bits": qann.snmfm_quant.get("a_bits", a_bits), "timesteps": T, "seed": seed,
+            "coding": coding, "device": device,
             "batch_size": batch_size, "workers": workers, "ray_address": ray_address, "shards": len(shards),
             **merge(records), "memory_estimate_bytes": memory["estimate_bytes"],
             "build_s": build_s, "run_s": run_s, "snn_cpu_s": sum(r["snn_s"] for r in records),

@@ -1,6 +1,7 @@
 """SNN == QANN over a task's whole held-out split, sharded across Ray tasks (eval.exact).
 
     python -m eval.benchmarks.bench_exact --task code-stdlib --a-bits 8 --workers 16
+    python -m eval.benchmarks.bench_exact --task code-stdlib --coding graded --device cuda --workers 1 --batch-size 256
     snmfm bench exact --task vision-digits --workers 2 --json out.json
     snmfm bench exact --task code-stdlib --ray-address 10.0.0.5:6379     # a Ray cluster
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 
 def print_result(r: dict) -> None:
-    print(f"{r['task']} W{r['w_bits']}A{r['a_bits']} {r['split']} split: {r['n']} examples, "
+    print(f"{r['task']} W{r['w_bits']}A{r['a_bits']} {r.get('coding', 'binary')} on {r.get('device', 'cpu')}, {r['split']} split: {r['n']} examples, "
           f"{r['batches']} batches of {r['batch_size']} in {r['shards']} shards on "
           f"{r['ray_address'] or (str(r['workers']) + ' workers')}")
     print(f"  SNN == QANN (bitwise): {r['identical']}/{r['n']}  ({100 * r['identical_fraction']:.2f}%)")
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ray-address", default=None, help="run on this Ray cluster (HOST:PORT)")
     ap.add_argument("--json", dest="json_path", default=None, help="write the summary here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--coding", default="binary", help="the SNN's coding (binary, graded, sigma-delta)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | auto (cuda: use --workers 1)")
     a = ap.parse_args(argv)
     from eval.exact import exact_split
     from snmfm.tasks import TaskError
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
     try:
         r = exact_split(a.task, w_bits=a.w_bits, a_bits=a.a_bits, split=a.split, limit=a.limit, T=a.timesteps,
                         calib=a.calib, batch_size=a.batch_size, seed=a.seed, workers=workers,
-                        ray_address=a.ray_address,
+                        ray_address=a.ray_address, coding=a.coding, device=a.device,
                         status=lambda s: print(f"[{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True))
     except (EngineError, TaskError, ValueError, FileNotFoundError) as e:
         print(f"Error: {e}", file=sys.stderr)
