@@ -64,3 +64,16 @@ def fmt_ratio(r: float | None) -> str:
 
 def fmt_edp(x: float | None) -> str:
     return "—" if x is None else f"{x:.2e} pJ·s"
+
+
+def fmt_vs(r: float | None) -> str:
+    """A ratio baseline / accelerator in words: "2.4× less" (the accelerator needs less than the
+    baseline), "172× more", or "same"."""
+    if r is None:
+        return "—"
+    if r <= 0:
+        return "—"
+    if abs(r - 1) < 5e-4:
+        return "same"
+    x = r if r > 1 else 1 / r
+    return (f"{x:.3g}×" if x < 1000 else f"{x:,.0f}×") + (" less" if r > 1 else " more")

@@ -35,7 +35,8 @@ def energy_absolute(report: Report) -> bytes:
         ax.bar(x, vals, color=[accel_color(a, order) for a in names], width=0.6)
         ax.set_yscale("log")
         lo, hi = min(v for v in vals if v > 0), max(vals)
-        ax.set_ylim(lo / 3, hi * 10 ** max(0.6, 0.12 * math.log10(hi / lo)))  # room for the labels
+        decades = max(1.0, math.log10(hi / lo))
+        ax.set_ylim(lo / 10 ** (0.25 * decades), hi * 10 ** (0.25 * decades))  # room for the value labels
         for i, v in enumerate(vals):
             ax.text(i, v * 1.15, fmt_pj(v), ha="center", va="bottom", fontsize=SMALL)
         ax.set_xticks(x, names, fontsize=SMALL, rotation=20 if len(names) > 3 else 0,
@@ -87,7 +88,7 @@ def energy_breakdown(report: Report) -> bytes:
 
 def accuracy_vs_T(report: Report) -> bytes:
     tasks = report.results.tasks
-    fig, axes = grid(len(tasks), width=4.4, height=3.6)
+    fig, axes = grid(len(tasks), width=4.4, height=4.6)
     for ax, t in zip(axes, tasks):
         for v in t.variants:
             curve = v.snn["acc_per_step"]
@@ -102,8 +103,10 @@ def accuracy_vs_T(report: Report) -> bytes:
         ax.set_ylabel("accuracy" if t.kind != "embed" else "mean cosine to FP32", fontsize=FONT_PT)
         ax.tick_params(labelsize=SMALL)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{t.task} (SNN on {v.snn['n_examples']} examples)", fontsize=FONT_PT)
-        ax.legend(fontsize=SMALL, loc="lower right", frameon=True, framealpha=0.85)
+        n = v.snn['n_examples']
+        ax.set_title(f"{t.task} (SNN on {n} example{'' if n == 1 else 's'})", fontsize=FONT_PT)
+        # below the axes: the curves fill the panel, a legend inside would hide them
+        ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.suptitle("SNN accuracy versus time step", fontsize=FONT_PT + 1)
     return png(fig)
 
@@ -138,7 +141,7 @@ def energy_vs_accuracy(report: Report) -> bytes:
         ax.set_ylabel("accuracy", fontsize=FONT_PT)
         ax.tick_params(labelsize=SMALL)
         ax.set_title(t["task"], fontsize=FONT_PT)
-        ax.legend(fontsize=SMALL, loc="lower right", frameon=True, framealpha=0.85)
+        ax.legend(fontsize=SMALL, loc="best", frameon=True, framealpha=0.85)
     fig.suptitle("Energy versus accuracy (every measured configuration; the table lists their bits and coding)",
                  fontsize=FONT_PT + 1)
     return png(fig)

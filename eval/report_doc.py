@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from eval.compare import Report
-from eval.fmt import fmt_acc, fmt_edp, fmt_energy, fmt_ratio, fmt_time
+from eval.fmt import fmt_acc, fmt_edp, fmt_energy, fmt_time, fmt_vs
 
 CAVEATS = [
     "Energies and latencies come from analytical architecture models (neuro_hw), not from measured "
@@ -65,12 +65,12 @@ def _policy(p) -> str:
 
 
 def _ratio_headers(report: Report) -> list[str]:
-    return [f"E vs {b}" for b in report.comparison["baselines"]]
+    return [f"Energy vs {b}" for b in report.comparison["baselines"]]
 
 
 def _ratio_cells(ratios: dict, accel: str, baselines: list[str]) -> list[str]:
     r = ratios.get(accel, {})
-    return ["baseline" if b == accel else fmt_ratio(r.get(b)) for b in baselines]
+    return ["baseline" if b == accel else fmt_vs(r.get(b)) for b in baselines]
 
 
 # ---- sections ----------------------------------------------------------------------------------
@@ -83,8 +83,10 @@ def _verdict(report: Report) -> list:
     base = ", ".join(report.comparison["baselines"]) or "none"
     return [("h", 2, "Verdict"), ("list", verdicts(report)),
             ("p", f"Iso-accuracy: the cheapest measured configuration within {report.comparison['tolerance']:g} "
-                  f"of the FP32 model's accuracy on each accelerator. Dense baselines: {base}. Ratios are "
-                  f"{report.comparison['ratio_definition']}.")]
+                  f"of the FP32 model's accuracy on each accelerator. Dense baselines (accelerators that run "
+                  f"the QANN without spikes): {base}. In the tables, \"Energy vs B\" says how many times less "
+                  "or more energy an accelerator needs than baseline B (report.json stores the ratio "
+                  f"{report.comparison['ratio_definition']}).")]
 
 
 def _summary(report: Report) -> list:
@@ -103,7 +105,8 @@ def _summary(report: Report) -> list:
                            fmt_energy(a["energy_per_unit_pj"]),
                            *_ratio_cells(t["ratios"]["energy"], name, baselines),
                            fmt_time(a["latency_s"]), _pct(a["static_share"]), _pct(a["offchip_share"]),
-                           "yes" if a["spills"] else "no", _policy(a["memory_policy"]), a["node"] or "—"])
+                           f"yes ({len(a['spills'])})" if a["spills"] else "no", _policy(a["memory_policy"]),
+                           a["node"] or "—"])
     return [("h", 2, "Summary"),
             ("p", "Quality of every model form for the main configuration. FP32 and QANN over the whole "
                   "held-out split (example counts in brackets); the SNN over its own subset, compared with "
@@ -112,8 +115,8 @@ def _summary(report: Report) -> list:
             ("p", "Energy per unit (inference or predicted token) and latency per inference of the main "
                   "configuration on every accelerator of the run (runs: the SNN's events or the QANN "
                   "densely); static = share of fixed power over the "
-                  "run's latency, off-chip = share of DRAM traffic, spills = weights or state that did "
-                  "not fit on chip."),
+                  "run's latency, off-chip = share of DRAM traffic, spills = notes of weights or state "
+                  "that did not fit on chip (listed under the breakdown)."),
             ("table", ["Task", "Accelerator", "Runs", "Per", "Energy", *_ratio_headers(report), "Latency",
                        "Static", "Off-chip", "Spills", "Memory policy", "Node"], e_rows)]
 

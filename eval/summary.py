@@ -3,7 +3,7 @@ energy tables (one row per task and accelerator, so any number of accelerators f
 from __future__ import annotations
 
 from eval.compare import Report
-from eval.fmt import fmt_acc, fmt_energy, fmt_ratio, fmt_time
+from eval.fmt import fmt_acc, fmt_energy, fmt_time, fmt_vs
 
 
 def summary_tables(report: Report):
@@ -15,7 +15,8 @@ def summary_tables(report: Report):
     for col in ("task", "bits", "coding", "FP32", "QANN", "SNN (subset)"):
         q.add_column(col, justify="right" if col in ("FP32", "QANN") else "left", no_wrap=col != "SNN (subset)")
     baselines = report.comparison["baselines"]
-    e = Table(title="Energy per unit, latency per inference (ratios: baseline / accelerator)",
+    e = Table(title="Energy per unit, latency per inference (vs a baseline: how much less or more energy "
+                    "the accelerator needs than it)",
               title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("task", "accelerator", "per", "energy", *[f"vs {b}" for b in baselines], "latency", "static",
                 "off-chip"):
@@ -31,7 +32,7 @@ def summary_tables(report: Report):
         for name, a in c["accelerators"].items():
             r = c["ratios"]["energy"].get(name, {})
             e.add_row(c["task"], name, c["unit"], fmt_energy(a["energy_per_unit_pj"]),
-                      *["—" if b == name else fmt_ratio(r.get(b)) for b in baselines],
+                      *["baseline" if b == name else fmt_vs(r.get(b)) for b in baselines],
                       fmt_time(a["latency_s"]), f"{100 * a['static_share']:.0f}%", f"{100 * a['offchip_share']:.0f}%")
     return q, e
 
@@ -48,9 +49,8 @@ def print_summary(report: Report, console=None, out_dir=None) -> None:
         console.print("  " + escape(t["verdict"]["text"]))
     for table in summary_tables(report):
         console.print(table)
-    console.print(f"Ratios > 1: the accelerator needs less energy than that baseline (main configuration; the "
-                  f"verdict compares the cheapest configurations within {report.comparison['tolerance']:g} of FP32 "
-                  "accuracy). "
+    console.print(f"Main configuration per task; the verdict compares the cheapest configurations within "
+                  f"{report.comparison['tolerance']:g} of FP32 accuracy. "
                   f"Wall time {report.results.wall_s:.1f} s.")
     if report.studies:
         console.print("Study sections: " + ", ".join(f"{e['kind']} ({e['key']})" for e in report.studies))

@@ -92,7 +92,7 @@ def test_more_accelerators_appear_everywhere_with_no_other_change(tmp_path):
     out = write_report(rep, tmp_path / "rep")
     validate_report(json.loads((out / "report.json").read_text()))
     md = (out / "report.md").read_text()
-    assert "| E vs conventional | E vs dense-y |" in md
+    assert "| Energy vs conventional | Energy vs dense-y |" in md
     assert md.count("| synthetic-classify | chip-x |") == 2  # summary and iso-accuracy rows
     assert md.count("| synthetic-classify | W8A4 | binary | chip-x |") == 1  # every variant
     assert "| Component | neuromorphic | conventional | chip-x | dense-y |" in md
