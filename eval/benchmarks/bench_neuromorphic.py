@@ -65,6 +65,10 @@ def time_report(w, trace, cfg, repeat: int = 7) -> float:
     return statistics.median(ts)
 
 
+def _sweep_one(shared, cfg):
+    return simulate_neuromorphic(*shared, cfg)
+
+
 def sweep_configs() -> list[NeuromorphicConfig]:
     """>= 100 chips: mesh size x synapse memory x neuron memory x split x pipelining."""
     base = NeuromorphicConfig.default()
@@ -128,6 +132,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--minilm-trace", help="saved ActivityTrace JSON of a MiniLM-size SNN run")
     ap.add_argument("--minilm-workload", help="saved Workload JSON matching --minilm-trace")
+    ap.add_argument("--workers", type=int, default=1, help="the sweep as Ray tasks (eval.engine; 1: in process)")
+    ap.add_argument("--ray-address", default=None, help="run the sweep on this Ray cluster (HOST:PORT)")
     args = ap.parse_args(argv)
     out = {}
     base = NeuromorphicConfig.default()
@@ -162,10 +168,11 @@ def main(argv=None) -> dict:
     ]
     cfgs = sweep_configs()
     t0 = time.perf_counter()
-    results = [simulate_neuromorphic(w_lm, tr_lm, c) for c in cfgs]
+    from eval.engine import map_tasks
+    results = map_tasks(_sweep_one, cfgs, workers=args.workers, ray_address=args.ray_address, shared=(w_lm, tr_lm))
     sweep_s = time.perf_counter() - t0
     rb, cb = min(zip(results, cfgs), key=lambda rc: rc[0].energy_pj * rc[0].latency_s)
-    out["sweep"] = {"configs": len(cfgs), "seconds": sweep_s, "workload": f"minilm-size ({lm_kind})",
+    out["sweep"] = {"configs": len(cfgs), "seconds": sweep_s, "workers": args.workers, "workload": f"minilm-size ({lm_kind})",
                     "best_edp": {"mesh": list(cb.cores.mesh), "synapse_kib": cb.cores.synapse_mem_bytes // 1024,
                                  "neuron_kib": cb.cores.neuron_mem_bytes // 1024, "split": cb.cores.split,
                                  "pipeline": cb.mode.pipeline, "energy_uj": rb.energy_pj / 1e6,
