@@ -110,7 +110,7 @@ def search(shared: dict, *, trials: int = DEFAULT_TRIALS, population: int = 200,
         return {k.name: k.values[idx[k.name]] for k in knobs}
     trials = min(trials, size(base))
     say = status or (lambda s: None)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     default = evaluate_point(shared, default_point(base))
     if not default["feasible"]:
         raise ValueError(f"the default design of {base.name} does not evaluate: {default['reason']}")
@@ -147,7 +147,7 @@ def search(shared: dict, *, trials: int = DEFAULT_TRIALS, population: int = 200,
             else:
                 study.tell(t, state=TrialState.FAIL)
         say(f"{base.name}: {len(cache)}/{trials} designs ({time.perf_counter() - t0:.0f} s)")
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     pts = [r for r in cache.values() if r["feasible"]]
     objs = np.array([[p[o] for o in OBJECTIVES] for p in pts]) if pts else np.zeros((0, 3))
     front = [pts[i] for i in pareto_indices(objs)] if pts else []
@@ -155,7 +155,7 @@ def search(shared: dict, *, trials: int = DEFAULT_TRIALS, population: int = 200,
     d = {o: default[o] for o in OBJECTIVES} | {"point": default["point"]}
     return {"accelerator": base.name, "knobs": {k.name: list(k.values) for k in knobs}, "space_size": size(base),
             "default": d, "evaluated": len(cache), "feasible": len(pts), "infeasible": len(cache) - len(pts),
-            "asked": asked, "wall_s": wall, "simulate_wall_s": sim_s,
+            "asked": asked, "wall_s": wall, "cpu_s": cpu, "simulate_wall_s": sim_s,
             "configs_per_s": len(cache) / wall if wall > 0 else None,
             "front": front, "chosen": choose(front, d) if front else None, "points": pts,
             "infeasible_examples": [r for r in cache.values() if not r["feasible"]][:5]}
@@ -224,9 +224,11 @@ def run_design(task: str, *, hw: Sequence | str | None = None, trials: int = DEF
     wall = time.perf_counter() - t0
     evaluated = sum(r["evaluated"] for r in results.values())
     search_s = sum(r["wall_s"] for r in results.values())
+    search_cpu = sum(r["cpu_s"] for r in results.values())  # this process only (Ray workers not counted)
     out = {"kind": "design", **info, "trials": trials, "population": population, "workers": workers,
            "accelerators": results, "evaluated": evaluated, "search_wall_s": search_s,
-           "configs_per_s": evaluated / search_s if search_s > 0 else None, "prepare_s": prep_s, "wall_s": wall,
+           "configs_per_s": evaluated / search_s if search_s > 0 else None, "search_cpu_s": search_cpu,
+           "prepare_s": prep_s, "wall_s": wall,
            "objectives": list(OBJECTIVES)}
     if out_dir is not None:
         import json
@@ -244,7 +246,8 @@ def run_design(task: str, *, hw: Sequence | str | None = None, trials: int = DEF
 def summary(result: dict) -> dict:
     """The table `snmfm design` prints: per accelerator default vs chosen."""
     rows = {"task": result["task"], "coding": result["coding"], "evaluated": result["evaluated"],
-            "configs_per_s": result["configs_per_s"], "search_wall_s": result["search_wall_s"]}
+            "designs_per_second": result["configs_per_s"], "search_wall_s": result["search_wall_s"],
+            "search_cpu_s": result["search_cpu_s"], "prepare_s": result["prepare_s"]}
     for name, r in result["accelerators"].items():
         c = r["chosen"]
         rows[f"{name}.front"] = len(r["front"])
