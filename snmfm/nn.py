@@ -49,23 +49,55 @@ def qrange(bits: int, signed: bool) -> tuple[int, int]:
 
 
 _F32_EXACT = 2**24  # every integer of magnitude <= 2^24 is exact in float32
+_TF32_EXACT = 2**11  # TF32 keeps 10 mantissa bits (+ the implicit one): integers up to 2^11
+
+
+def _tf32_int_matmul(a: torch.Tensor, b: torch.Tensor, bound: float) -> torch.Tensor:
+    """a @ b on a GPU's TF32 tensor cores, exactly, as float64: every operand is an integer of
+    magnitude <= 2^11 (exact in TF32), products and sums are accumulated in float32 (exact below
+    2^24), so K is cut into slices whose partial sums stay below 2^24 and the slices are added in
+    float64.  Why: at 8-bit codes the float64 (or untensored float32) GEMMs were most of an SNN
+    step on an H200; tensor cores run them about 7x faster (eval/benchmarks/bench_gpu.py), and
+    tests/test_gpu.py checks the result against float64 bit for bit."""
+    K = a.shape[-1]
+    per = max(1.0, bound / max(1, K))  # largest |product|
+    k_slice = max(1, int((_F32_EXACT - 1) // per))
+    a32, b32 = a.to(torch.float32), b.to(torch.float32)
+    flags = torch.backends.cuda.matmul
+    prev = flags.allow_tf32
+    flags.allow_tf32 = True
+    try:
+        if k_slice >= K:
+            return (a32 @ b32).to(torch.float64)
+        acc = None
+        for k0 in range(0, K, k_slice):
+            part = (a32[..., k0:k0 + k_slice] @ b32[..., k0:k0 + k_slice, :]).to(torch.float64)
+            acc = part if acc is None else acc.add_(part)
+        return acc
+    finally:
+        flags.allow_tf32 = prev
 
 
 def int_matmul(a: torch.Tensor, b: torch.Tensor, bound: float,
-               scale: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+               scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+               operand_max: float | None = None) -> torch.Tensor:
     """a @ b for integer-valued float tensors (float32 or float64), exactly; times `scale`, plus
     `bias` (along the last axis), if given.  `bound` >= max |a| * max |b| * K bounds every partial
     sum; when it is below 2^24 the float32 GEMM is exact too (and about twice as fast), otherwise
     float64 (exact below 2^53).  The result is float64 (float32 -> float64 is exact), computed as
     float64(acc) * scale, rounded, + bias, rounded: on the CPU in one fused pass
     (snmfm._kernels.dequant), elsewhere by torch in place; the two give the same bits.  The QANN
-    and the SNN both call this, with the same bound."""
+    and the SNN both call this, with the same bound.  `operand_max` >= max(max |a|, max |b|): on a
+    GPU, operands up to 2^11 run on TF32 tensor cores, exactly (`_tf32_int_matmul`)."""
     if bound >= 2**53:
         raise OverflowError(f"integer accumulation bound {bound:.3g} exceeds float64's exact range")
     # A CUDA float32 GEMM may run on TF32 tensor cores (10-bit mantissa inputs) when the user
     # allowed it; codes and weights up to 2^11 survive that, but not in general: then float64.
     tf32 = a.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-    if bound < _F32_EXACT and not tf32:
+    if a.device.type == "cuda" and operand_max is not None and operand_max <= _TF32_EXACT \
+            and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        acc = _tf32_int_matmul(a, b, bound)
+    elif bound < _F32_EXACT and not tf32:
         acc = a.to(torch.float32) @ b.to(torch.float32)
         fused = _fused_epilogue(acc, scale, bias)
         if fused is not None:
@@ -265,8 +297,25 @@ class _IntWeight(nn.Module):
 
     def acc_bound(self) -> float:
         """Bound on |accumulator| partial sums: max|code| * max|w_int| * fan-in."""
-        fan_in = self.w_int[0].numel() if self.w_int.dim() > 1 else 1
-        return float(_absmax_code(self.quant)) * float(self.w_int.abs().max()) * fan_in
+        return self._bounds()[0]
+
+    def operand_max(self) -> float:
+        """max(max|code|, max|w_int|): what int_matmul needs to pick an exact GEMM."""
+        return self._bounds()[1]
+
+    def _bounds(self) -> tuple[float, float]:
+        # max|w_int| is read once per weight tensor and version (an in-place change, e.g. an
+        # injected fault, bumps the version): reading it every forward synchronised the GPU with
+        # the host once per layer and chunk.
+        code = float(_absmax_code(self.quant))
+        key = (self.w_int.data_ptr(), self.w_int._version, tuple(self.w_int.shape), code)
+        d = self.__dict__
+        if d.get("_bounds_key") != key:
+            fan_in = self.w_int[0].numel() if self.w_int.dim() > 1 else 1
+            wmax = float(self.w_int.abs().max())
+            d["_bounds_val"] = (code * wmax * fan_in, max(code, wmax))
+            d["_bounds_key"] = key
+        return d["_bounds_val"]
 
     def weight_scale_view(self, ndim: int) -> torch.Tensor:
         return self.w_scale
@@ -323,7 +372,8 @@ class QuantLinear(_IntWeight):
         if not self.is_int:
             raise RuntimeError("QuantLinear in int mode has no integer weights; call snmfm.compress.quantize")
         return int_matmul(self.quant.codes(x), self.w_int.t(), self.acc_bound(),
-                          scale=self.quant.scale * self.w_scale, bias=self.linear.bias)
+                          scale=self.quant.scale * self.w_scale, bias=self.linear.bias,
+                          operand_max=self.operand_max())
 
 
 class QuantConv2d(_IntWeight):
@@ -398,7 +448,8 @@ class QuantMatMul(nn.Module):
             return (self.quant_a(a) @ self.quant_b(b)) * self.out_scale
         bound = float(_absmax_code(self.quant_a) * _absmax_code(self.quant_b) * a.shape[-1])
         return int_matmul(self.quant_a.codes(a), self.quant_b.codes(b), bound,
-                          scale=self.quant_a.scale * self.quant_b.scale * self.out_scale)
+                          scale=self.quant_a.scale * self.quant_b.scale * self.out_scale,
+                          operand_max=float(max(_absmax_code(self.quant_a), _absmax_code(self.quant_b))))
 
 
 # ---- non-spiking units: charged as digital units by both hardware models -------------------

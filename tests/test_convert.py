@@ -424,3 +424,16 @@ def test_qann_w8a8_tracks_fp32_and_integer_weights_are_integers():
     assert torch.equal(w, torch.round(w)) and w.abs().max() <= 127
     qkv = q.trunk.blocks[0].attn.qkv.quant
     assert qkv.qmax - qkv.qmin == 255 and qkv.qmin < 0 < qkv.qmax  # 8 bits, window fitted to the range
+
+
+def test_acc_bound_follows_in_place_weight_changes():
+    """The cached max|w_int| (no GPU sync per forward) is refreshed when the weights change."""
+    from snmfm.nn import QuantLinear
+    lin = QuantLinear(8, 4)
+    lin.quant.set_bits(8)
+    lin.set_int_weight(torch.full((4, 8), 3.0), torch.ones(4), 8)
+    assert lin.acc_bound() == 128 * 3 * 8 and lin.operand_max() == 128
+    lin.w_int[0, 0] = 1000.0  # e.g. an injected bit flip
+    assert lin.acc_bound() == 128 * 1000 * 8 and lin.operand_max() == 1000
+    lin.set_int_weight(torch.full((4, 8), 2.0), torch.ones(4), 8)
+    assert lin.acc_bound() == 128 * 2 * 8

@@ -58,3 +58,21 @@ def test_no_trace_run_on_cuda_reports_t_settle():
     without = convert(q).to(dev).run(*xs, record=False)
     assert torch.equal(with_trace.output, without.output)
     assert without.t_settle == with_trace.t_settle
+
+
+@cuda
+@pytest.mark.parametrize("bits,K", [(8, 768), (8, 3072), (11, 4096), (4, 64)])
+def test_tf32_int_matmul_is_exact_against_float64(bits, K):
+    """Integer operands up to 2^11 on TF32 tensor cores, K cut so partial sums stay below 2^24."""
+    from snmfm.nn import int_matmul
+    g = torch.Generator().manual_seed(bits * K)
+    hi = 2 ** (bits - 1)
+    a = torch.randint(-hi, hi, (4, 257, K), generator=g).double().cuda()
+    b = torch.randint(-hi, hi, (K, 129), generator=g).double().cuda()
+    a[0, 0] = hi  # the extremes, so partial sums reach the bound's order
+    b[:, 0] = hi
+    bound = float(hi * hi * K)
+    ref = (a.cpu() @ b.cpu())  # float64 on the CPU: exact below 2^53
+    out = int_matmul(a, b, bound, operand_max=float(hi))
+    assert torch.equal(out.cpu(), ref)
+    assert not torch.backends.cuda.matmul.allow_tf32  # the global flag is restored
