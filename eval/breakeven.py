@@ -38,8 +38,14 @@ previous one is not recomputed (same integers in, same out): it costs only chang
 block 0's LayerNorm and QKV projection on the ViT) are computed only for the token rows whose input
 patch changed; the class token's row never changes and is reused too.  Everything from the first
 attention product on is recomputed in full (a changed key changes every softmax row).  The reduced
-Workload of k recomputed rows is simulated like any other.  Decoder streams (KV-cached decode
-steps) are not part of this sweep.
+Workload of k recomputed rows is simulated like any other.
+
+**Decoder streams** (code-stdlib): a prompt is prefilled into the KV caches (not charged), then
+decode steps run one after another with the caches (`SpikingModel.stream`; sigma-delta keeps its
+neurons' state from step to step), each charged on its own decode Workload (context = prompt +
+earlier steps, KV-cache reads and writes in the ops) on every accelerator: the dense baseline's
+exact reuse is the KV cache.  Energy per generated token = mean over the steps.  vqa-digits
+generation is not streamed here (one teacher-forced forward per example).
 """
 from __future__ import annotations
 
@@ -60,7 +66,7 @@ RATES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 TOLERANCE = 0.01
 # `snmfm run`'s reduced sweep (2 cores, < 10 min for the whole run): see QUICK in CONTRACTS/README
 QUICK = {"a_bits": (8, 4), "rates": (0.0, 0.01, 0.05, 0.2, 0.5), "n_clips": 4, "snn_examples": 8,
-         "eval_limit": 720}
+         "eval_limit": 720, "decode_prompts": 4}
 
 
 # ---- accelerators and policies ----------------------------------------------------------------
@@ -215,6 +221,29 @@ def measure_stream(task, qann, snn, clips, accelerators: Sequence, *, policy=Non
                        hw_trace=hw_trace, accelerators=hws, policy=policy)
 
 
+@torch.no_grad()
+def measure_decode(qann, snn, ids: torch.Tensor, prompt_len: int, n_steps: int) -> dict:
+    """A decoder stream: the SNN runs the prompt ids[:, :prompt_len] into its KV caches (prefill,
+    not charged), then `n_steps` decode steps one after another (`SpikingModel.stream` with the
+    caches: neuron state kept between steps under sigma-delta), each fed the next real token
+    (teacher forcing).  Returns per step its trace and decode Workload (context = prompt + earlier
+    steps, KV-cache traffic in the ops) and whether every step's output equals the QANN's bitwise."""
+    from neuro_hw.workload import extract_decoder_call
+    if ids.shape[1] < prompt_len + n_steps:
+        raise ValueError(f"decode stream needs {prompt_len + n_steps} tokens per example, got {ids.shape[1]}")
+    caches = qann.new_caches()
+    snn.run(ids[:, :prompt_len], caches=caches, record=False)
+    steps = [ids[:, prompt_len + i:prompt_len + i + 1] for i in range(n_steps)]
+    r = snn.stream(steps, caches=caches, forward_kw=[{"start_pos": prompt_len + i} for i in range(n_steps)])
+    ref_caches = qann.new_caches()
+    qann(ids[:, :prompt_len], caches=ref_caches)
+    equal = [torch.equal(o, qann(x, caches=ref_caches, start_pos=prompt_len + i))
+             for i, (o, x) in enumerate(zip(r.outputs, steps))]
+    wls = [extract_decoder_call(qann, 1, prompt_len + i, name=f"decode@{prompt_len + i}") for i in range(n_steps)]
+    return {"traces": r.traces, "workloads": wls, "steps_equal": sum(equal) / len(equal),
+            "n": int(ids.shape[0]) * n_steps}
+
+
 # ---- crossings and iso-accuracy ---------------------------------------------------------------
 def crossings(xs: Sequence[float], ratios: Sequence[float]) -> list[dict]:
     """Where ratio (baseline / spiking energy) crosses 1 between consecutive x (sorted by x):
@@ -271,8 +300,12 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                a_bits: Sequence[int] = A_BITS, w_bits: int = W_BITS, policies: Sequence[str] = POLICIES,
                rates: Sequence[float] = RATES, n_clips: int = 16, snn_examples: int = 16,
                eval_limit: int | None = None, tolerance: float = TOLERANCE, seed: int = 0,
+               decode_steps: int = 8, prompt_len: int = 16, decode_prompts: int = 8,
                status: Callable[[str], None] | None = None) -> dict:
-    """The break-even sweep of one task (module docstring); returns plain JSON-able data."""
+    """The break-even sweep of one task (module docstring); returns plain JSON-able data.
+    Decoder LMs (kind "lm") run as decode streams: `decode_prompts` test windows, a
+    `prompt_len`-token prefill, then `decode_steps` KV-cached decode steps, charged per generated
+    token (decode_steps=0: one teacher-forced forward per example, as the main job)."""
     from converters import convert
     from eval.accelerators import label, needs_trace
     from eval.measure import measure, quantized, simulate_hw
@@ -294,6 +327,9 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
     clips = {r: task.clips("test", seed, limit=n_clips, change_rate=r) for r in rate_list} if stream else {}
     measured = {r: (clips[r].measured_change_rate if stream else None) for r in rate_list}
     default_rate = getattr(task, "change_rate", None)
+    decode = task.kind == "lm" and decode_steps > 0
+    if decode:
+        ids = next(iter(task.batches("test", decode_prompts, seed, limit=decode_prompts)))[0]
     points, baselines, runs = [], [], []
     for bits in a_bits:
         _say(status, f"{task_name}: W{w_bits}A{bits} calibrate")
@@ -302,11 +338,19 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
         example = (clips[rate_list[0]].frames[0, :1],) if stream else task.example_inputs(1)
         wl = extract_workload(qann, *example, name=f"{task_name}-W{w_bits}A{bits}")
         synapses = _synapses(wl)
+        if decode:
+            from neuro_hw.workload import extract_decoder_call
+            dwls = [extract_decoder_call(qann, 1, prompt_len + i) for i in range(decode_steps)]
         base = {}
         for d in dense:
             for pname, pol in pols:
                 for r in rate_list:
-                    if stream:
+                    if decode:
+                        reps = [simulate_hw(w, None, labels[d], pol) for w in dwls]
+                        b = {"energy_pj": float(np.mean([x.energy_pj for x in reps])),
+                             "latency_s": float(np.mean([x.latency_s for x in reps]))}
+                        reuse = {"kv_cache": True, "context": [prompt_len, prompt_len + decode_steps - 1]}
+                    elif stream:
                         b = stream_baseline(wl, clips[r].grey, _patch_size(model), labels[d], pol)
                         reuse = {k: b[k] for k in ("full_energy_pj", "full_latency_s", "skipped_frames",
                                                    "mean_rows_recomputed", "n_patches", "detect_pj")}
@@ -326,6 +370,15 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
             for rr in run_rates:
                 _say(status, f"{task_name}: {coding} W{w_bits}A{bits}" + (f" rate {rr:g}" if stream else ""))
                 ts = time.perf_counter()
+                if decode:
+                    dm = measure_decode(qann, snn, ids, prompt_len, decode_steps)
+                    runs.append({"coding": coding, "a_bits": bits, "rate": None,
+                                 "wall_s": time.perf_counter() - ts, "snn_n": dm["n"], "agreement": dm["steps_equal"],
+                                 "events_per_inference": float(np.mean([t.total_events() / t.n_samples
+                                                                        for t in dm["traces"]]))})
+                    points += _decode_points(dm, labels, spiking, dense, pols, base, bits, w_bits, coding,
+                                             qacc[None], synapses)
+                    continue
                 if stateful:
                     c = clips[rr] if rr in clips else task.clips("test", seed, limit=n_clips, change_rate=rr)
                     m = measure_stream(task, qann, snn, c, [labels[k] for k in spiking], policy=pols[0][1])
@@ -360,9 +413,37 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
            "baselines_accelerators": dense, "policies": [p for p, _ in pols],
            "rates": rate_list if stream else [], "measured_rates": [measured[r] for r in rate_list] if stream else [],
            "fp32": [{"rate": r, "accuracy": fp32[r]} for r in rate_list], "points": points,
-           "baselines": baselines, "runs": runs, "unit": "per frame (steady state)" if stream else "per inference"}
+           "baselines": baselines, "runs": runs, "unit": ("per frame (steady state)" if stream else
+                    f"per generated token ({decode_steps} KV-cached decode steps after a {prompt_len}-token prompt)"
+                    if decode else "per inference"),
+           "decode": {"steps": decode_steps, "prompt_len": prompt_len, "prompts": decode_prompts} if decode else None}
     out.update(analyse(out, tolerance))
     out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def _decode_points(dm: dict, labels, spiking, dense, pols, base, bits, w_bits, coding, accuracy, synapses):
+    """Points of one decode-stream run: every spiking accelerator and policy, per generated token
+    (the mean over the decode steps of each step's trace charged on its own decode Workload)."""
+    from converters.trace import trim_trace
+    from eval.measure import simulate_hw
+    from neuro_hw.synops import synops_from_trace
+    traces = [trim_trace(t, t.t_settle) if t.t_settle else t for t in dm["traces"]]
+    events = float(np.mean([t.total_events() / t.n_samples for t in traces]))
+    syn = float(np.mean([synops_from_trace(w, t) for w, t in zip(dm["workloads"], traces)]))
+    out = []
+    for k in spiking:
+        for pname, pol in pols:
+            reps = [simulate_hw(w, t, labels[k], pol) for w, t in zip(dm["workloads"], traces)]
+            e = float(np.mean([r.energy_pj for r in reps]))
+            out.append({"accelerator": k, "coding": coding, "a_bits": bits, "w_bits": w_bits, "policy": pname,
+                        "rate": None, "measured_rate": None, "run_rate": None, "rate_independent": False,
+                        "energy_pj": e, "latency_s": float(np.mean([r.latency_s for r in reps])),
+                        "static_pj": float(np.mean([_hw_point(r)["static_pj"] for r in reps])),
+                        "accuracy": accuracy, "snn_n": dm["n"], "agreement": dm["steps_equal"],
+                        "events_per_inference": events, "synops_per_inference": syn,
+                        "events_per_synapse": syn / synapses,
+                        "ratio": {d: base[(d, pname, None)] / e for d in dense}})
     return out
 
 

@@ -213,7 +213,11 @@ def verdict_sentences(t: dict) -> list[str]:
     for v in t["verdicts"]:
         rs = [p for p in v["per_rate"] if p["ratio"] is not None]
         if not rs:
-            out.append(f"{v['accelerator']} vs {v['baseline']} ({v['policy']}): no configuration within tolerance.")
+            accs = [p["accuracy"] for p in t["points"] + t["baselines"] if p["policy"] == v["policy"]]
+            fp = max(f["accuracy"] for f in t["fp32"])
+            out.append(f"{v['accelerator']} vs {v['baseline']} ({v['policy']} weights): no configuration within "
+                       f"{100 * t['tolerance']:g} point(s) of FP32 ({fmt_acc(fp)}; best quantized "
+                       f"{fmt_acc(max(accs) if accs else None)}): no iso-accuracy verdict.")
             continue
         if t["stream"]:
             wins = [p for p in rs if p["ratio"] > 1]

@@ -134,6 +134,25 @@ def test_sigma_delta_stream_is_exact_and_its_events_grow_with_the_change_rate(st
     assert events[0] == 0 and events[0] < events[1] < events[2]
 
 
+def test_decoder_stream_is_exact_step_by_step_and_sigma_delta_sends_no_more_than_graded():
+    from converters import convert
+    from eval.measure import quantized
+    task = get_task("code-stdlib")
+    model, _ = task.load()
+    qann = quantized(task, model, 8, 4, calib_limit=16)
+    ids = next(iter(task.batches("test", 2, limit=2)))[0]
+    events = {}
+    for coding in ("graded", "sigma-delta"):
+        dm = be.measure_decode(qann, convert(qann, coding=coding), ids, prompt_len=8, n_steps=3)
+        assert dm["steps_equal"] == 1.0 and dm["n"] == 6 and len(dm["traces"]) == 3
+        events[coding] = sum(t.total_events() for t in dm["traces"])
+    assert 0 < events["sigma-delta"] <= events["graded"]
+    wl = dm["workloads"][2]
+    assert wl.meta["decoder_call"]["kind"] == "decode" and wl.meta["kv_cache"]["cached_positions"] == 10
+    with pytest.raises(ValueError, match="needs 140 tokens"):
+        be.measure_decode(qann, convert(qann, coding="graded"), ids, prompt_len=130, n_steps=10)
+
+
 # ---- the sweep end to end -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_sweep():
