@@ -5,11 +5,14 @@ Per task, every input configuration (snmfm.cooptimize: resolution and patch size
 trained per shape, training-free token pruning/merging of the default model, context length of a
 language model) is quantized at each bit width and measured by eval.measure:
 
-* conventional accelerator: the QANN's Workload; accuracy of the QANN on the test split (T plays
-  no part: the QANN runs once, densely);
-* neuromorphic chip: the SNN run until quiet on `snn_examples` test queries, charged at the settle
-  point and at every fixed T below it (the trace cut to T steps); accuracy at that T on the same
-  queries (at the settle point the SNN equals the QANN on them).
+on every accelerator it is given (`hw`, names as neuro_hw registers them; default the dense
+conventional accelerator and the idealised neuromorphic chip):
+* a dense accelerator (no trace): the QANN's Workload; accuracy of the QANN on the test split (T
+  plays no part: the QANN runs once, densely);
+* an SNN-driven accelerator: the SNN run until quiet on `snn_examples` test queries (one run shared
+  by all of them), charged at the settle point and at every fixed T below it (the trace cut to T
+  steps); accuracy at that T on the same queries (at the settle point the SNN equals the QANN on
+  them).
 
 The fronts are the Pareto sets of those points; the report quotes the front's cheapest point within
 half a point of the default configuration's accuracy (iso-accuracy saving) and its most accurate
@@ -26,6 +29,7 @@ from pathlib import Path
 from snmfm.cooptimize import InputConfig, pareto_front, vision_grid
 
 DEFAULT_BITS = ((8, 8), (8, 4), (4, 4))
+DEFAULT_HW = ("conventional", "neuromorphic")
 DEFAULT_T = (2, 4, 8, 16, 32, 64, 128)
 ISO_TOLERANCE = 0.005
 # per task: training steps of the per-shape models, SNN queries, QANN test-query cap
@@ -117,7 +121,8 @@ def measure_job(job: dict) -> dict:
                                 seed=job["seed"], cache=job.get("cache"), train=job.get("train", True))
     sha = (meta.get("tensors_sha256") or "")[:12]
     w, a = job["bits"]
-    key = (f"{job['task']}-{cfg.label().replace(' ', '_').replace('/', '-')}-{sha}-W{w}A{a}"
+    hw = list(job.get("hw") or DEFAULT_HW)
+    key = (f"{job['task']}-{cfg.label().replace(' ', '_').replace('/', '-')}-{sha}-W{w}A{a}-hw{'+'.join(hw)}"
            f"-snn{job['snn_examples']}-T{'_'.join(map(str, job['T_values']))}-lim{job.get('eval_limit')}"
            f"-cal{job.get('calib_limit', 256)}-seed{job['seed']}")
     f = root / "coopt" / f"{key}.json"
@@ -127,7 +132,7 @@ def measure_job(job: dict) -> dict:
     task = truncated_task(get_task(job["task"]), cfg.context)
     m = measure_model(task, module, w_bits=w, a_bits=a, snn_examples=job["snn_examples"],
                       T_values=job["T_values"], eval_limit=job.get("eval_limit"), seed=job["seed"],
-                      calib_limit=job.get("calib_limit", 256))
+                      calib_limit=job.get("calib_limit", 256), accelerators=hw)
     m.update({"config": cfg.to_dict(), "label": cfg.label(), "model": meta.get("key"),
               "train_accuracy_test": (meta.get("metrics") or {}).get("accuracy"),
               "wall_s": time.perf_counter() - t0})
@@ -161,7 +166,7 @@ def measure_jobs(task_name: str, configs: Sequence[InputConfig] | None = None, *
                  bits: Sequence[tuple[int, int]] = DEFAULT_BITS, T_values: Sequence[int] = DEFAULT_T,
                  size: str | None = None, steps: int | None = None, snn_examples: int | None = None,
                  eval_limit: int | None = -1, calib_limit: int | None = 256, seed: int = 0, cache=None,
-                 train: bool = True) -> list[dict]:
+                 train: bool = True, hw: Sequence[str] = DEFAULT_HW) -> list[dict]:
     """Jobs for `measure_job`: every configuration at every bit width (defaults as run_cooptimize)."""
     d = TASK_DEFAULTS.get(task_name, {})
     configs = list(configs) if configs is not None else task_configs(task_name)
@@ -171,7 +176,8 @@ def measure_jobs(task_name: str, configs: Sequence[InputConfig] | None = None, *
     common = {"task": task_name, "size": size, "steps": steps, "seed": seed,
               "cache": str(cache) if cache else None}
     return [{**common, "config": c.to_dict(), "bits": list(b), "snn_examples": snn_examples,
-             "T_values": list(T_values), "eval_limit": eval_limit, "calib_limit": calib_limit, "train": train}
+             "T_values": list(T_values), "eval_limit": eval_limit, "calib_limit": calib_limit, "train": train,
+             "hw": list(hw)}
             for c in configs for b in bits]
 
 
@@ -185,20 +191,28 @@ def run_jobs(fn: Callable, jobs: list[dict], workers: int = 1, status: Callable 
 
 # ---- the study ------------------------------------------------------------------------------------
 def points_of(measurements: list[dict]) -> dict[str, list[dict]]:
-    """Accuracy/energy points per accelerator from measurements."""
-    conv, neuro = [], []
+    """Accuracy/energy points per accelerator from measurements: a dense accelerator's at the
+    QANN's accuracy (T None), an SNN-driven one's at the settle point and at every fixed T."""
+    out: dict[str, list[dict]] = {}
     for m in measurements:
         base = {"config": m["label"], "bits": f"W{m['w_bits']}A{m['a_bits']}", "tokens": None}
-        conv.append({**base, "T": None, "accuracy": m["qann"]["accuracy"],
-                     "energy_pj": m["hw"]["conventional"]["energy_pj"],
-                     "latency_s": m["hw"]["conventional"]["latency_s"], "macs": m["workload"]["macs"]})
-        neuro.append({**base, "T": "settle", "t_settle": m["snn"]["t_settle"], "accuracy": m["snn"]["accuracy"],
-                      "energy_pj": m["hw"]["neuromorphic"]["energy_pj"],
-                      "latency_s": m["hw"]["neuromorphic"]["latency_s"], "macs": m["workload"]["macs"]})
-        for T, h in sorted(m["hw_T"].items(), key=lambda kv: int(kv[0])):
-            neuro.append({**base, "T": int(T), "t_settle": m["snn"]["t_settle"], "accuracy": h["accuracy"],
-                          "energy_pj": h["energy_pj"], "latency_s": h["latency_s"], "macs": m["workload"]["macs"]})
-    return {"conventional": conv, "neuromorphic": neuro}
+        traced = {a: v["needs_trace"] for a, v in m.get("accelerators", {}).items()} or \
+            {"conventional": False, "neuromorphic": True}  # measurements cached before accelerators were named
+        for acc, h in m["hw"].items():
+            pts = out.setdefault(acc, [])
+            if not traced[acc]:
+                pts.append({**base, "T": None, "accuracy": m["qann"]["accuracy"], "energy_pj": h["energy_pj"],
+                            "latency_s": h["latency_s"], "macs": m["workload"]["macs"]})
+                continue
+            pts.append({**base, "T": "settle", "t_settle": m["snn"]["t_settle"], "accuracy": m["snn"]["accuracy"],
+                        "energy_pj": h["energy_pj"], "latency_s": h["latency_s"], "macs": m["workload"]["macs"]})
+            for T, per in sorted(m["hw_T"].items(), key=lambda kv: int(kv[0])):
+                hT = per.get(acc) if "energy_pj" not in per else per  # older cache: the chip's summary
+                if hT is not None:
+                    pts.append({**base, "T": int(T), "t_settle": m["snn"]["t_settle"], "accuracy": hT["accuracy"],
+                                "energy_pj": hT["energy_pj"], "latency_s": hT["latency_s"],
+                                "macs": m["workload"]["macs"]})
+    return out
 
 
 def front_summary(points: list[dict], default: dict, tolerance: float = ISO_TOLERANCE) -> dict:
@@ -220,7 +234,7 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
                    size: str | None = None, steps: int | None = None, snn_examples: int | None = None,
                    eval_limit: int | None = -1, calib_limit: int | None = 256, seed: int = 0, cache=None,
                    out_dir=None, workers: int = 1, ray_address: str | None = None,
-                   train: bool = True, train_device: str | None = None,
+                   train: bool = True, train_device: str | None = None, hw: Sequence[str] = DEFAULT_HW,
                    status: Callable[[str], None] | None = None) -> dict:
     """The co-optimisation study of one task (module docstring); returns a JSON-able dict.
 
@@ -228,7 +242,10 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
     snn_examples, eval_limit: per-shape training steps, SNN test queries, QANN test-query cap
     (defaults in TASK_DEFAULTS; eval_limit=-1 means the task default).  workers: Ray tasks for
     training and measuring (ray_address: on that cluster; eval.engine); train_device: where per-shape models train (e.g. "cuda").  out_dir:
-    write cooptimize-<task>.json and the fronts' PNG there."""
+    write cooptimize-<task>.json and the fronts' PNG there.  hw: the accelerators (names or
+    "a,b"), each with its own front."""
+    from eval.accelerators import label, needs_trace, parse_hw
+    hw = [label(h) for h in parse_hw(hw)]  # unknown names fail before any work
     t0 = time.perf_counter()
     say = status or (lambda s: None)
     d = TASK_DEFAULTS.get(task_name, {})
@@ -243,7 +260,7 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
         run_jobs(train_job, trains, workers, say, ray_address)
     jobs = measure_jobs(task_name, configs, bits=bits, T_values=T_values, size=size, steps=steps,
                         snn_examples=snn_examples, eval_limit=eval_limit, calib_limit=calib_limit, seed=seed,
-                        cache=cache, train=train)
+                        cache=cache, train=train, hw=hw)
     say(f"measure {len(jobs)} configurations")
     ms = run_jobs(measure_job, jobs, workers, say, ray_address)
     pts = points_of(ms)
@@ -251,14 +268,14 @@ def run_cooptimize(task_name: str, configs: Sequence[InputConfig] | None = None,
     main_bits = f"W{bits[0][0]}A{bits[0][1]}"
     fronts = {}
     for acc, p in pts.items():
-        want_T = None if acc == "conventional" else "settle"
+        want_T = "settle" if needs_trace(acc) else None
         default = next(q for q in p if q["config"] == default_label and q["bits"] == main_bits and q["T"] == want_T)
         fronts[acc] = front_summary(p, default)
     result = {"task": task_name, "configs": [c.to_dict() | {"label": c.label()} for c in configs],
               "bits": [f"W{w}A{a}" for w, a in bits], "T_values": list(T_values),
               "snn_examples": snn_examples, "eval_limit": eval_limit, "steps": steps,
               "default": {"config": default_label, "bits": main_bits, "T": "settle"},
-              "points": pts, "fronts": fronts,
+              "accelerators": {a: {"needs_trace": needs_trace(a)} for a in hw}, "points": pts, "fronts": fronts,
               "measurements": [{k: m[k] for k in ("label", "w_bits", "a_bits", "workload", "model",
                                                   "train_accuracy_test", "wall_s")}
                                | {"t_settle": m["snn"]["t_settle"], "qann_accuracy": m["qann"]["accuracy"],
@@ -282,8 +299,9 @@ def plot_fronts(result: dict, path) -> Path:
     cmap = plt.get_cmap("tab20")
     colour = {lb: cmap(i % 20) for i, lb in enumerate(labels)}
     markers = {b: m for b, m in zip(result["bits"], "os^Dv")}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, acc in zip(axes, ("conventional", "neuromorphic")):
+    accels = list(result["points"])
+    fig, axes = plt.subplots(1, len(accels), figsize=(6.5 * len(accels), 5), squeeze=False)
+    for ax, acc in zip(axes[0], accels):
         pts = result["points"][acc]
         for p in pts:
             ax.scatter(p["energy_pj"], 100 * p["accuracy"], color=colour[p["config"]],

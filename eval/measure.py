@@ -218,23 +218,30 @@ def quantized(task, model, w_bits: int, a_bits: int, calib_limit: int | None = 2
 def measure_model(task, model, *, w_bits: int = 8, a_bits: int = 8, snn_examples: int = 32,
                   T_values: Sequence[int] = (), T_max: int | None = None, qann=None,
                   calib_limit: int | None = 256, eval_limit: int | None = None, seed: int = 0,
-                  hw_neuromorphic="neuromorphic", hw_conventional="conventional",
-                  fp32: bool = False, coding: str = "binary") -> dict:
-    """`measure` of `model` (an FP32 module taking the task's inputs) at W{w}A{a}, as the studies
-    (cascades, co-optimisation) store it: a JSON-able dict.
+                  accelerators: Sequence = ("conventional", "neuromorphic"), hw_neuromorphic=None,
+                  hw_conventional=None, fp32: bool = False, coding: str = "binary") -> dict:
+    """`measure` of `model` (an FP32 module taking the task's inputs) at W{w}A{a} on `accelerators`,
+    as the studies (cascades, co-optimisation) store it: a JSON-able dict.
 
     snn_examples: test examples the SNN runs on (until quiet, or T_max steps when given).
-    T_values: fixed time steps at which the neuromorphic chip is also charged (those < the run's
-    length).  Returns {"qann": accuracy dict, "snn": step metrics, "hw": {"conventional",
-    "neuromorphic"}, "hw_T": {T: neuromorphic}, "workload": {...}}."""
-    from eval.accelerators import label
+    T_values: fixed time steps at which every SNN-driven accelerator is also charged (those < the
+    run's length).  hw_neuromorphic/hw_conventional (older form): the two accelerators, filed
+    under "neuromorphic" and "conventional".  Returns {"qann": accuracy dict, "snn": step metrics,
+    "hw": {accelerator: summary}, "hw_T": {T: {SNN-driven accelerator: summary + accuracy}},
+    "workload": {...}, "accelerators": {accelerator: {"needs_trace"}}}."""
+    from eval.accelerators import label, needs_trace
     from neuro_hw import extract_workload
+    if hw_neuromorphic is not None or hw_conventional is not None:
+        named = {"conventional": hw_conventional or "conventional", "neuromorphic": hw_neuromorphic or "neuromorphic"}
+    else:
+        named = {label(h): h for h in accelerators}
     if qann is None:
         qann = quantized(task, model, w_bits, a_bits, calib_limit, seed)
     q = task.evaluate(qann, "test", limit=eval_limit, seed=seed)
-    m = measure(task, qann, [hw_conventional, hw_neuromorphic], coding=coding, snn_examples=snn_examples,
-                T=T_max, seed=seed, run_snn=True, name=f"{task.name}-W{w_bits}A{a_bits}")
-    conv, neuro = label(hw_conventional), label(hw_neuromorphic)
+    m = measure(task, qann, list(named.values()), coding=coding, snn_examples=snn_examples, T=T_max, seed=seed,
+                run_snn=True, name=f"{task.name}-W{w_bits}A{a_bits}")
+    by_label = {k: m.hw[label(h)] for k, h in named.items()}
+    traced = {k: needs_trace(h) for k, h in named.items()}
     s, wl = m.snn, m.workload
     out = {"qann": {k: v for k, v in q.items() if isinstance(v, (int, float, str))},
            "snn": {k: s[k] for k in ("accuracy", "n", "steps", "t_settle", "t_settle_mean",
@@ -243,17 +250,20 @@ def measure_model(task, model, *, w_bits: int = 8, a_bits: int = 8, snn_examples
            "workload": {"macs": int(wl.total_macs), "params": int(wl.total_params),
                         "weight_bits": int(wl.weight_bits_total()), "n_ops": len(wl.ops)},
            "w_bits": w_bits, "a_bits": a_bits, "coding": coding,
-           "hw": {"conventional": hw_summary(m.hw[conv]), "neuromorphic": hw_summary(m.hw[neuro])},
+           "accelerators": {k: {"needs_trace": v} for k, v in traced.items()},
+           "hw": {k: hw_summary(r) for k, r in by_label.items()},
            "hw_T": {}}
     settle = m.trace.t_settle
     last = min(m.trace.steps, settle) if settle else m.trace.steps
     for T in sorted(set(int(t) for t in T_values)):
         if 1 <= T < last:  # at T >= T_settle the chip stops when quiet: the settle point
-            out["hw_T"][T] = {**hw_summary(m.charge(neuro, T)), "accuracy": s["acc_per_step"][T - 1]}
+            out["hw_T"][T] = {k: {**hw_summary(m.charge(label(named[k]), T)), "accuracy": s["acc_per_step"][T - 1]}
+                              for k, v in traced.items() if v}
     if fp32:
         try:
             wl32 = extract_workload(model, *m.example, name=f"{task.name}-FP32")
-            out["hw_fp32"] = {"conventional": hw_summary(simulate_hw(wl32, None, hw_conventional, None))}
+            out["hw_fp32"] = {k: hw_summary(simulate_hw(wl32, None, named[k], None))
+                              for k, v in traced.items() if not v}
         except (ValueError, KeyError, TypeError, NotImplementedError) as e:
             out["hw_fp32"] = {"error": str(e)}
     return out

@@ -167,7 +167,7 @@ def cooptimize_fronts(entry: dict) -> bytes:
     palette = colormaps["tab20"]
     colour = {lb: palette(i % 20) for i, lb in enumerate(labels)}
     markers = dict(zip(data["bits"], "os^Dv<>"))
-    accels = [a for a in ("conventional", "neuromorphic") if a in data["fronts"]]
+    accels = list(data["fronts"])
     fig, axes = _grid(len(accels), width=5.4, height=4.0, max_cols=2)
     for ax, acc in zip(axes, accels):
         pts = data["points"][acc]

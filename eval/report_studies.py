@@ -240,12 +240,12 @@ def _cascade(entry: dict, level: int) -> list:
 # ---- co-optimisation ---------------------------------------------------------------------------
 COOPT_TEXT = (
     "Every input configuration (resolution and patch stride with a model trained per shape, token "
-    "pruning or merging, context length) at every bit width, and on the neuromorphic chip at every "
-    "fixed time step T below the settle point. Conventional accuracy is the QANN's on the test split "
-    "(T plays no part); neuromorphic accuracy is the SNN's at that T on its subset. The front is the "
+    "pruning or merging, context length) at every bit width, and on each SNN-driven accelerator at every "
+    "fixed time step T below the settle point. A dense accelerator's accuracy is the QANN's on the test "
+    "split (T plays no part); an SNN-driven one's is the SNN's at that T on its subset. The front is the "
     "Pareto set; the iso-accuracy point is the front's cheapest within the study's tolerance of the "
     "default configuration's accuracy, each compared with the default (native input, first bit width, "
-    "T_settle on the chip).")
+    "T_settle on the SNN-driven accelerators).")
 
 
 def _coopt(entry: dict, level: int) -> list:

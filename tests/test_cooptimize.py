@@ -91,3 +91,22 @@ def test_tiny_configuration_sweep_runs_on_both_accelerators(tmp_path):
     r2 = run_cooptimize("vision-digits", configs, bits=((4, 4),), T_values=(2, 4), size="tiny", steps=3,
                         snn_examples=4, eval_limit=16, calib_limit=16, cache=tmp_path)
     assert r2["points"] == r["points"]
+
+
+def test_points_per_accelerator_from_any_list_of_accelerators():
+    """A measurement on three accelerators gives three fronts' points: dense ones at the QANN's
+    accuracy, SNN-driven ones at the settle point and at every fixed T."""
+    from eval.cooptimize import front_summary, points_of
+    h = lambda e: {"energy_pj": e, "latency_s": 1e-6}  # noqa: E731
+    m = {"label": "native", "w_bits": 8, "a_bits": 8, "qann": {"accuracy": 0.9}, "workload": {"macs": 10},
+         "snn": {"accuracy": 0.9, "t_settle": 20},
+         "accelerators": {"conv": {"needs_trace": False}, "chip-a": {"needs_trace": True},
+                          "chip-b": {"needs_trace": True}},
+         "hw": {"conv": h(5.0), "chip-a": h(50.0), "chip-b": h(30.0)},
+         "hw_T": {4: {"chip-a": {**h(10.0), "accuracy": 0.5}, "chip-b": {**h(7.0), "accuracy": 0.5}}}}
+    pts = points_of([m])
+    assert list(pts) == ["conv", "chip-a", "chip-b"]
+    assert [(p["T"], p["energy_pj"]) for p in pts["conv"]] == [(None, 5.0)]
+    assert [(p["T"], p["energy_pj"], p["accuracy"]) for p in pts["chip-b"]] == [("settle", 30.0, 0.9), (4, 7.0, 0.5)]
+    f = front_summary(pts["chip-a"], pts["chip-a"][0])
+    assert f["iso_accuracy"]["T"] == "settle" and f["n_points"] == 2

@@ -61,5 +61,14 @@ def test_measure_model_keeps_the_studies_view(wdbc):
     d = measure_model(task, model, w_bits=8, a_bits=4, snn_examples=8, T_values=(1, 2, 10_000), qann=qann)
     assert set(d["hw"]) == {"conventional", "neuromorphic"} and d["coding"] == "binary"
     assert set(d["hw_T"]) == {1, 2}  # 10,000 >= T_settle: the settle point itself
-    assert d["hw_T"][1]["energy_pj"] <= d["hw_T"][2]["energy_pj"] <= d["hw"]["neuromorphic"]["energy_pj"]
+    assert set(d["hw_T"][1]) == {"neuromorphic"}  # only SNN-driven accelerators are charged per T
+    e = [d["hw_T"][1]["neuromorphic"]["energy_pj"], d["hw_T"][2]["neuromorphic"]["energy_pj"],
+         d["hw"]["neuromorphic"]["energy_pj"]]
+    assert e == sorted(e)
     assert d["snn"]["agreement"] == 1.0
+    # any list of accelerators, filed by name
+    d3 = measure_model(task, model, w_bits=8, a_bits=4, snn_examples=4, T_values=(1,), qann=qann,
+                       accelerators=["conventional", "neuromorphic-ideal", "neuromorphic"])
+    assert list(d3["hw"]) == ["conventional", "neuromorphic-ideal", "neuromorphic"]
+    assert set(d3["hw_T"][1]) == {"neuromorphic-ideal", "neuromorphic"}
+    assert d3["accelerators"]["conventional"] == {"needs_trace": False}
