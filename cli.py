@@ -689,6 +689,47 @@ def breakeven(tasks, hw, codings, a_bits, w_bits, policies, rates, n_clips, snn_
     click.echo(f"wall time {data['wall_s']:.0f} s")
 
 
+@main.command()
+@TASK
+@click.option("--kinds", callback=lambda c, p, v: _csv(v), default=None,
+              help="Fault kinds, comma-separated (default: all; see snmfm.faults.KINDS).")
+@click.option("--rates", default="1e-9,1e-8,1e-7,1e-6,1e-5,1e-4,1e-3,1e-2", show_default=True,
+              help="Fault rates (probabilities per bit, event, neuron or core), increasing.")
+@click.option("--seeds", type=int, default=10, show_default=True, help="Seeds per rate.")
+@click.option("--hw", default="conventional,neuromorphic", show_default=True, help="Accelerators.")
+@click.option("--coding", "codings", default="binary,graded", show_default=True, help="SNN codings.")
+@click.option("--limit", type=int, default=None, help="Held-out examples (default: the whole split).")
+@click.option("--snn-limit", type=int, default=None,
+              help="Held-out examples for runs that simulate the SNN (default: --limit).")
+@click.option("--no-shortcuts", is_flag=True,
+              help="Run the SNN even where it provably equals the faulty QANN.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="faults_out", show_default=True)
+@SEED
+@JSON
+@handles_errors
+def faults(task, kinds, rates, seeds, hw, codings, limit, snn_limit, no_shortcuts, out_dir, seed, as_json):
+    """Accuracy against fault rate on each accelerator and coding, with and without mitigation;
+    the rate at which each loses one point.  Writes faults_TASK.json and .png."""
+    from eval.faults import fault_study
+    from eval.faults_report import fault_section, format_rate, write_fault_study
+    _check_out_folder(out_dir)
+    try:
+        rate_list = [float(r) for r in _csv(rates)]
+    except ValueError:
+        raise click.BadParameter(f"--rates must be numbers, got {rates!r}") from None
+    result = fault_study(task, kinds=kinds, rates=rate_list, seeds=seeds, hw=_csv(hw), codings=_csv(codings),
+                         limit=limit, snn_limit=snn_limit, shortcuts=not no_shortcuts, seed=seed,
+                         progress=lambda m: click.echo(m, err=True))
+    paths = write_fault_study(result, out_dir)
+    if as_json:
+        print_json({**result, "paths": paths})
+        return
+    sec = fault_section(result)
+    emit({f"{r['accelerator']}/{r['coding']}/{r['kind']}/{r['mitigation']}": format_rate(c["loss_1pt"])
+          for r, c in zip(sec["rows"], result["configurations"])} | {"files": ", ".join(paths.values())},
+         False, title=f"{task}: rate at which accuracy drops 1 point")
+
+
 BENCHES = ("snn", "conventional", "neuromorphic", "crosscheck", "minilm", "compress", "speculative",
            "cascade", "cooptimize", "exact")
 

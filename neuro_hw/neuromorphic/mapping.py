@@ -25,6 +25,11 @@ inference, while synaptic weights are read on every spike.  With `pack_ops`, a g
 the space left on the current core shares it.  What does not fit (no cores left, or a group
 larger than the cores left) spills: that fraction of its memory is off chip and every access to it
 is charged as DRAM traffic, flagged in the report.
+
+Dead cores (`dead_cores`, e.g. from a fault scenario): the allocation skips them and uses the
+working cores in the same order (remapping around them, as ReSpawn does; Putra et al., ICCAD 2021);
+what no longer fits spills as above and the notes name the dead cores, so a chip that cannot hold
+the network without them says so.  A chip with every core dead cannot be mapped (ValueError).
 """
 from __future__ import annotations
 
@@ -104,6 +109,7 @@ class Mapping:
     syn_used: np.ndarray    # bytes used per core
     neuron_used: np.ndarray
     notes: list = field(default_factory=list)
+    dead_cores: tuple = ()
 
     def cores_of(self, name: str) -> np.ndarray:
         return self.groups[self.group_of[name]].cores
@@ -175,8 +181,9 @@ def _balanced(order: list, need: dict, ops: dict, n_cores: int) -> dict:
     return out
 
 
-def map_workload(workload: Workload, cfg) -> Mapping:
-    """Assign the Workload's ops, units and neuron sites to cores (see the module docstring)."""
+def map_workload(workload: Workload, cfg, dead_cores=()) -> Mapping:
+    """Assign the Workload's ops, units and neuron sites to cores (see the module docstring),
+    avoiding `dead_cores` (core ids)."""
     k = cfg.cores
     acc_B, state_B, fp_B = k.acc_bits / 8, k.neuron_state_bits / 8, cfg.units.fp_bits / 8
     groups: dict[str, Group] = {}
@@ -219,14 +226,20 @@ def map_workload(workload: Workload, cfg) -> Mapping:
         prev_op_group = group_of[op.name]
 
     order = sorted(groups.values(), key=lambda g: (g.kind == "embed", g.order))
-    C = k.count
+    dead = sorted({int(c) for c in dead_cores})
+    if any(c < 0 or c >= k.count for c in dead):
+        raise ValueError(f"dead core ids must be in [0, {k.count}), got {dead}")
+    alive = np.array([c for c in range(k.count) if c not in set(dead)], dtype=np.int64)
+    if alive.size == 0:
+        raise ValueError(f"all {k.count} cores are dead: the network cannot be mapped")
+    C = int(alive.size)
     need = {g.host: max(1, math.ceil(g.syn_bytes / k.synapse_mem_bytes),
                         math.ceil(g.neuron_bytes / k.neuron_mem_bytes)) for g in order}
     mem_need = dict(need)
     if k.split == "balanced":
         need = _balanced(order, need, {o.name: o for o in workload.ops}, C)
-    syn_used = np.zeros(C)
-    neu_used = np.zeros(C)
+    syn_used = np.zeros(k.count)
+    neu_used = np.zeros(k.count)
     notes = []
     nxt = 0          # next fresh core
     open_core = None  # core that small groups may share (pack_ops)
@@ -238,11 +251,11 @@ def map_workload(workload: Workload, cfg) -> Mapping:
             g.cores = np.array([open_core])
         elif nxt < C:
             n = min(need_g, C - nxt)
-            g.cores = np.arange(nxt, nxt + n)
+            g.cores = alive[nxt:nxt + n]
             nxt += n
             open_core = g.cores[-1] if n == 1 else None
         else:  # chip full: share the least-loaded core, everything of this group off chip
-            c = int(np.argmin(syn_used + neu_used))
+            c = int(alive[np.argmin((syn_used + neu_used)[alive])])
             g.cores = np.array([c])
             g.spill_syn = 1.0 if g.syn_bytes > 0 else 0.0
             g.spill_neuron = 1.0 if g.neuron_bytes > 0 else 0.0
@@ -261,5 +274,12 @@ def map_workload(workload: Workload, cfg) -> Mapping:
                          f"neuron memory), got {n}: {100 * g.spill_syn:.0f}% of its synapse memory "
                          f"and {100 * g.spill_neuron:.0f}% of its neuron memory are charged as DRAM "
                          f"traffic per access")
+    if dead:
+        spilled = any(g.spill_syn > 0 or g.spill_neuron > 0 for g in groups.values())
+        notes.append(f"DEAD CORES: {len(dead)} of {k.count} ({', '.join(map(str, dead[:16]))}"
+                     f"{' ...' if len(dead) > 16 else ''}) avoided by the mapping; "
+                     + ("the network no longer fits on chip (see OFF-CHIP)" if spilled else
+                        "the network still fits on the working cores"))
     return Mapping(groups=groups, group_of=group_of, site_consumer=site_consumer,
-                   core_xy=core_coordinates(cfg), syn_used=syn_used, neuron_used=neu_used, notes=notes)
+                   core_xy=core_coordinates(cfg), syn_used=syn_used, neuron_used=neu_used, notes=notes,
+                   dead_cores=tuple(dead))
