@@ -46,9 +46,25 @@ def format_rate(loss: dict) -> str:
     return f"> {lo:g}" if hi is None else f"< {hi:g}"
 
 
+def _grid(n: int, width: float = 4.2, height: float = 3.4, max_cols: int = 4):
+    from matplotlib.figure import Figure
+    cols = max(1, min(n, max_cols))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(width * cols, height * rows), dpi=100, layout="constrained")
+    return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+
+
+def _png(fig) -> bytes:
+    import io
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def fault_plot(result: dict) -> bytes:
     """PNG: accuracy vs fault rate, one panel per kind, a line per accelerator/coding/mitigation."""
-    from eval.plots import _grid, _png
     kinds = list(dict.fromkeys(c["kind"] for c in result["configurations"]))
     fig, axes = _grid(len(kinds), max_cols=4)
     styles = {}
