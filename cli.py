@@ -637,18 +637,19 @@ def _numbers(value: str, kind, what: str) -> list:
 @click.option("--quick", is_flag=True, help="The reduced sweep of `snmfm run` (A8/A4, 5 rates, 4 clips).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for breakeven.json, breakeven.md and the plots.")
+@click.option("--force", is_flag=True, help="Replace an earlier break-even output in --out.")
 @SEED
 @JSON
 @handles_errors
 def breakeven(tasks, hw, codings, a_bits, w_bits, policies, rates, n_clips, snn_examples, eval_limit,
-              tolerance, quick, out_dir, seed, as_json):
+              tolerance, quick, out_dir, force, seed, as_json):
     """Break-even study: coding x accelerator x bits x memory policy x change rate; energy ratio
     against events per synapse, iso-accuracy cheapest configurations, crossing change rates."""
     from eval.breakeven import run_breakeven
     from eval.breakeven_report import console_tables, write_outputs
     from eval.paths import check_out_dir
     if out_dir is not None:
-        check_out_dir(out_dir, marker="breakeven.json", force=True, what="--out")
+        check_out_dir(out_dir, marker="breakeven.json", force=force, what="--out")  # before any compute
     src = click.get_current_context()
     kw = {"w_bits": w_bits, "tolerance": tolerance, "seed": seed}
     for name, value, conv in (("codings", codings, str), ("a_bits", a_bits, int), ("policies", policies, str),

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eval import breakeven as be
+from eval import reuse
 from eval.breakeven_report import console_tables, plots, section
 from snmfm.tasks import get_task
 
@@ -50,8 +51,8 @@ def test_changed_patches_counts_blocks_with_any_changed_pixel():
     grey[0, 2] = grey[0, 1]
     grey[0, 2, 0, 3, 3] = 5          # frame 2: patch (1, 1) changes, patch (0, 0) stays
     grey[0, 2, 0, 2, 2] = 5
-    assert be.changed_patches(grey, 2).tolist() == [1, 1]
-    assert be.changed_patches(grey, 1).tolist() == [1, 2]
+    assert reuse.changed_patches(grey, 2).tolist() == [1, 1]
+    assert reuse.changed_patches(grey, 1).tolist() == [1, 2]
 
 
 def test_reused_rows_are_bitwise_unchanged_in_the_qann(stream_qann):
@@ -61,7 +62,7 @@ def test_reused_rows_are_bitwise_unchanged_in_the_qann(stream_qann):
     task, qann = stream_qann
     clips = task.clips("test", limit=3, change_rate=0.05)
     wl = extract_workload(qann, clips.frames[0, :1])
-    prefix = be.reusable_prefix(wl)
+    prefix = reuse.reusable_prefix(wl)
     assert prefix == ["patch", "trunk.blocks.0.ln1", "trunk.blocks.0.attn.qkv"]
     outs = {}
     hooks = [qann.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: outs.__setitem__(n, o))
@@ -74,7 +75,7 @@ def test_reused_rows_are_bitwise_unchanged_in_the_qann(stream_qann):
     finally:
         for h in hooks:
             h.remove()
-    changed = be.changed_patches(clips.grey, 2).reshape(3, -1)
+    changed = reuse.changed_patches(clips.grey, 2).reshape(3, -1)
     checked = 0
     for f in range(1, clips.n_frames):
         d = (clips.grey[:, f] != clips.grey[:, f - 1]).reshape(3, 4, 2, 4, 2).any(4).any(2).reshape(3, 16)
@@ -97,12 +98,12 @@ def test_reduced_workload_costs_grow_with_changed_rows_and_full_rows_cost_the_fu
     task, qann = stream_qann
     wl = extract_workload(qann, task.clips("test", limit=1).frames[0, :1])
     full = simulate_hw(wl, None, "conventional", None).energy_pj
-    e = [simulate_hw(be.reduced_workload(wl, k, 16), None, "conventional", None).energy_pj for k in (1, 4, 8, 16)]
+    e = [simulate_hw(reuse.reduced_workload(wl, k, 16), None, "conventional", None).energy_pj for k in (1, 4, 8, 16)]
     assert e == sorted(e) and e[0] < e[-1] < full      # all 16 patches changed: the class row is still reused
-    everything = be.reduced_workload(wl, 16, 16, reuse_cls=False)
+    everything = reuse.reduced_workload(wl, 16, 16, reuse_cls=False)
     assert [o.to_dict() for o in everything.ops] == [o.to_dict() for o in wl.ops]
     assert simulate_hw(everything, None, "conventional", None).energy_pj == pytest.approx(full, rel=1e-12)
-    red = be.reduced_workload(wl, 3, 16)
+    red = reuse.reduced_workload(wl, 3, 16)
     assert red.op("patch").gemm[1] == 3 and red.op("trunk.blocks.0.attn.qkv").gemm[1] == 3
     assert red.op("trunk.blocks.0.attn.qk").gemm == wl.op("trunk.blocks.0.attn.qk").gemm   # mixing: full
 
@@ -112,10 +113,10 @@ def test_still_stream_baseline_costs_only_change_detection(stream_qann):
     task, qann = stream_qann
     c = task.clips("test", limit=2, change_rate=0.0)
     wl = extract_workload(qann, c.frames[0, :1])
-    b = be.stream_baseline(wl, c.grey, 2, "conventional", None)
+    b = reuse.stream_baseline(wl, c.grey, 2, "conventional", None)
     assert b["skipped_frames"] == 1.0 and b["mean_rows_recomputed"] == 0
     assert b["energy_pj"] == pytest.approx(b["detect_pj"]) and 0 < b["detect_pj"] < 1e3
-    moving = be.stream_baseline(wl, task.clips("test", limit=2, change_rate=0.5).grey, 2, "conventional", None)
+    moving = reuse.stream_baseline(wl, task.clips("test", limit=2, change_rate=0.5).grey, 2, "conventional", None)
     assert b["energy_pj"] < moving["energy_pj"] < moving["full_energy_pj"] + moving["detect_pj"]
 
 
@@ -190,7 +191,7 @@ def test_report_pieces_render_every_task_and_plot(tiny_sweep):
     assert all(rows for _, _, rows in console_tables(tiny_sweep))
 
 
-def test_cli_rejects_bad_sweep_arguments_with_exit_2():
+def test_cli_rejects_bad_sweep_arguments_with_exit_2(tmp_path):
     from click.testing import CliRunner
 
     from cli import main
@@ -198,6 +199,9 @@ def test_cli_rejects_bad_sweep_arguments_with_exit_2():
     assert r.exit_code == 2 and "--rates" in r.output
     r = CliRunner().invoke(main, ["breakeven", "nope"])
     assert r.exit_code == 2 and "unknown task 'nope'" in r.output
+    (tmp_path / "breakeven.json").write_text("{}")
+    r = CliRunner().invoke(main, ["breakeven", "vision-digits-stream", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "--force" in r.output
     r = CliRunner().invoke(main, ["breakeven", "vision-digits-stream", "--rates", "0.99", "--a-bits", "4",
                                   "--hw", "conventional"])
     assert r.exit_code == 2 and "change_rate must be in" in r.output
