@@ -58,10 +58,10 @@ def _label(ladder) -> str:
 
 def _measure(task, size, model, meta, bits, snn_examples, seed, cache, status) -> dict:
     from eval.measure import measure_model
-    from eval.model_cache import cache_root
+    from eval.model_cache import cache_root, code_version
     root = Path(cache) if cache is not None else cache_root()
     sha = (meta.get("tensors_sha256") or "")[:12]
-    f = root / "hw" / f"{task.name}-{size}-{sha}-W{bits[0]}A{bits[1]}-snn{snn_examples}-seed{seed}.json"
+    f = root / "hw" / code_version("measure") / f"{task.name}-{size}-{sha}-W{bits[0]}A{bits[1]}-snn{snn_examples}-seed{seed}.json"
     if f.is_file():
         return json.loads(f.read_text())
     status(f"measure {size} (W{bits[0]}A{bits[1]}, SNN on {snn_examples} test queries)")

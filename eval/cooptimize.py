@@ -113,7 +113,7 @@ def measure_job(job: dict) -> dict:
     from snmfm.tasks import get_task
 
     from eval.measure import measure_model
-    from eval.model_cache import cache_root
+    from eval.model_cache import cache_root, code_version
     torch.set_num_threads(1)
     cfg = InputConfig(**job["config"])
     root = Path(job["cache"]) if job.get("cache") else cache_root()
@@ -125,7 +125,7 @@ def measure_job(job: dict) -> dict:
     key = (f"{job['task']}-{cfg.label().replace(' ', '_').replace('/', '-')}-{sha}-W{w}A{a}-hw{'+'.join(hw)}"
            f"-snn{job['snn_examples']}-T{'_'.join(map(str, job['T_values']))}-lim{job.get('eval_limit')}"
            f"-cal{job.get('calib_limit', 256)}-seed{job['seed']}")
-    f = root / "coopt" / f"{key}.json"
+    f = root / "coopt" / code_version("measure") / f"{key}.json"
     if f.is_file():
         return json.loads(f.read_text())
     t0 = time.perf_counter()

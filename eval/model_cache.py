@@ -2,9 +2,16 @@
 trained once and cached outside the repository.
 
 Cache: ``$SNMFM_OPT_CACHE`` or ``<snmfm cache>/optimisation`` (``~/.cache/snmfm/optimisation``).
-A model is keyed by task, size, ModelConfig overrides, training steps, seed and an input-transform
-tag, so a changed recipe trains a new model instead of reusing a stale one.  The task's default
-size with no overrides and default steps is the task's own default checkpoint.
+A model is keyed by task, size, ModelConfig overrides, training steps, seed, an input-transform
+tag and the version of the code that trains it (`code_version("train")`: a hash of the sources of
+the models, tasks, data and training loop), so a changed recipe or changed code trains a new model
+instead of reusing a stale one.  Measurements cached by the studies are keyed by the model's tensors
+and `code_version("measure")` (conversion, hardware models, compression, eval.measure).
+
+The task's default size with no overrides and default steps is the task's own default checkpoint;
+other sizes of the recipe (seed 0, default steps, no overrides) ship as member checkpoints in
+snmfm/checkpoints/<task>-<size> where they are small (`shipped_member`), so a study on a fresh
+machine starts without training them.
 """
 from __future__ import annotations
 
@@ -18,6 +25,40 @@ import torch
 from torch import nn
 
 
+_REPO = Path(__file__).resolve().parent.parent
+# the sources whose change invalidates a cached artefact, per kind (files or package folders)
+CODE_PARTS = {
+    "train": ("snmfm/train.py", "snmfm/nn.py", "snmfm/models", "snmfm/tasks", "snmfm/data"),
+    "measure": ("snmfm/nn.py", "snmfm/models", "snmfm/compress", "snmfm/tasks", "converters", "neuro_hw",
+                "eval/measure.py"),
+}
+_VERSIONS: dict[str, str] = {}
+
+
+def code_version(kind: str = "measure") -> str:
+    """12 hex digits of the sha256 of the Python sources (and bundled TOML configs) named in
+    CODE_PARTS[kind], in path order: the same code gives the same key on any machine."""
+    if kind not in CODE_PARTS:
+        raise ValueError(f"unknown code part {kind!r}; known: {', '.join(CODE_PARTS)}")
+    if kind not in _VERSIONS:
+        h = hashlib.sha256()
+        files = []
+        for part in CODE_PARTS[kind]:
+            p = _REPO / part
+            files += [p] if p.is_file() else [f for f in p.rglob("*") if f.suffix in (".py", ".toml")]
+        for f in sorted(set(files)):
+            h.update(str(f.relative_to(_REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
+        _VERSIONS[kind] = h.hexdigest()[:12]
+    return _VERSIONS[kind]
+
+
+def shipped_member(task: str, size: str) -> Path | None:
+    """The shipped checkpoint of a recipe member (task's recipe at `size`, seed 0), if any."""
+    from snmfm.checkpoint import SHIPPED_DIR, checkpoint_files
+    base = SHIPPED_DIR / f"{task}-{size}"
+    return base if all(f.is_file() for f in checkpoint_files(base)) else None
+
+
 def cache_root() -> Path:
     from snmfm.checkpoint import cache_dir
     return Path(os.environ.get("SNMFM_OPT_CACHE") or cache_dir() / "optimisation")
@@ -26,7 +67,7 @@ def cache_root() -> Path:
 def model_key(task: str, size: str, overrides: dict | None = None, steps: int | None = None,
               seed: int = 0, tag: str = "") -> str:
     ov = json.dumps(overrides or {}, sort_keys=True)
-    h = hashlib.sha256(f"{ov}|{tag}".encode()).hexdigest()[:10]
+    h = hashlib.sha256(f"{ov}|{tag}|{code_version('train')}".encode()).hexdigest()[:10]
     return f"{task}-{size}-steps{steps if steps is not None else 'default'}-seed{seed}-{h}"
 
 
@@ -51,6 +92,10 @@ def trained_model(task_name: str, size: str | None = None, *, overrides: dict | 
             ensure_default_checkpoint(task.name, device, progress)
         model, meta = task.load()
         return model.float().eval(), {**meta, "key": "default", "size": size}
+    shipped = shipped_member(task.name, size)
+    if shipped is not None and not overrides and steps is None and wrap is None and seed == 0:
+        model, meta = load_checkpoint(shipped, task=task.name)
+        return model.float().eval(), {**meta, "key": f"shipped:{shipped.name}"}
     root = Path(cache) if cache is not None else cache_root()
     key = model_key(task.name, size, overrides, steps, seed, tag)
     path = root / "models" / key
@@ -107,3 +152,46 @@ def _train_on(task, model: nn.Module, cfg, seed: int, device: str, progress: boo
     metrics = task.evaluate(model)
     metrics.update(stats)
     return metrics
+
+
+def ship_member(task_name: str, size: str, progress: bool = False, device: str | None = None,
+                half: bool = False) -> Path:
+    """Train the recipe member (`trained_model` with defaults, in a temporary cache) and copy it to
+    snmfm/checkpoints/<task>-<size>: how the shipped members were made
+    (`python -m eval.model_cache vision-digits tiny`).  half: store the weights as float16 (half
+    the bytes, for the medium members; the metrics are re-measured on the rounded weights, which
+    load back into a float32 model)."""
+    import shutil
+    import tempfile
+
+    from snmfm.checkpoint import SHIPPED_DIR, checkpoint_files, load_checkpoint, save_checkpoint
+    from snmfm.tasks import get_task
+    if shipped_member(task_name, size) is not None:
+        raise FileExistsError(f"{task_name}-{size} is already shipped in {SHIPPED_DIR}; delete it to re-make it")
+    dest = SHIPPED_DIR / f"{task_name}-{size}"
+    with tempfile.TemporaryDirectory() as tmp:
+        _, meta = trained_model(task_name, size, cache=tmp, progress=progress, device=device)
+        if "path" not in meta:
+            raise ValueError(f"{task_name} {size} is the task's default checkpoint, shipped already")
+        if not half:
+            for src, dst in zip(checkpoint_files(meta["path"]), checkpoint_files(dest)):
+                shutil.copyfile(src, dst)
+            return dest
+        model, rec = load_checkpoint(meta["path"])
+        model = model.half().float().eval()
+        keep = {k: v for k, v in rec.items() if k not in ("config", "aliases", "versions", "tensors_file",
+                                                          "tensors_sha256", "path", "format")}
+        keep.update(metrics_float32=rec.get("metrics"), metrics=get_task(task_name).evaluate(model),
+                    stored="float16")
+        save_checkpoint(model.half(), dest, keep)
+    return dest
+
+
+if __name__ == "__main__":
+    import sys
+    import time
+    t0, c0 = time.perf_counter(), time.process_time()
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    dev = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--device=")), None)
+    print(ship_member(args[0], args[1], progress=True, device=dev, half="--half" in sys.argv),
+          f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")

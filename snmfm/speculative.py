@@ -474,5 +474,45 @@ def distill_draft(target, task, size: str = "tiny", steps: int = 300, *, batch_s
     return draft.eval()
 
 
-__all__ = ["Call", "DecodeResult", "Decoder", "compressed_draft", "decode", "distill_draft",
-           "first_layers", "speculative_decode", "verify"]
+def _draft_recipe(target_sha256: str, size: str, steps: int, batch_size: int, lr: float,
+                  temperature: float, seed: int) -> dict:
+    return {"target_sha256": target_sha256, "size": size, "steps": int(steps), "batch_size": int(batch_size),
+            "lr": float(lr), "temperature": float(temperature), "seed": int(seed)}
+
+
+def draft_for(target, task, target_sha256: str | None, size: str = "tiny", steps: int = 300, *,
+              batch_size: int = 16, lr: float = 3e-3, temperature: float = 1.0, seed: int = 0) -> nn.Module:
+    """The distilled draft of `distill_draft(target, task, ...)`: loaded from the shipped
+    checkpoint snmfm/checkpoints/<task>-draft-<size> when that file was distilled from the same
+    target tensors (`target_sha256`, the sha256 in the target checkpoint's JSON) with the same
+    recipe, else distilled now.  Shipping the drafts of the default targets lets speculative
+    decoding studies start without training (`ship_draft` made them)."""
+    from snmfm.checkpoint import SHIPPED_DIR, checkpoint_files, load_checkpoint, read_meta
+    base = SHIPPED_DIR / f"{task.name}-draft-{size}"
+    want = _draft_recipe(target_sha256 or "", size, steps, batch_size, lr, temperature, seed)
+    if target_sha256 and all(f.is_file() for f in checkpoint_files(base)):
+        if read_meta(base).get("distill_recipe") == want:
+            draft, meta = load_checkpoint(base, task=task.name)
+            draft = draft.float().eval()
+            draft.snmfm_distill = {"size": size, "steps": steps, "final_kl": meta["final_kl"],
+                                   "shipped": base.name}
+            return draft
+    return distill_draft(target, task, size, steps, batch_size=batch_size, lr=lr, temperature=temperature,
+                         seed=seed)
+
+
+def ship_draft(task, size: str = "tiny", steps: int = 300, **kw):
+    """Distil the draft of the task's default target and write it to snmfm/checkpoints (how the
+    shipped drafts were made)."""
+    from snmfm.checkpoint import SHIPPED_DIR, save_checkpoint
+    target, tmeta = task.load()
+    draft = distill_draft(target, task, size, steps, **kw)
+    rec = _draft_recipe(tmeta["tensors_sha256"], size, steps, kw.get("batch_size", 16), kw.get("lr", 3e-3),
+                        kw.get("temperature", 1.0), kw.get("seed", 0))
+    return save_checkpoint(draft, SHIPPED_DIR / f"{task.name}-draft-{size}",
+                           {"task": task.name, "size": size, "distill_recipe": rec,
+                            "final_kl": draft.snmfm_distill["final_kl"]})
+
+
+__all__ = ["Call", "DecodeResult", "Decoder", "compressed_draft", "decode", "distill_draft", "draft_for",
+           "first_layers", "ship_draft", "speculative_decode", "verify"]

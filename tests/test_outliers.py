@@ -93,3 +93,51 @@ def test_export_backends_refuse_per_channel_scales():
     calibrate(sm, data)
     with pytest.raises(ConversionError, match="per-channel activation scales"):
         chain_of(quantize(sm, 8, 8))
+
+
+def test_cosine_distillation_recovers_a_smoothed_4bit_encoder_and_the_qann_stays_exact():
+    import torch.nn.functional as F
+
+    from snmfm.compress import finetune, freeze, prepare_qat
+    m = _text_model()
+    data = [_inputs(seed=s) for s in range(3)]
+    sm = smooth(m, data, alpha=0.8)
+    calibrate(sm, data)
+    x = data[0]  # the loss it minimises falls on the data it trains on
+    with torch.no_grad():
+        ref = sm(*x).double()
+    st = prepare_qat(sm, 8, 2)
+    from snmfm.compress.qat import cosine_loss
+
+    def loss():  # what the fine-tuning minimises, on its training batches
+        with torch.no_grad():
+            st.eval()
+            return sum(float(cosine_loss(st(*b), sm(*b))) for b in data)
+    before = loss()
+    stats = finetune(st, sm, lambda g, s: data[s % 3], steps=30, lr=5e-4, distill="cosine")
+    assert stats["distill"] == "cosine"
+    assert loss() < 0.8 * before
+    q = freeze(st)
+    with torch.no_grad():
+        y = q(*x)
+    assert float(F.cosine_similarity(y, ref, dim=-1).mean()) > 0.9
+    assert torch.equal(convert(q).run(*x).output, y)
+    with pytest.raises(ValueError, match="distillation loss"):
+        finetune(st, sm, lambda g, s: data[0], steps=1, distill="l7")
+
+
+def test_text_minilm_builds_the_smoothed_model_by_default():
+    pytest.importorskip("transformers")
+    from snmfm.tasks import TaskError, get_task
+    from snmfm.tasks.text import SMOOTH_ALPHA
+    task = get_task("text-minilm")
+    try:
+        plain = task.build_model(smooth_alpha=None)
+    except (TaskError, FileNotFoundError, OSError) as e:
+        pytest.skip(f"MiniLM not available here: {e}")
+    model = task.build_model()
+    assert model.snmfm_smooth["alpha"] == SMOOTH_ALPHA
+    fc1 = model.trunk.blocks[0].mlp.fc1
+    assert fc1.in_div is not None and plain.trunk.blocks[0].mlp.fc1.in_div is None
+    r = task.evaluate(model, limit=16)  # the same float function as the published model
+    assert r["accuracy"] > 0.99999

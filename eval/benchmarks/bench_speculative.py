@@ -36,20 +36,20 @@ import torch
 from converters import convert
 from converters.workflow import build_qann
 from eval.speculative import Placement, charge
-from snmfm.speculative import compressed_draft, decode, distill_draft, first_layers, speculative_decode
+from snmfm.speculative import compressed_draft, decode, draft_for, first_layers, speculative_decode
 
 CHIPS = ("conventional", "neuromorphic")
 
 
 def members(task, args) -> dict:
     """Targets by form and drafts by (kind, form) for one task."""
-    model, _ = task.load()
+    model, tmeta = task.load()
     model.eval()
     calib = list(task.batches("calib", 16, limit=args.calib))
     t0 = time.perf_counter()
     q = build_qann(task, model, w_bits=8, a_bits=8, calib=args.calib)
     snn = convert(q)
-    d = distill_draft(model, task, "tiny", steps=args.distill_steps, batch_size=16, seed=0)
+    d = draft_for(model, task, tmeta.get("tensors_sha256"), "tiny", steps=args.distill_steps, batch_size=16, seed=0)
     dq = compressed_draft(d, calib, w_bits=args.distilled_bits[0], a_bits=args.distilled_bits[1])
     cq = compressed_draft(model, calib, w_bits=args.compressed_bits[0], a_bits=args.compressed_bits[1])
     print(f"[{task.name}] members built in {time.perf_counter() - t0:.0f} s "

