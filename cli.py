@@ -552,15 +552,21 @@ def cascade(task, sizes, tolerance, out_dir, seed, as_json):
 @main.command()
 @TASK
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Folder for Pareto plots.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray tasks training and measuring the configurations (1: this process, no Ray).")
+@click.option("--ray-address", default=None, metavar="HOST:PORT", help="Run them on this Ray cluster.")
 @SEED
 @JSON
 @handles_errors
-def cooptimize(task, out_dir, seed, as_json):
+def cooptimize(task, out_dir, workers, ray_address, seed, as_json):
     """Joint search of resolution / patch stride / context length, bits and T: Pareto fronts on
     both accelerators."""
     from eval.cooptimize import run_cooptimize
+    from eval.engine import ensure_ray
     _check_out_folder(out_dir)
-    result = run_cooptimize(task, seed=seed, out_dir=out_dir)
+    if ray_address:
+        ensure_ray(ray_address=ray_address)  # an unreachable cluster fails before any training
+    result = run_cooptimize(task, seed=seed, out_dir=out_dir, workers=workers, ray_address=ray_address)
     if as_json:
         print_json(result)
     else:

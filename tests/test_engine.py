@@ -147,3 +147,13 @@ def test_design_search_on_ray_equals_the_one_process_search(local_ray):
     two = search(shared, trials=60, population=30, seed=1, workers=2)
     for k in ("points", "front", "chosen", "default", "evaluated", "infeasible"):
         assert one[k] == two[k], k
+
+
+def test_cooptimize_cli_unreachable_ray_address_exits_2_before_training():
+    from click.testing import CliRunner
+
+    from cli import main
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(main, ["cooptimize", "vision-digits", "--workers", "2", "--ray-address", "127.0.0.1:1"])
+    assert r.exit_code == 2 and "unreachable" in r.output
+    assert time.perf_counter() - t0 < 10
