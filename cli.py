@@ -47,6 +47,30 @@ def handles_errors(fn):
     return wrapper
 
 
+def _coding_names(ctx, param, value):
+    """--coding NAME[,NAME...]: registered codings (converters.codings), checked before any work."""
+    if value is None:
+        return value
+    from converters import codings
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not names:
+        raise click.BadParameter(f"give a coding: {', '.join(codings.names())}", param=param)
+    multi = param.name == "codings"
+    if len(names) > 1 and not multi:
+        raise click.BadParameter(f"give one coding, got {len(names)}: {value}", param=param)
+    for n in names:
+        try:
+            codings.get(n)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param=param) from None
+    return value if multi else names[0]
+
+
+CODING = click.option("--coding", default="binary", show_default=True, callback=_coding_names,
+                      help="Spiking coding of the SNN: binary (±1 spikes), graded (integer-payload events, "
+                           "settles in one step) or sigma-delta (graded, state kept over a stream).")
+
+
 def _hw_names(ctx, param, value):
     """--hw NAME[,NAME...]: each a registered accelerator, an alias or a config file, checked before
     any work (an unknown name lists the registered ones; exit code 2)."""
@@ -226,21 +250,22 @@ def _bits(fn):
               help="Held-out inputs on which SNN == QANN is checked.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the QANN to OUT.json + OUT.safetensors (loadable by converters.load_qann / load_spiking).")
+@CODING
 @SEED
 @JSON
 @handles_errors
-def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out, seed, as_json):
+def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out, coding, seed, as_json):
     """Quantize MODEL (task name or checkpoint) and convert it to an exact SNN.
 
     Prints T_settle and the SNN == QANN check on held-out inputs."""
     from converters.workflow import convert_checkpoint
     _check_out_file(out)
     result = convert_checkpoint(model, task=task, w_bits=w_bits, a_bits=a_bits, T=timesteps, calib=calib,
-                                n_check=n_check, method=method, out=out, seed=seed)
+                                n_check=n_check, method=method, out=out, seed=seed, coding=coding)
     for w in result["warnings"]:
         click.echo(f"warning: {w}", err=True)
     steps = f", fixed T={timesteps}" if timesteps is not None else ""
-    emit(result, as_json, title=f"converted {result['task']} {result['bits']}{steps}")
+    emit(result, as_json, title=f"converted {result['task']} {result['bits']} {coding}{steps}")
 
 
 @main.command()
@@ -254,10 +279,11 @@ def convert(model, task, w_bits, a_bits, timesteps, calib, method, n_check, out,
               help="Held-out inputs whose SNN activity drives the neuromorphic chip (default: the main "
                    "job's count for the task, at most 16; text-minilm 1).")
 @click.option("--timesteps", type=click.IntRange(min=1), default=None, help="Fixed SNN time steps.")
+@CODING
 @SEED
 @JSON
 @handles_errors
-def simulate(model, hw, task, w_bits, a_bits, samples, timesteps, seed, as_json):
+def simulate(model, hw, task, w_bits, a_bits, samples, timesteps, coding, seed, as_json):
     """Energy, cycles and latency of one inference of MODEL on a hardware model.
 
     MODEL: a task name (its default checkpoint), a checkpoint path or a QANN file."""
@@ -335,6 +361,7 @@ def _check_out_folder(out_dir) -> None:
               help="Accelerators to compare (registered names or config files; default: every registered "
                    "one). One SNN run drives all that need its activity.")
 @click.option("--coding", "codings", default="binary", show_default=True, metavar="CODING[,CODING...]",
+              callback=_coding_names,
               help="Spike codings to convert every bit width with (the first is the main one).")
 @click.option("--hw-neuromorphic", default=None, hidden=True)
 @click.option("--hw-conventional", default=None, hidden=True)

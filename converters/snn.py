@@ -178,18 +178,20 @@ class SpikingModel(nn.Module):
         return self.run(*inputs, **kw).output
 
     @torch.no_grad()
-    def run(self, *inputs, T: int | None = None, max_T: int = 4096, chunk: int | None = None,
+    def run(self, *inputs, T: int | None = None, max_T: int | None = None, chunk: int | None = None,
             record: bool = True, keep_steps: bool = False, step_fn=None,
             caches: list[dict] | None = None, entry: str | None = None,
             forward_kw: dict | None = None) -> SNNResult:
         return self._run(inputs, T=T, max_T=max_T, chunk=chunk, record=record, keep_steps=keep_steps,
                          step_fn=step_fn, caches=caches, entry=entry, forward_kw=forward_kw)
 
-    def _run(self, inputs, *, T=None, max_T=4096, chunk=None, record=True, keep_steps=False, step_fn=None,
+    def _run(self, inputs, *, T=None, max_T=None, chunk=None, record=True, keep_steps=False, step_fn=None,
              caches=None, entry=None, forward_kw=None, carry=False, prev_units=None) -> SNNResult:
         """Simulate on a batch of inputs (the model's positional inputs, batch first).
 
-        T: fixed number of time steps; None runs until the network is quiet (at most max_T steps).
+        T: fixed number of time steps; None runs until the network is quiet (at most max_T steps;
+        default 4096, and for a gated coding the bound of its sequential settling, the sum over
+        sites of their longest walk, when that is larger).
         chunk: time steps per batched chunk (default: one probe step, then as many steps as keep
         the largest neuron input of a chunk within about 4 MB, at most 8).
         keep_steps: also return the output of every step ([steps, B, ...]).
@@ -206,6 +208,10 @@ class SpikingModel(nn.Module):
         run; prev_units are the non-spiking units' previous inputs for the trace.)"""
         if T is not None and (not isinstance(T, int) or T < 1):
             raise ValueError(f"T must be an integer >= 1 (or None to run until quiet), got {T!r}")
+        if max_T is None:
+            max_T = 4096
+            if self.coding_spec.gated:  # each site walks at most max(|qmin|, qmax) steps once opened
+                max_T = max(max_T, sum(max(-n.qmin, n.qmax) + 1 for _, n in self.neurons()) + 1)
         if max_T < 1:
             raise ValueError(f"max_T must be >= 1, got {max_T}")
         tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
@@ -323,7 +329,7 @@ class SpikingModel(nn.Module):
         return res
 
     @torch.no_grad()
-    def stream(self, xs, *, T: int | None = None, max_T: int = 4096, record: bool = True,
+    def stream(self, xs, *, T: int | None = None, max_T: int | None = None, record: bool = True,
                caches: list[dict] | None = None, entry: str | None = None, forward_kw=None) -> StreamResult:
         """Run a sequence of inputs one after another: outputs[i] == the QANN on xs[i].
 

@@ -111,8 +111,9 @@ def _only(counts: dict):
 
 def convert_checkpoint(ref, *, task: str | None = None, w_bits: int = 8, a_bits: int = 8,
                        T: int | None = None, calib: int = 64, n_check: int = 32, method: str = "mse",
-                       out=None, seed: int = 0) -> dict:
+                       out=None, seed: int = 0, coding: str = "binary") -> dict:
     """The whole `snmfm convert` job; returns a JSON-able summary (and writes the QANN to `out`).
+    coding: the SNN's coding (converters.codings.names()); the check runs that SNN.
 
     The summary's `bits` is the plan the QANN really has (from its layers: "W4A4", or "mixed W4-8
     A4-8" for a mixed plan; `bit_plan` counts the layers per width), whatever w_bits/a_bits say when
@@ -121,6 +122,8 @@ def convert_checkpoint(ref, *, task: str | None = None, w_bits: int = 8, a_bits:
     from snmfm.compress.bits import bit_plan_summary
     if T is not None and T < 1:
         raise ValueError(f"--timesteps must be >= 1 (or omitted to run until quiet), got {T}")
+    from converters import codings
+    codings.get(coding)  # an unknown coding fails before any work
     torch.manual_seed(seed)
     t, model, qann, info = resolve_model(ref, task)
     from_file = qann is not None
@@ -128,7 +131,7 @@ def convert_checkpoint(ref, *, task: str | None = None, w_bits: int = 8, a_bits:
         qann = build_qann(t, model, w_bits=w_bits, a_bits=a_bits, calib=calib, method=method, seed=seed)
     from converters.memory import check_run_memory  # refuse (ModelTooLarge, exit 2) before running
     check_run_memory(qann, next(iter(t.batches("test", 16, seed=seed, limit=n_check))).inputs, T=T)
-    snn = convert(qann)
+    snn = convert(qann, coding)
     check = check_exact(t, qann, snn, n=n_check, T=T, seed=seed)
     plan = bit_plan_summary(qann)
     warnings = []
@@ -141,7 +144,8 @@ def convert_checkpoint(ref, *, task: str | None = None, w_bits: int = 8, a_bits:
                "a_bits": _only(plan["a_bits"]), "bit_plan": plan,
                "calib_samples": None if from_file else calib,
                "method": qann.snmfm_quant.get("method") if from_file else method,
-               "timesteps": T, "fixed_t": T is not None, "seed": seed, "neurons": len(snn.neurons()),
+               "coding": snn.coding, "timesteps": T, "fixed_t": T is not None, "seed": seed,
+               "neurons": len(snn.neurons()),
                "nonspiking_units": len(snn.units()), **{f"check_{k}": v for k, v in check.items()},
                "warnings": warnings}
     if out is not None:

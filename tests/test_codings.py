@@ -339,3 +339,47 @@ def test_a_site_the_coding_cannot_carry_is_named():
     q.l1.quant.set_bits(32)  # a 32-bit window: its changes need 33-bit payloads
     with pytest.raises(ConversionError, match="cannot carry site 'l1.quant'.*33-bit payloads"):
         convert(q, "graded")
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_coding_option_converts_with_the_coding_and_rejects_unknown_names():
+    import json
+    from click.testing import CliRunner
+    from cli import main
+    r = CliRunner().invoke(main, ["convert", "medical-wdbc", "--coding", "graded", "--check", "4",
+                                  "--calib", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output[r.output.index("{"):])
+    assert out["coding"] == "graded" and out["check_identical_fraction"] == 1.0 and out["check_t_settle"] == 1
+    for args in (["convert", "medical-wdbc", "--coding", "ternary"],
+                 ["simulate", "medical-wdbc", "--coding", "ternary"],
+                 ["convert", "medical-wdbc", "--coding", "graded,binary"]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "--coding" in r.output
+
+
+# ---- shipped task models -------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["vision-digits", "medical-wdbc", "code-stdlib", "vqa-digits"])
+def test_every_coding_matches_qann_on_shipped_task_models_at_w8a8_and_w8a4(task):
+    """Each task's shipped checkpoint, calibrated on 16 examples, on 3 held-out examples: every
+    coding (binary gated and not, graded, sigma-delta as a stream of the 3) equals the QANN bitwise."""
+    from converters.workflow import build_qann
+    from snmfm.tasks import get_task
+    t = get_task(task)
+    batch = next(iter(t.batches("test", 3, seed=0, limit=3)))
+    inputs = tuple(batch.inputs)
+    for a_bits in (8, 4):
+        model, _ = t.load()
+        q = build_qann(t, model, w_bits=8, a_bits=a_bits, calib=16)
+        with torch.no_grad():
+            ref = q(*inputs)
+        for coding, kw in CODINGS[:3] if a_bits == 4 or task != "code-stdlib" else [CODINGS[0], CODINGS[2]]:
+            assert torch.equal(convert(q, coding, **kw).run(*inputs, record=False).output, ref), (task, coding, kw)
+        rows = [tuple(x[i:i + 1] for x in inputs) for i in range(3)]
+        st = convert(q, "sigma-delta").stream(rows)
+        for out, row in zip(st.outputs, rows):
+            with torch.no_grad():
+                assert torch.equal(out, q(*row))
