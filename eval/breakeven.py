@@ -66,7 +66,7 @@ RATES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 TOLERANCE = 0.01
 # `snmfm run`'s reduced sweep (2 cores, < 10 min for the whole run): see QUICK in CONTRACTS/README
 QUICK = {"a_bits": (8, 4), "rates": (0.0, 0.01, 0.05, 0.2, 0.5), "n_clips": 4, "snn_examples": 8,
-         "eval_limit": 720, "decode_prompts": 4}
+         "eval_limit": 320, "decode_prompts": 4}
 
 
 # ---- accelerators and policies ----------------------------------------------------------------
