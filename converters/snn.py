@@ -171,6 +171,10 @@ class SpikingModel(nn.Module):
     def neurons(self) -> list[tuple[str, IFNeuron]]:
         return [(n, m) for n, m in self.net.named_modules() if isinstance(m, IFNeuron)]
 
+    def quant_specs(self) -> dict:
+        """Site name -> its frozen snmfm.nn.QuantSpec (bits, signed, qmin, qmax, scale)."""
+        return {n: m.spec for n, m in self.neurons()}
+
     def units(self) -> list[tuple[str, NonSpiking]]:
         return [(n, m) for n, m in self.net.named_modules() if isinstance(m, NonSpiking)]
 

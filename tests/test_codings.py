@@ -383,3 +383,20 @@ def test_every_coding_matches_qann_on_shipped_task_models_at_w8a8_and_w8a4(task)
         for out, row in zip(st.outputs, rows):
             with torch.no_grad():
                 assert torch.equal(out, q(*row))
+
+
+def test_bench_codings_measures_events_synops_and_wasted_spikes_on_a_small_model():
+    from eval.benchmarks.bench_codings import measure_codings, measure_stream
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 8) * 16
+    q = _qann(build_model("vit", "tiny"), x, a_bits=4)
+    rows = {r["coding"]: r for r in measure_codings(q, (x,))}
+    assert set(rows) == {"binary", "binary (gate=settled)", "graded"}
+    assert all(r["exact"] for r in rows.values())
+    g, b, s = rows["graded"], rows["binary"], rows["binary (gate=settled)"]
+    assert g["payload_per_code"] == 1.0 and g["t_settle"] == 1 and g["events"] < b["events"]
+    assert s["payload_per_code"] == pytest.approx(1.0) and b["payload_per_code"] >= 1.0
+    assert s["t_settle"] >= b["t_settle"]
+    assert 0 < g["synops_per_mac"] < b["synops_per_mac"]
+    st = measure_stream(q, x[:1], frames=3, pixels=2, step=1.0)
+    assert st["graded"]["exact"] and st["sigma-delta"]["exact"] and 0 < st["sigma_delta_over_graded"] < 1

@@ -41,6 +41,16 @@ def get(name, **options) -> Coding:
         raise ValueError(f"coding {name!r} does not take options {sorted(options)}: {e}") from e
 
 
-from converters.codings import binary, graded, sigma_delta  # noqa: E402,F401  (they register)
+def _import_modules() -> None:
+    """Import every module of this package (each registers its coding): a new coding is one new
+    module here, nothing else to edit.  Sorted, so the registry's order is stable."""
+    import importlib
+    import pkgutil
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_modules()
 
 __all__ = ["Coding", "DEFAULT", "get", "names", "register", "signed_payload_bits"]
