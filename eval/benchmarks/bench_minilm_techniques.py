@@ -44,7 +44,7 @@ def _snn_exact(qann, batches) -> bool:
 
 def run(n_eval: int | None = None, bits=((8, 8), (8, 4)), alphas=(0.5, 0.75, 0.9), methods=("percentile", "max"),
         qat_steps: int = 100, qat_lr: float = 1e-4, n_snn: int = 3, mixed: bool = False,
-        mixed_sentences: int = 2, log=print) -> dict:
+        mixed_sentences: int = 2, device: str | None = None, log=print) -> dict:
     from snmfm.compress import calibrate, quantize, smooth
     from snmfm.data.sentences import load_sentences
     from snmfm.models.hf import load_minilm
@@ -93,7 +93,7 @@ def run(n_eval: int | None = None, bits=((8, 8), (8, 4)), alphas=(0.5, 0.75, 0.9
                 continue
             alpha = best[(w, a)][0]
             t0, c0 = time.perf_counter(), time.process_time()
-            q = recover(smoothed[alpha], tok, w, a, steps=qat_steps, lr=qat_lr)
+            q = recover(smoothed[alpha], tok, w, a, steps=qat_steps, lr=qat_lr, device=device, log_every=25)
             evaluate(f"smooth a={alpha} + QAT {qat_steps}", q, w, a, snn=True,
                      qat_wall_s=time.perf_counter() - t0, qat_cpu_s=time.process_time() - c0)
     out = {"n_eval": len(idx["eval"]), "n_calib": len(idx["calib"]), "rows": rows}
@@ -146,11 +146,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--mixed", action="store_true", help="also the energy-matched mixed plan (slow: SNN traces)")
     ap.add_argument("--quick", action="store_true", help="60 sentences, alpha 0.75 only, no clip rows")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default=None, help="where the QAT fine-tuning runs (e.g. cuda)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     kw = dict(n_eval=a.n_eval, alphas=tuple(float(x) for x in a.alphas.split(",")), qat_steps=a.qat_steps,
-              qat_lr=a.qat_lr, n_snn=a.snn, mixed=a.mixed)
+              qat_lr=a.qat_lr, n_snn=a.snn, mixed=a.mixed, device=a.device)
     if a.quick:
         kw.update(n_eval=60, alphas=(0.75,), methods=())
     res = run(**kw)
