@@ -110,7 +110,8 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
         meas[size] = _measure(task, size, model, meta, bits, snn_examples, seed, cache, say)
         qanns[size] = quantized(task, model, *bits, seed=seed)
         members[size] = {"meta": meta}
-    member_hw = {s: {a: meas[s]["hw"][a] for a in ("conventional", "neuromorphic")} for s in sizes}
+    from eval.accelerators import label  # measure_model files reports under the registered name
+    member_hw = {s: {a: meas[s]["hw"][label(a)] for a in ("conventional", "neuromorphic")} for s in sizes}
 
     # 2. records (QANN answers: identical to the settled SNN's)
     from snmfm.cascade import model_member
