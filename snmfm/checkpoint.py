@@ -157,6 +157,12 @@ def load_checkpoint(path, task: str | None = None, verify: bool = True) -> tuple
     for alias, key in meta.get("aliases", {}).items():
         if key in tensors:
             tensors[alias] = tensors[key]
+    for k, v in tensors.items():  # per-input-channel activation scales (snmfm.compress.smooth)
+        if k.endswith(".in_div"):
+            try:
+                model.get_submodule(k[:-len(".in_div")]).set_in_div(v)
+            except (AttributeError, ValueError) as e:
+                raise CheckpointError(f"checkpoint {tensor_path}: tensor {k!r} does not fit its layer: {e}") from None
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
     extra = [k for k in tensors if k not in expected]

@@ -141,3 +141,19 @@ def test_text_minilm_builds_the_smoothed_model_by_default():
     assert fc1.in_div is not None and plain.trunk.blocks[0].mlp.fc1.in_div is None
     r = task.evaluate(model, limit=16)  # the same float function as the published model
     assert r["accuracy"] > 0.99999
+
+
+def test_smoothed_models_prune_and_checkpoint_without_changing_their_function(tmp_path):
+    from snmfm.checkpoint import load_checkpoint, save_checkpoint
+    from snmfm.compress import prune
+    m = _text_model()
+    data = [_inputs(seed=s) for s in range(2)]
+    sm = smooth(m, data, alpha=0.7)
+    x = _inputs(seed=4)
+    drop = {"trunk.blocks.0": [1]}
+    with torch.no_grad():
+        ref = prune(m, heads=drop, mlp_channels={"trunk.blocks.0": [0, 5, 9]})(*x)
+        small = prune(sm, heads=drop, mlp_channels={"trunk.blocks.0": [0, 5, 9]})
+        assert torch.allclose(small(*x), ref, atol=1e-4, rtol=1e-4)
+        back, _ = load_checkpoint(save_checkpoint(sm, tmp_path / "sm"))
+        assert torch.equal(back(*x), sm(*x))

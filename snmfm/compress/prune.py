@@ -225,13 +225,18 @@ def _select_units(spec, blocks, sizes: dict[str, int], scores, what: str) -> dic
 
 
 # ---- surgery -----------------------------------------------------------------------------------
-def _new_linear(old: QuantLinear, weight: torch.Tensor, bias: torch.Tensor | None) -> QuantLinear:
+def _new_linear(old: QuantLinear, weight: torch.Tensor, bias: torch.Tensor | None,
+                in_cols: torch.Tensor | None = None) -> QuantLinear:
+    """A QuantLinear with the given weight; `in_cols`: the input channels kept (per-channel
+    activation scales of `snmfm.compress.smooth` follow them)."""
     new = QuantLinear(weight.shape[1], weight.shape[0], bias=bias is not None, signed=old.quant.signed)
     new = new.to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.linear.weight.copy_(weight)
         if bias is not None:
             new.linear.bias.copy_(bias)
+    if old.in_div is not None:
+        new.set_in_div(old.in_div if in_cols is None else old.in_div[in_cols.to(old.in_div.device)])
     new.train(old.training)
     return new
 
@@ -244,7 +249,7 @@ def _remove_heads(attn: Attention, drop: list[int]) -> None:
     rows = torch.cat([cols + part * inner for part in range(3)])
     q, p = attn.qkv.linear, attn.proj.linear
     attn.qkv = _new_linear(attn.qkv, q.weight.detach()[rows], None if q.bias is None else q.bias.detach()[rows])
-    attn.proj = _new_linear(attn.proj, p.weight.detach()[:, cols], None if p.bias is None else p.bias.detach())
+    attn.proj = _new_linear(attn.proj, p.weight.detach()[:, cols], None if p.bias is None else p.bias.detach(), cols)
     attn.n_heads = len(keep)
 
 
@@ -252,7 +257,7 @@ def _remove_channels(mlp: MLP, drop: list[int]) -> None:
     keep = torch.tensor([c for c in range(mlp.fc1.out_features) if c not in set(drop)], dtype=torch.long)
     a, b = mlp.fc1.linear, mlp.fc2.linear
     mlp.fc1 = _new_linear(mlp.fc1, a.weight.detach()[keep], None if a.bias is None else a.bias.detach()[keep])
-    mlp.fc2 = _new_linear(mlp.fc2, b.weight.detach()[:, keep], None if b.bias is None else b.bias.detach())
+    mlp.fc2 = _new_linear(mlp.fc2, b.weight.detach()[:, keep], None if b.bias is None else b.bias.detach(), keep)
 
 
 def _owner_config(model: nn.Module, trunk_name: str):
