@@ -50,7 +50,7 @@ def snn_text(acc: dict, ex: dict) -> str:
     """What the SNN did, with its sample size: never a bare accuracy beside full-split numbers."""
     n = acc["snn"]["n_examples"]
     if ex["exact"]:
-        return f"SNN = QANN on all {n} examples it ran (T_settle {ex['t_settle']})"
+        return f"SNN = QANN on {'the 1 example' if n == 1 else f'all {n} examples'} it ran (T_settle {ex['t_settle']})"
     settled = f"T_settle {ex['t_settle']}" if ex["settled"] else f"not settled in {ex['steps']} steps"
     return (f"SNN {fmt_acc(acc['snn']['accuracy'])} on {n} examples (QANN {fmt_acc(acc['snn']['qann_accuracy_subset'])} "
             f"on the same; agreement {_pct(ex['agreement'])}, {settled})")
@@ -98,6 +98,8 @@ def _summary(report: Report) -> list:
                        f"{fmt_acc(acc['qann']['accuracy'])} ({acc['qann']['n_examples']})",
                        snn_text(acc, ex)])
     baselines = report.comparison["baselines"]
+    policies = {_policy(a["memory_policy"]) for t in report.comparison["tasks"] for a in t["accelerators"].values()}
+    one_policy = policies.pop() if len(policies) == 1 else None  # the usual case: stated once, not per row
     e_rows = []
     for t in report.comparison["tasks"]:
         for name, a in t["accelerators"].items():
@@ -105,8 +107,8 @@ def _summary(report: Report) -> list:
                            fmt_energy(a["energy_per_unit_pj"]),
                            *_ratio_cells(t["ratios"]["energy"], name, baselines),
                            fmt_time(a["latency_s"]), _pct(a["static_share"]), _pct(a["offchip_share"]),
-                           f"yes ({len(a['spills'])})" if a["spills"] else "no", _policy(a["memory_policy"]),
-                           a["node"] or "—"])
+                           f"yes ({len(a['spills'])})" if a["spills"] else "no",
+                           *([] if one_policy else [_policy(a["memory_policy"])]), a["node"] or "—"])
     return [("h", 2, "Summary"),
             ("p", "Quality of every model form for the main configuration. FP32 and QANN over the whole "
                   "held-out split (example counts in brackets); the SNN over its own subset, compared with "
@@ -116,9 +118,10 @@ def _summary(report: Report) -> list:
                   "configuration on every accelerator of the run (runs: the SNN's events or the QANN "
                   "densely); static = share of fixed power over the "
                   "run's latency, off-chip = share of DRAM traffic, spills = notes of weights or state "
-                  "that did not fit on chip (listed under the breakdown)."),
+                  "that did not fit on chip (listed under the breakdown)."
+                  + (f" Memory policy of every accelerator: {one_policy}." if one_policy else "")),
             ("table", ["Task", "Accelerator", "Runs", "Per", "Energy", *_ratio_headers(report), "Latency",
-                       "Static", "Off-chip", "Spills", "Memory policy", "Node"], e_rows)]
+                       "Static", "Off-chip", "Spills", *([] if one_policy else ["Memory policy"]), "Node"], e_rows)]
 
 
 def _counts(report: Report) -> list:

@@ -13,7 +13,7 @@ h2{font-size:1.3em;margin-top:1.8em;border-bottom:1px solid #ccc}
 h3{font-size:1.05em;margin-top:1.2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25em .45em;text-align:left;vertical-align:top}
-td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}
 th{background:#f0f0f0}
 tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #ddd;margin:.5em 0}
