@@ -89,12 +89,14 @@ class _Setup:
 
     def __init__(self, task_name, *, hw, codings, limit, snn_limit, w_bits, a_bits, calib, seed, batch_size):
         from converters import convert
-        from converters.workflow import build_qann, resolve_model
+        from converters.qann_cache import cached_qann
+        from converters.workflow import resolve_model
         import neuro_hw
         from neuro_hw.neuromorphic.mapping import map_workload, stored_weight_bits
         torch.manual_seed(seed)
         self.task, model, qann, self.info = resolve_model(task_name)
-        self.qann = qann or build_qann(self.task, model, w_bits=w_bits, a_bits=a_bits, calib=calib, seed=seed)
+        self.qann = qann or cached_qann(self.task, model, self.info, w_bits=w_bits, a_bits=a_bits, calib=calib,
+                                        seed=seed)  # the QANN `snmfm convert` builds (calibration cached)
         self.qann.eval()
         self.memo: dict = {}
         self.batches = list(self.task.batches("test", batch_size, seed=seed, limit=limit))
