@@ -234,6 +234,21 @@ def needs_trace(hw) -> bool:
     return get_kind(kind_of(load_hw_config(hw))).needs_trace
 
 
+def trace_problem(hw, trace) -> str | None:
+    """Why accelerator `hw` cannot run on `trace` (e.g. graded payloads on a chip without graded
+    spikes), or None when it can.  Callers that sweep codings x accelerators skip such pairs and
+    say so; `simulate` raises ValueError with the same message."""
+    cfg = load_hw_config(hw)
+    check = getattr(cfg, "check_trace", None)
+    if trace is None or check is None:
+        return None
+    try:
+        check(trace)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def _ensure_builtins() -> None:
     """Register the bundled kinds and accelerators on first use (imports stay lazy)."""
     global _BUILTINS_LOADED
@@ -241,12 +256,16 @@ def _ensure_builtins() -> None:
         return
     _BUILTINS_LOADED = True
     from neuro_hw.conventional import ConventionalConfig, simulate_conventional
+    from neuro_hw.loihi import LoihiConfig, simulate_loihi
     from neuro_hw.neuromorphic import NeuromorphicConfig, simulate_neuromorphic
     register_kind("conventional", config_cls=ConventionalConfig,
                   simulate_fn=lambda w, t, cfg, policy=None: simulate_conventional(w, cfg, policy=policy),
                   needs_trace=False)
     register_kind("neuromorphic", config_cls=NeuromorphicConfig, simulate_fn=simulate_neuromorphic,
                   needs_trace=True)
+    register_kind("loihi", config_cls=LoihiConfig, simulate_fn=simulate_loihi, needs_trace=True)
     register_accelerator("conventional", kind="conventional", config_path=CONFIG_DIR / "conventional.toml")
     register_accelerator("neuromorphic-ideal", kind="neuromorphic", config_path=CONFIG_DIR / "neuromorphic.toml")
+    register_accelerator("loihi1", kind="loihi", config_path=CONFIG_DIR / "loihi1.toml")
+    register_accelerator("loihi2", kind="loihi", config_path=CONFIG_DIR / "loihi2.toml")
     register_alias("neuromorphic", "neuromorphic-ideal")
