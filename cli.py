@@ -765,7 +765,7 @@ def faults(task, kinds, rates, seeds, hw, codings, limit, snn_limit, no_shortcut
 
 
 BENCHES = ("snn", "conventional", "neuromorphic", "crosscheck", "minilm", "compress", "speculative",
-           "cascade", "cooptimize", "exact", "codings")
+           "cascade", "cooptimize", "exact", "codings", "validate")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

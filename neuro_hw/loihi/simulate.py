@@ -35,7 +35,7 @@ from neuro_hw.loihi.config import LoihiConfig
 from neuro_hw.neuromorphic.events import activity
 from neuro_hw.neuromorphic.mapping import map_workload, stored_weight_bits
 from neuro_hw.link import link_cost
-from neuro_hw.neuromorphic.simulate import _host_input_bits, _schedule, streamed_weight_bits
+from neuro_hw.neuromorphic.simulate import _host_input_bits, streamed_weight_bits
 from neuro_hw.report import HwReport
 from neuro_hw.tech import get_tech
 from neuro_hw.workload import NONSPIKING_KINDS, SYNAPTIC_KINDS, Workload
@@ -60,6 +60,28 @@ def check_payloads(trace, cfg: LoihiConfig) -> None:
             raise ValueError(f"site {name!r} sends {bits}-bit payloads (coding {coding!r}) but chip "
                              f"{cfg.name!r} carries at most {cfg.c['chip.max_payload_bits']} payload bits "
                              "per message; lower the activation bits")
+
+
+def _schedule_units(items, T: int):
+    """Seconds of work per inference over T + S - 1 pipelined ticks: op at stage rank r works on its
+    step t - r in tick t; within a core the units (synapse, soma, axon out, digital units) work as a
+    pipeline (SANA-FE's core model), so a core's tick lasts as long as its busiest unit; a tick as
+    long as its busiest core.  Returns (work seconds, ticks, seconds per stage)."""
+    stages = sorted({s for s, _, _, _ in items})
+    rank = {s: i for i, s in enumerate(stages)}
+    L = T + len(stages) - 1
+    cores = sorted({int(c) for _, cs, _, _ in items for c in cs})
+    units = sorted({u for _, _, _, u in items})
+    col = {c: i for i, c in enumerate(cores)}
+    work = np.zeros((len(units), len(cores), L))
+    per_stage: dict = {}
+    for s, cs, w, u in items:
+        r = rank[s]
+        idx = [col[int(c)] for c in cs]
+        work[units.index(u)][np.ix_(idx, np.arange(r, r + T))] += np.asarray(w, dtype=float)[None, :]
+        per_stage[s] = per_stage.get(s, 0.0) + float(np.sum(w))
+    total = float(work.max(axis=0).max(axis=0).sum()) if len(cores) else 0.0
+    return total, L, per_stage
 
 
 def simulate_loihi(workload: Workload, trace, cfg: LoihiConfig, *, policy=None) -> HwReport:
@@ -100,7 +122,7 @@ def simulate_loihi(workload: Workload, trace, cfg: LoihiConfig, *, policy=None) 
             ep["message"] += float(packets_in.sum()) * e("core.axon_in.energy_message_in")
             work = (synops * lat("core.synapse.latency_process_spike")
                     + packets_in * lat("core.axon_in.latency_message_in")) / len(cores)
-            items.append((stage_of[op.name], cores, work))
+            items.append((stage_of[op.name], cores, work, "synapse"))
             ops_count["synaptic"] += S
             sp_tot = up_tot = pk_tot = 0.0
             for s, pb in zip(op.spike_inputs, bits_in):
@@ -117,9 +139,10 @@ def simulate_loihi(workload: Workload, trace, cfg: LoihiConfig, *, policy=None) 
                                + float(sa["hops_y"].sum()) * e("tile.energy_north_hop"))
                 nwork = (acc * lat("core.soma.latency_access_neuron")
                          + sa["updates"] * lat("core.soma.latency_update_neuron")
-                         + sa["spikes"] * lat("core.soma.latency_spike_out")
-                         + sa["packets"] * lat("core.axon_out.latency_message_out")) / len(sg.cores)
-                items.append((stage_of[op.name], sg.cores, nwork))
+                         + sa["spikes"] * lat("core.soma.latency_spike_out")) / len(sg.cores)
+                items.append((stage_of[op.name], sg.cores, nwork, "soma"))
+                items.append((stage_of[op.name], sg.cores,
+                              sa["packets"] * lat("core.axon_out.latency_message_out") / len(sg.cores), "axon_out"))
                 sp_tot += float(sa["spikes"].sum())
                 up_tot += float(sa["updates"].sum())
                 pk_tot += float(sa["packets"].sum())
@@ -127,7 +150,7 @@ def simulate_loihi(workload: Workload, trace, cfg: LoihiConfig, *, policy=None) 
                 acc = op.out_elems * w
                 ep["soma_access"] += float(acc.sum()) * e("core.soma.energy_access_neuron")
                 items.append((stage_of[op.name], cores,
-                              acc * lat("core.soma.latency_access_neuron") / len(cores)))
+                              acc * lat("core.soma.latency_access_neuron") / len(cores), "soma"))
             syn_event_pj += sum(ep.values())
             row.update(synops=S, spikes=sp_tot, neuron_updates=up_tot, packets=pk_tot,
                        weight_kib=round(g.syn_bytes / 1024, 3), payload_bits=p)
@@ -140,28 +163,28 @@ def simulate_loihi(workload: Workload, trace, cfg: LoihiConfig, *, policy=None) 
                    + sum(_r.LANE_CYCLES[k] * v for k, v in per_row.items()) / width)
             el = a["elems"]
             ep["nonspiking_units"] += float(el.sum()) * pj
-            items.append((stage_of[op.name], cores, el * cyc * 1e-9 / len(cores)))   # 1 op/ns per core
+            items.append((stage_of[op.name], cores, el * cyc * 1e-9 / len(cores), "unit"))   # 1 op/ns per core
             ops_count["other"] += float(el.sum())
             row.update(elements=float(el.sum()))
         elif op.kind == "add":
             el = a["elems"]
             ep["residual_add"] += float(el.sum()) * (fp["mul"] + fp["add"])
-            items.append((stage_of[op.name], cores, el * 2e-9 / len(cores)))
+            items.append((stage_of[op.name], cores, el * 2e-9 / len(cores), "unit"))
             ops_count["other"] += float(el.sum())
             row.update(elements=float(el.sum()))
         elif op.kind == "embed":
             look = a["lookups"]
             ep["embed"] += float(look.sum()) * a["width"] * (fp["add"] + e("core.synapse.energy_process_spike"))
             items.append((stage_of[op.name], cores, look * a["width"]
-                          * lat("core.synapse.latency_process_spike") / len(cores)))
+                          * lat("core.synapse.latency_process_spike") / len(cores), "synapse"))
             row.update(lookups=float(look.sum()))
         row["energy_pj"] = float(sum(ep.values()))
         for k in PARTS:
             parts[k] += ep[k]
         rows.append(row)
 
-    work_s, ticks, per_stage, busy = _schedule(items, [], act, True)
-    stages = len({s for s, _, _ in items})
+    work_s, ticks, per_stage = _schedule_units(items, act.steps)
+    stages = len({s for s, _, _, _ in items})
     barriers = act.mean_steps + stages - 1
     tiles_used = len({tuple(mapping.core_xy[c]) for c in range(len(mapping.syn_used))
                       if mapping.syn_used[c] > 0 or mapping.neuron_used[c] > 0})
