@@ -234,7 +234,7 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
     decode = task.kind == "lm" and decode_steps > 0
     if decode:
         ids = next(iter(task.batches("test", decode_prompts, seed, limit=decode_prompts)))[0]
-    points, baselines, runs = [], [], []
+    points, baselines, runs, skipped = [], [], [], []
     for bits in a_bits:
         _say(status, f"{task_name}: W{w_bits}A{bits} calibrate")
         qann = quantized(task, model, w_bits, bits, seed=seed)
@@ -267,6 +267,12 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
         if not spiking:
             continue
         for coding in codings:
+            from neuro_hw import coding_problem   # chips without graded spikes sit this coding out
+            ok = [k for k in spiking if coding_problem(labels[k], coding) is None]
+            skipped += [{"accelerator": k, "coding": coding, "reason": coding_problem(labels[k], coding)}
+                        for k in spiking if k not in ok and bits == a_bits[0]]
+            if not ok:
+                continue
             snn = convert(qann, coding=coding)
             stateful = bool(snn.coding_spec.keeps_state) and stream
             # one SNN run per (coding, bits[, rate]); stateless codings cost the same at any rate
@@ -280,26 +286,26 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                                  "wall_s": time.perf_counter() - ts, "snn_n": dm["n"], "agreement": dm["steps_equal"],
                                  "events_per_inference": float(np.mean([t.total_events() / t.n_samples
                                                                         for t in dm["traces"]]))})
-                    points += _decode_points(dm, labels, spiking, dense, pols, base, bits, w_bits, coding,
+                    points += _decode_points(dm, labels, ok, dense, pols, base, bits, w_bits, coding,
                                              qacc[None], synapses)
                     continue
                 if stateful:
                     c = clips[rr] if rr in clips else task.clips("test", seed, limit=n_clips, change_rate=rr)
-                    m = measure_stream(task, qann, snn, c, [labels[k] for k in spiking], policy=pols[0][1])
+                    m = measure_stream(task, qann, snn, c, [labels[k] for k in ok], policy=pols[0][1])
                 elif stream:
                     c = clips[rr] if rr in clips else task.clips("test", seed, limit=n_clips, change_rate=rr)
                     frames, lab = c.frames.flatten(0, 1)[:snn_examples], c.labels.flatten()[:snn_examples]
-                    m = measure(task, qann, [labels[k] for k in spiking], coding=coding, snn=snn,
+                    m = measure(task, qann, [labels[k] for k in ok], coding=coding, snn=snn,
                                 batches=[Batch((frames,), lab)], policy=pols[0][1])
                 else:
-                    m = measure(task, qann, [labels[k] for k in spiking], coding=coding, snn=snn,
+                    m = measure(task, qann, [labels[k] for k in ok], coding=coding, snn=snn,
                                 snn_examples=snn_examples, seed=seed, policy=pols[0][1])
                 wall = time.perf_counter() - ts
                 events = m.trace.total_events() / m.trace.n_samples
                 syn = synops_from_trace(m.workload, m.hw_trace)
                 runs.append({"coding": coding, "a_bits": bits, "rate": rr, "wall_s": wall,
                              "snn_n": m.snn["n"], "agreement": m.snn["agreement"], "events_per_inference": events})
-                for k in spiking:
+                for k in ok:
                     for i, (pname, pol) in enumerate(pols):
                         rep = m.hw[k] if i == 0 else simulate_hw(m.workload, m.hw_trace, labels[k], pol)
                         hp = _hw_point(rep)
@@ -314,6 +320,7 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                                            "events_per_inference": events, "synops_per_inference": syn,
                                            "events_per_synapse": syn / synapses, "ratio": ratio})
     out = {"task": task_name, "stream": stream, "accelerators": list(labels), "spiking": spiking,
+           "skipped": skipped,
            "baselines_accelerators": dense, "policies": [p for p, _ in pols],
            "rates": rate_list if stream else [], "measured_rates": [measured[r] for r in rate_list] if stream else [],
            "fp32": [{"rate": r, "accuracy": fp32[r]} for r in rate_list], "points": points,

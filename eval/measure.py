@@ -118,6 +118,7 @@ class Measurement:
     hw_trace: object = None
     accelerators: dict = field(default_factory=dict)  # label -> what was asked for (name/path/config)
     policy: object = None
+    skipped: dict = field(default_factory=dict)  # label -> why it could not run this trace (no report)
 
     def workload_info(self) -> dict:
         wl = self.workload
@@ -185,12 +186,17 @@ def measure(task, qann, accelerators: Sequence, *, coding: str = "binary", snn_e
     example = tuple(x[:1] for x in first)
     with stage("workload"):
         wl = extract_workload(qann, *example, name=name or task.name)
-    reports = {}
+    reports, skipped = {}, {}
+    from neuro_hw import trace_problem
     for k, h in hws.items():
+        why = trace_problem(h, hw_trace) if k in traced else None
+        if why:   # e.g. graded payloads on a chip with binary spikes only: no report, the reason kept
+            skipped[k] = why
+            continue
         with stage(f"simulate.{k}"):
             reports[k] = simulate_hw(wl, hw_trace if k in traced else None, h, policy)
     return Measurement(coding=coding, workload=wl, example=example, first_batch=first, hw=reports, snn=metrics, trace=trace,
-                       hw_trace=hw_trace, accelerators=hws, policy=policy)
+                       hw_trace=hw_trace, accelerators=hws, policy=policy, skipped=skipped)
 
 
 # ---- the studies' view: one model at one bit width, as a JSON-able dict -------------------------

@@ -2,7 +2,8 @@
 conventional accelerator), one memory policy for all of them."""
 from neuro_hw.policy import MemoryPolicy
 from neuro_hw.registry import (accelerators, get_kind, kind_of, load_hw_config, needs_trace,
-                               register_accelerator, register_alias, register_kind, trace_problem)
+                               register_accelerator, register_alias, register_kind, trace_problem,
+                               coding_problem)
 from neuro_hw.report import HwReport
 from neuro_hw.workload import SYNAPTIC_KINDS, Op, Workload, extract_workload
 
@@ -35,4 +36,4 @@ def simulate(workload: Workload, trace=None, hw="neuromorphic", *, policy=None, 
 
 __all__ = ["HwReport", "MemoryPolicy", "Op", "SYNAPTIC_KINDS", "Workload", "accelerators",
            "extract_workload", "load_hw_config", "needs_trace", "register_accelerator",
-           "register_alias", "register_kind", "simulate", "trace_problem"]
+           "register_alias", "register_kind", "simulate", "trace_problem", "coding_problem"]

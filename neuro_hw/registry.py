@@ -249,6 +249,20 @@ def trace_problem(hw, trace) -> str | None:
     return None
 
 
+def coding_problem(hw, coding: str) -> str | None:
+    """Why accelerator `hw` cannot run SNNs of `coding` at all (e.g. graded payloads on a chip with
+    binary spikes only), or None.  A check before any SNN runs; `trace_problem` checks the widths."""
+    cfg = load_hw_config(hw)
+    check = getattr(cfg, "check_coding", None)
+    if check is None:
+        return None
+    try:
+        check(coding)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def _ensure_builtins() -> None:
     """Register the bundled kinds and accelerators on first use (imports stay lazy)."""
     global _BUILTINS_LOADED

@@ -106,3 +106,22 @@ def test_power_gating_and_streaming_apply_to_the_loihi_chips_too():
     assert st.breakdown_pj["offchip"] == pytest.approx(weight_bits * 1300 / 64, rel=1e-9)
     assert math.isclose(st.energy_pj - on.energy_pj, st.breakdown_pj["offchip"] + st.breakdown_pj["static"]
                         - on.breakdown_pj["static"], rel_tol=1e-9)
+
+
+def test_a_graded_run_skips_chips_without_graded_spikes_and_says_why():
+    """eval.measure: an accelerator that cannot run the trace gets no report, and the reason."""
+    import torch
+    from eval.measure import measure
+    from snmfm.compress import calibrate, quantize
+    from snmfm.tasks import get_task
+    from neuro_hw import coding_problem
+    assert "binary spikes only" in coding_problem("loihi1", "graded")
+    assert coding_problem("loihi2", "graded") is None and coding_problem("loihi1", "binary") is None
+    task = get_task("medical-wdbc")
+    torch.manual_seed(0)
+    model = task.build_model("tiny", seed=0)
+    x = next(iter(task.batches("test", 8, 0, limit=8)))[0]
+    calibrate(model, [(x,)] if not isinstance(x, tuple) else [x])
+    q = quantize(model, w_bits=8, a_bits=4)
+    m = measure(task, q, ["loihi1", "loihi2"], coding="graded", snn_examples=4)
+    assert list(m.hw) == ["loihi2"] and "no graded spikes" in m.skipped["loihi1"]

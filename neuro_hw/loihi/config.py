@@ -151,6 +151,12 @@ class LoihiConfig:
         from neuro_hw.loihi.simulate import check_payloads
         check_payloads(trace, self)
 
+    def check_coding(self, coding: str) -> None:
+        """ValueError when a coding's events carry payloads and this chip has no graded spikes."""
+        if coding != "binary" and not self.c["chip.graded_spikes"]:
+            raise ValueError(f"coding {coding!r} sends graded payloads but chip {self.name!r} has binary "
+                             "spikes only")
+
     # ---- derived -----------------------------------------------------------------------------
     @property
     def energy_scale(self) -> float:
