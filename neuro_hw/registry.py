@@ -212,6 +212,7 @@ def load_hw_config(hw):
 def accelerator_name(hw, cfg=None) -> str:
     """The name a report gives the accelerator `hw` was resolved from: the registered name for a
     name or alias, else the config's own name."""
+    _ensure_builtins()
     if isinstance(hw, str) and (hw in _ACCELERATORS or hw in _ALIASES):
         return hw     # as the caller named it (an alias stays the alias the run was given)
     cfg = cfg if cfg is not None else load_hw_config(hw)

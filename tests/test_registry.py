@@ -34,6 +34,15 @@ def test_the_shipped_accelerators_are_registered_and_old_names_still_work():
     assert needs_trace("neuromorphic") and not needs_trace("conventional")
 
 
+def test_a_report_is_filed_under_the_name_it_was_asked_for_even_on_first_use():
+    from neuro_hw import registry
+    registry._BUILTINS_LOADED = False        # as in a fresh process: nothing registered yet
+    registry._ACCELERATORS.clear()
+    registry._ALIASES.clear()
+    assert registry.accelerator_name("neuromorphic") == "neuromorphic"
+    assert registry.accelerator_name("loihi2") == "loihi2"
+
+
 def test_unknown_accelerator_name_lists_the_registered_ones():
     with pytest.raises(ValueError, match=r"unknown accelerator 'loihi9'; registered: .*conventional.*neuromorphic-ideal"):
         load_hw_config("loihi9")
