@@ -459,7 +459,6 @@ def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, 
     their per-layer costs from the hardware models and check the plan against the simulator."""
     from converters.io import save_qann
     from converters.workflow import resolve_model
-    from snmfm.checkpoint import default_checkpoint
     from snmfm.compress.cost_table import check_budget
     from snmfm.compress.pipeline import compress_checkpoint
     from snmfm.compress.prune import parse_prune_spec
@@ -482,7 +481,7 @@ def compress(model, budget, target, hw, choices, task, prune_spec, prune_heads, 
     t, _, qann, info = resolve_model(model, task)
     if qann is not None:
         raise SnmfmCLIError(f"{model} is a QANN file: compress starts from a float checkpoint or a task name")
-    ref = info.get("path") or str(default_checkpoint(t.name))
+    ref = info.get("path") or str(t.default_checkpoint())
     energy = {}
     if target != "size":
         from eval.hw_costs import cost_fn, measure_fn

@@ -5,8 +5,9 @@ the sha256 of the tensors file, so a checkpoint is checked before it is trusted:
 bad JSON, a hash mismatch, a missing / extra / misshapen tensor or a config that does not build
 each raise `CheckpointError` naming the file or key and the fix.
 
-`default_checkpoint(task)` is the trained model of a built-in task: shipped inside the package
-(snmfm/checkpoints/), or trained on first use and cached in $SNMFM_CACHE (default ~/.cache/snmfm).
+A built-in task's trained model (`Task.default_checkpoint()`, `snmfm.tasks.run.default_checkpoint`)
+is shipped inside the package (`shipped_checkpoint`, snmfm/checkpoints/) or trained on first use and
+cached under `cache_dir()` ($SNMFM_CACHE, default ~/.cache/snmfm).
 """
 from __future__ import annotations
 
@@ -186,22 +187,6 @@ def cache_dir() -> Path:
 
 def shipped_checkpoint(task_name: str) -> Path:
     return SHIPPED_DIR / task_name
-
-
-def default_checkpoint(task_name: str, progress: bool = True) -> Path:
-    """Path of the trained default model of a built-in task: the shipped one, else the cached one,
-    else train it now (default size and seed 0) and cache it, saying so on stderr."""
-    from snmfm.tasks import get_task
-    task = get_task(task_name)  # unknown names -> error listing the tasks
-    if task.kind == "embed":
-        raise CheckpointError(f"task {task_name!r} uses a pretrained model and has no snmfm "
-                              "checkpoint; use get_task(name).load()")
-    shipped = shipped_checkpoint(task_name)
-    if all(f.is_file() for f in checkpoint_files(shipped)):
-        return shipped
-    cached = cache_dir() / "checkpoints" / task_name
-    if all(f.is_file() for f in checkpoint_files(cached)):
-        return cached
     print(f"snmfm: no trained checkpoint for {task_name!r} yet; training it now (seed 0, size "
           f"{task.default_size}) and caching it in {cached.parent}", file=sys.stderr)
     from snmfm.tasks.run import train_and_save

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from snmfm.checkpoint import (CheckpointError, checkpoint_files, default_checkpoint, load_checkpoint,
-                              read_meta, save_checkpoint)
+from snmfm.checkpoint import CheckpointError, checkpoint_files, load_checkpoint, read_meta, save_checkpoint
 from snmfm.models import build_model
 from snmfm.tasks import TASKS, get_task
+from snmfm.tasks.run import default_checkpoint
 
 
 @pytest.fixture

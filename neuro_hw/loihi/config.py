@@ -16,6 +16,7 @@ comparison, not a redesign).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field
 
 # section -> required constants.  Values: numbers unless the name says otherwise.
@@ -125,8 +126,12 @@ class LoihiConfig:
 
     @classmethod
     def default(cls) -> "LoihiConfig":
-        from neuro_hw.registry import load_hw_config
-        return load_hw_config("loihi1")
+        """The bundled loihi1 chip (neuro_hw/configs/loihi1.toml), read without the registry."""
+        import tomllib
+        path = Path(__file__).resolve().parents[1] / "configs" / "loihi1.toml"
+        d = tomllib.loads(path.read_text())
+        d.pop("kind", None)
+        return cls.from_dict(d)
 
     def to_dict(self) -> dict:
         out: dict = {"kind": "loihi", "name": self.name, "node": self.node, "tech": self.tech}
@@ -147,9 +152,21 @@ class LoihiConfig:
         return dataclasses.replace(self, tech=node)
 
     def check_trace(self, trace) -> None:
-        """ValueError when the trace's payloads do not fit this chip's messages."""
-        from neuro_hw.loihi.simulate import check_payloads
-        check_payloads(trace, self)
+        """ValueError when the trace's payloads do not fit this chip's messages: a graded trace needs
+        graded spikes wide enough for every site's payload."""
+        coding = getattr(trace, "coding", "binary")
+        for name, s in trace.sites.items():
+            bits = int(getattr(s, "payload_bits", 0) or 0)
+            if s.kind != "neuron" or bits <= 0:
+                continue
+            if not self.c["chip.graded_spikes"]:
+                raise ValueError(f"site {name!r} sends {bits}-bit graded payloads (coding {coding!r}) but "
+                                 f"chip {self.name!r} has no graded spikes (binary spikes only); use a binary "
+                                 "coding or a chip with graded spikes (e.g. loihi2)")
+            if bits > self.c["chip.max_payload_bits"]:
+                raise ValueError(f"site {name!r} sends {bits}-bit payloads (coding {coding!r}) but chip "
+                                 f"{self.name!r} carries at most {self.c['chip.max_payload_bits']} payload "
+                                 "bits per message; lower the activation bits")
 
     def check_coding(self, coding: str) -> None:
         """ValueError when a coding's events carry payloads and this chip has no graded spikes."""

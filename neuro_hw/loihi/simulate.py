@@ -46,20 +46,8 @@ CHIP_PARTS = ("synapse", "soma_access", "soma_update", "spike_out", "message", "
 
 
 def check_payloads(trace, cfg: LoihiConfig) -> None:
-    """A graded trace needs graded spikes wide enough for every site's payload."""
-    coding = getattr(trace, "coding", "binary")
-    for name, s in trace.sites.items():
-        bits = int(getattr(s, "payload_bits", 0) or 0)
-        if s.kind != "neuron" or bits <= 0:
-            continue
-        if not cfg.c["chip.graded_spikes"]:
-            raise ValueError(f"site {name!r} sends {bits}-bit graded payloads (coding {coding!r}) but chip "
-                             f"{cfg.name!r} has no graded spikes (binary spikes only); use a binary coding "
-                             "or a chip with graded spikes (e.g. loihi2)")
-        if bits > cfg.c["chip.max_payload_bits"]:
-            raise ValueError(f"site {name!r} sends {bits}-bit payloads (coding {coding!r}) but chip "
-                             f"{cfg.name!r} carries at most {cfg.c['chip.max_payload_bits']} payload bits "
-                             "per message; lower the activation bits")
+    """A graded trace needs graded spikes wide enough for every site's payload (`cfg.check_trace`)."""
+    cfg.check_trace(trace)
 
 
 def _schedule_units(items, T: int):

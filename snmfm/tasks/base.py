@@ -7,11 +7,15 @@ QANN, or a SpikingModel), so every model form is measured by the same code.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from snmfm.checkpoint import (CheckpointError, cache_dir, checkpoint_files, load_checkpoint, save_checkpoint,
+                              shipped_checkpoint)
 from snmfm.data.splits import TensorData, check_split
 from snmfm.train import TrainConfig, fit
 
@@ -155,9 +159,40 @@ class Task:
     def load(self, checkpoint=None) -> tuple[nn.Module, dict]:
         """(model, meta) from `checkpoint` (a path), or the task's default checkpoint, trained and
         cached on first use when the package ships none."""
-        from snmfm.checkpoint import default_checkpoint, load_checkpoint
-        path = checkpoint if checkpoint is not None else default_checkpoint(self.name)
+        path = checkpoint if checkpoint is not None else self.default_checkpoint()
         return load_checkpoint(path, task=self.name)
+
+    def train_and_save(self, out=None, size: str | None = None, seed: int = 0, steps: int | None = None,
+                       progress: bool = True) -> dict:
+        """Train this task's model from scratch and save it; a summary with the checkpoint path.
+
+        out: checkpoint base path (default: <cache>/checkpoints/<task>-<size>-seed<seed>)."""
+        size = size or self.default_size
+        model, metrics = self.train(seed=seed, steps=steps, progress=progress, size=size)
+        if out is None:
+            out = cache_dir() / "checkpoints" / f"{self.name}-{size}-seed{seed}"
+        cfg = self.train_config if steps is None else self.train_config.replace(steps=int(steps))
+        meta = {"task": self.name, "model_name": self.model_name, "size": size, "seed": seed,
+                "metrics": metrics, "train": cfg.to_dict(), "task_info": self.info()}
+        path = save_checkpoint(model, out, meta)
+        return {"task": self.name, "size": size, "seed": seed, "checkpoint": str(path), **metrics}
+
+    def default_checkpoint(self, progress: bool = True) -> Path:
+        """Path of this task's trained default model: the shipped one, else the cached one, else
+        train it now (default size and seed 0) and cache it, saying so on stderr."""
+        if self.kind == "embed":
+            raise CheckpointError(f"task {self.name!r} uses a pretrained model and has no snmfm "
+                                  "checkpoint; use get_task(name).load()")
+        shipped = shipped_checkpoint(self.name)
+        if all(f.is_file() for f in checkpoint_files(shipped)):
+            return shipped
+        cached = cache_dir() / "checkpoints" / self.name
+        if all(f.is_file() for f in checkpoint_files(cached)):
+            return cached
+        print(f"snmfm: no trained checkpoint for {self.name!r} yet; training it now (seed 0, size "
+              f"{self.default_size}) and caching it in {cached.parent}", file=sys.stderr)
+        self.train_and_save(cached, seed=0, progress=progress)
+        return cached
 
     def __repr__(self) -> str:
         return f"<Task {self.name} ({self.kind}, model {self.model_name}/{self.default_size})>"

@@ -6,20 +6,15 @@ from snmfm.tasks import get_task
 
 def train_and_save(task_name: str, out=None, size: str | None = None, seed: int = 0,
                    steps: int | None = None, progress: bool = True) -> dict:
-    """Train a task's model from scratch and save it; returns a summary with the checkpoint path.
+    """Train a task's model from scratch and save it (`Task.train_and_save`); a summary with the
+    checkpoint path.  out: checkpoint base path (default: <cache>/checkpoints/<task>-<size>-seed<seed>)."""
+    return get_task(task_name).train_and_save(out, size=size, seed=seed, steps=steps, progress=progress)
 
-    out: checkpoint base path (default: <cache>/checkpoints/<task>-<size>-seed<seed>)."""
-    from snmfm.checkpoint import cache_dir, save_checkpoint
-    task = get_task(task_name)
-    size = size or task.default_size
-    model, metrics = task.train(seed=seed, steps=steps, progress=progress, size=size)
-    if out is None:
-        out = cache_dir() / "checkpoints" / f"{task.name}-{size}-seed{seed}"
-    cfg = task.train_config if steps is None else task.train_config.replace(steps=int(steps))
-    meta = {"task": task.name, "model_name": task.model_name, "size": size, "seed": seed,
-            "metrics": metrics, "train": cfg.to_dict(), "task_info": task.info()}
-    path = save_checkpoint(model, out, meta)
-    return {"task": task.name, "size": size, "seed": seed, "checkpoint": str(path), **metrics}
+
+def default_checkpoint(task_name: str, progress: bool = True):
+    """Path of a built-in task's trained default model (`Task.default_checkpoint`): shipped, else
+    cached, else trained now and cached."""
+    return get_task(task_name).default_checkpoint(progress=progress)
 
 
 def evaluate_checkpoint(task_name: str, checkpoint=None, seed: int = 0, limit: int | None = None,

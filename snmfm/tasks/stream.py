@@ -89,7 +89,6 @@ class VisionDigitsStream(VisionDigits):
         """Fine-tune (the vision-digits default checkpoint when `model` is None and `size` is the
         default) on stream frames; a non-default size trains from scratch."""
         if model is None and (size or self.default_size) == self.default_size:
-            from snmfm.checkpoint import default_checkpoint, load_checkpoint
-            model, _ = load_checkpoint(default_checkpoint("vision-digits"), task="vision-digits")
+            model, _ = VisionDigits().load()
         return super().train(model=model, seed=seed, steps=steps, progress=progress, size=size,
                              config=config, eval_limit=eval_limit)
