@@ -401,10 +401,26 @@ class SpikingModel(nn.Module):
 _CHUNK_ELEMENTS = 2**19
 _CHUNK_MAX = 8
 # On a GPU a chunk is a few kernel launches per layer whatever its size, and launches and Python,
-# not memory traffic, bound a step of a small model: chunks of up to 64 steps and 2^25 elements
-# (256 MB of float64 for the largest neuron input) keep the device busy (eval/benchmarks/bench_gpu.py).
+# not memory traffic, bound a step of a small model: chunks of up to 64 steps keep the device busy
+# (eval/benchmarks/bench_gpu.py).  The element budget follows the device's free memory: about
+# _GPU_LIVE float64 tensors of a chunk's largest neuron input are alive at once, and a quarter of
+# the free memory is left to the model and the allocator; never below 2^25 elements (256 MB of
+# float64, what a 16 GB card holds comfortably) nor above 2^28 (2 GB per tensor).  With the fixed
+# 2^25, GPT-2-small at batch 32 x 128 (12.6 M elements per MLP step) ran 2 steps per chunk.
 _CHUNK_ELEMENTS_GPU = 2**25
+_CHUNK_ELEMENTS_GPU_MAX = 2**28
+_GPU_LIVE = 12
 _CHUNK_MAX_GPU = 64
+
+
+def _gpu_chunk_elements(device: torch.device) -> int:
+    """Element budget of one chunk's largest neuron input on `device` (see above)."""
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except (RuntimeError, AssertionError, ValueError):  # not a CUDA device (e.g. mps): the floor
+        return _CHUNK_ELEMENTS_GPU
+    fit = int(0.75 * free) // (8 * _GPU_LIVE)
+    return int(min(_CHUNK_ELEMENTS_GPU_MAX, max(_CHUNK_ELEMENTS_GPU, fit)))
 
 
 def _all_quiet(neurons) -> bool:
@@ -430,7 +446,7 @@ def _auto_chunk(neurons, B: int, limit: int, device: torch.device | None = None)
     seen in the probe) within _CHUNK_ELEMENTS, between 1 and _CHUNK_MAX."""
     largest = max((n.input_numel for _, n in neurons), default=1)
     gpu = device is not None and device.type != "cpu"
-    budget, most = (_CHUNK_ELEMENTS_GPU, _CHUNK_MAX_GPU) if gpu else (_CHUNK_ELEMENTS, _CHUNK_MAX)
+    budget, most = (_gpu_chunk_elements(device), _CHUNK_MAX_GPU) if gpu else (_CHUNK_ELEMENTS, _CHUNK_MAX)
     return int(max(1, min(most, limit, budget // max(1, largest))))
 
 

@@ -437,3 +437,18 @@ def test_acc_bound_follows_in_place_weight_changes():
     assert lin.acc_bound() == 128 * 1000 * 8 and lin.operand_max() == 1000
     lin.set_int_weight(torch.full((4, 8), 2.0), torch.ones(4), 8)
     assert lin.acc_bound() == 128 * 2 * 8
+
+
+def test_gpu_chunk_budget_follows_free_memory_within_bounds(monkeypatch):
+    from converters import snn
+    dev = torch.device("cuda")
+    for free, want in ((1 << 30, snn._CHUNK_ELEMENTS_GPU),            # a small card: the floor
+                       (8 << 30, int(0.75 * (8 << 30)) // (8 * snn._GPU_LIVE)),  # in between
+                       (140 << 30, snn._CHUNK_ELEMENTS_GPU_MAX)):    # an H200: the cap
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d, f=free: (f, 2 * f))
+        assert snn._gpu_chunk_elements(dev) == want
+
+    def no_cuda(d):
+        raise RuntimeError("no CUDA")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_cuda)
+    assert snn._gpu_chunk_elements(dev) == snn._CHUNK_ELEMENTS_GPU
