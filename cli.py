@@ -360,9 +360,12 @@ def _check_out_folder(out_dir) -> None:
 @click.option("--hw", "hw", default=None, metavar="NAME[,NAME...]",
               help="Accelerators to compare (registered names or config files; default: every registered "
                    "one). One SNN run drives all that need its activity.")
-@click.option("--coding", "codings", default="binary", show_default=True, metavar="CODING[,CODING...]",
-              callback=_coding_names,
+@click.option("--coding", "codings", default="binary,graded,sigma-delta", show_default=True,
+              metavar="CODING[,CODING...]", callback=_coding_names,
               help="Spike codings to convert every bit width with (the first is the main one).")
+@click.option("--breakeven/--no-breakeven", default=True, show_default=True,
+              help="Add the break-even section (every coding x accelerator x A8/A4 x memory policy; with the "
+                   "default tasks also vision-digits-stream over 5 change rates), reusing the main job's runs.")
 @click.option("--hw-neuromorphic", default=None, hidden=True)
 @click.option("--hw-conventional", default=None, hidden=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="snmfm-report", show_default=True,
@@ -379,8 +382,8 @@ def _check_out_folder(out_dir) -> None:
 @SEED
 @JSON
 @handles_errors
-def run(tasks, size, w_bits, a_bits, timesteps, hw, codings, hw_neuromorphic, hw_conventional, out_dir, force,
-        limit, snn_examples, no_variants, studies, seed, as_json):
+def run(tasks, size, w_bits, a_bits, timesteps, hw, codings, breakeven, hw_neuromorphic, hw_conventional, out_dir,
+        force, limit, snn_examples, no_variants, studies, seed, as_json):
     """The main job: FP32 / QANN / SNN quality and energy on every accelerator, as a report folder."""
     from eval import compare, run_main
     from eval.paths import check_out_dir
@@ -391,8 +394,11 @@ def run(tasks, size, w_bits, a_bits, timesteps, hw, codings, hw_neuromorphic, hw
         hw = ",".join([hw_neuromorphic or "neuromorphic", hw_conventional or "conventional"])
     check_out_dir(out_dir, force=force, what="--out")  # before minutes of compute
     _check_task_extras(names)
+    if breakeven and timesteps is not None:
+        raise click.UsageError("--timesteps runs the SNN for a fixed T; the break-even section charges SNNs run "
+                               "until quiet: add --no-breakeven")
     results = run_main(tasks=names, sizes=size, w_bits=w_bits, a_bits=a_bits, T=timesteps,
-                       hw=hw, codings=codings, out_dir=out_dir,
+                       hw=hw, codings=codings, out_dir=out_dir, breakeven=breakeven,
                        limit=limit, seed=seed, progress=not as_json, variants=not no_variants,
                        snn_examples=snn_examples, studies=studies)
     if as_json:

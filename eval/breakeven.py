@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -67,6 +68,29 @@ TOLERANCE = 0.01
 # `snmfm run`'s reduced sweep (2 cores, < 10 min for the whole run): see QUICK in CONTRACTS/README
 QUICK = {"a_bits": (8, 4), "rates": (0.0, 0.01, 0.05, 0.2, 0.5), "n_clips": 4, "snn_examples": 8,
          "eval_limit": 320, "decode_prompts": 4}
+
+
+@dataclass
+class Prepared:
+    """What the main job (eval.pipeline.run_task) already measured for a task, reused by its sweep
+    instead of recomputed: the same FP32 model, the same QANNs (same calibration, same integers),
+    their held-out accuracies and the SNN Measurements of each (coding, w_bits, a_bits).  A sweep
+    point whose SNN run is here is charged from that run's trace and workload (every accelerator
+    and memory policy again: simulate is analytical); anything missing is measured as usual.
+
+    n_eval: the held-out examples the accuracies are over (the main job's split or limit)."""
+
+    model: object
+    fp32_accuracy: float
+    n_eval: int
+    qanns: dict = field(default_factory=dict)          # (w_bits, a_bits) -> QANN
+    qann_accuracy: dict = field(default_factory=dict)  # (w_bits, a_bits) -> accuracy
+    measurements: dict = field(default_factory=dict)   # (coding, w_bits, a_bits) -> eval.measure.Measurement
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Prepared:
+        return cls(**{k: d[k] for k in ("model", "fp32_accuracy", "n_eval", "qanns", "qann_accuracy",
+                                         "measurements") if k in d})
 
 
 # ---- accelerators and policies ----------------------------------------------------------------
@@ -205,11 +229,14 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                rates: Sequence[float] = RATES, n_clips: int = 16, snn_examples: int = 16,
                eval_limit: int | None = None, tolerance: float = TOLERANCE, seed: int = 0,
                decode_steps: int = 8, prompt_len: int = 16, decode_prompts: int = 8,
-               status: Callable[[str], None] | None = None) -> dict:
+               status: Callable[[str], None] | None = None, prepared: Prepared | None = None) -> dict:
     """The break-even sweep of one task (module docstring); returns plain JSON-able data.
     Decoder LMs (kind "lm") run as decode streams: `decode_prompts` test windows, a
     `prompt_len`-token prefill, then `decode_steps` KV-cached decode steps, charged per generated
-    token (decode_steps=0: one teacher-forced forward per example, as the main job)."""
+    token (decode_steps=0: one teacher-forced forward per example, as the main job).
+    prepared: the main job's model, QANNs, accuracies and SNN runs of this task (`Prepared`),
+    reused where they match (not for stream tasks); the output's "accuracy_source" and each run's
+    "reused" say what came from there."""
     from converters import convert
     from eval.accelerators import label, needs_trace
     from eval.measure import measure, quantized, simulate_hw
@@ -219,7 +246,10 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
     t0 = time.perf_counter()
     task = get_task(task_name)
     stream = hasattr(task, "clips")
-    model, _ = task.load()
+    if prepared is not None and stream:
+        raise ValueError(f"{task_name}: a stream task's sweep measures its own clips; prepared runs "
+                         "of the main job do not apply")
+    model = prepared.model if prepared is not None else task.load()[0]
     labels = {label(h): h for h in accelerators}
     spiking = [k for k, h in labels.items() if needs_trace(h)]
     dense = [k for k in labels if k not in spiking]
@@ -227,7 +257,15 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
     rate_list = [float(r) for r in rates] if stream else [None]
     if stream and not rate_list:
         raise ValueError("a stream task needs at least one change rate")
-    fp32 = {r: _accuracy(task_name, model, r, eval_limit, seed) for r in rate_list}
+    if prepared is not None:
+        fp32 = {None: float(prepared.fp32_accuracy)}
+        accuracy_source = (f"the main job's FP32 and QANN accuracies over {prepared.n_eval} held-out "
+                           "examples (its QANNs and SNN runs reused where they match)")
+    else:
+        fp32 = {r: _accuracy(task_name, model, r, eval_limit, seed) for r in rate_list}
+        accuracy_source = ("FP32 and QANN accuracies over " + ("the whole held-out split" if eval_limit is None
+                                                               else f"at most {eval_limit} held-out examples")
+                           + (" (per change rate)" if stream else ""))
     clips = {r: task.clips("test", seed, limit=n_clips, change_rate=r) for r in rate_list} if stream else {}
     measured = {r: (clips[r].measured_change_rate if stream else None) for r in rate_list}
     default_rate = getattr(task, "change_rate", None)
@@ -236,9 +274,16 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
         ids = next(iter(task.batches("test", decode_prompts, seed, limit=decode_prompts)))[0]
     points, baselines, runs, skipped = [], [], [], []
     for bits in a_bits:
-        _say(status, f"{task_name}: W{w_bits}A{bits} calibrate")
-        qann = quantized(task, model, w_bits, bits, seed=seed)
-        qacc = {r: _accuracy(task_name, qann, r, eval_limit, seed) for r in rate_list}
+        key = (int(w_bits), int(bits))
+        if prepared is not None and key in prepared.qanns:
+            qann = prepared.qanns[key]
+        else:
+            _say(status, f"{task_name}: W{w_bits}A{bits} calibrate")
+            qann = quantized(task, model, w_bits, bits, seed=seed)
+        if prepared is not None and key in prepared.qann_accuracy:
+            qacc = {None: float(prepared.qann_accuracy[key])}
+        else:
+            qacc = {r: _accuracy(task_name, qann, r, eval_limit, seed) for r in rate_list}
         example = (clips[rate_list[0]].frames[0, :1],) if stream else task.example_inputs(1)
         wl = extract_workload(qann, *example, name=f"{task_name}-W{w_bits}A{bits}")
         synapses = _synapses(wl)
@@ -273,8 +318,11 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                         for k in spiking if k not in ok and bits == a_bits[0]]
             if not ok:
                 continue
-            snn = convert(qann, coding=coding)
-            stateful = bool(snn.coding_spec.keeps_state) and stream
+            given = None if (prepared is None or decode) else prepared.measurements.get((coding, *key))
+            if given is not None and not all(k in given.hw or k in given.skipped for k in ok):
+                given = None   # the main job ran other accelerators: measure here
+            snn = None if given is not None else convert(qann, coding=coding)
+            stateful = (given is None and bool(snn.coding_spec.keeps_state)) and stream
             # one SNN run per (coding, bits[, rate]); stateless codings cost the same at any rate
             run_rates = rate_list if stateful else [default_rate if stream else None]
             for rr in run_rates:
@@ -282,7 +330,7 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                 ts = time.perf_counter()
                 if decode:
                     dm = measure_decode(qann, snn, ids, prompt_len, decode_steps)
-                    runs.append({"coding": coding, "a_bits": bits, "rate": None,
+                    runs.append({"coding": coding, "a_bits": bits, "rate": None, "reused": False,
                                  "wall_s": time.perf_counter() - ts, "snn_n": dm["n"], "agreement": dm["steps_equal"],
                                  "events_per_inference": float(np.mean([t.total_events() / t.n_samples
                                                                         for t in dm["traces"]]))})
@@ -297,6 +345,8 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                     frames, lab = c.frames.flatten(0, 1)[:snn_examples], c.labels.flatten()[:snn_examples]
                     m = measure(task, qann, [labels[k] for k in ok], coding=coding, snn=snn,
                                 batches=[Batch((frames,), lab)], policy=pols[0][1])
+                elif given is not None:
+                    m = given
                 else:
                     m = measure(task, qann, [labels[k] for k in ok], coding=coding, snn=snn,
                                 snn_examples=snn_examples, seed=seed, policy=pols[0][1])
@@ -304,10 +354,16 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
                 events = m.trace.total_events() / m.trace.n_samples
                 syn = synops_from_trace(m.workload, m.hw_trace)
                 runs.append({"coding": coding, "a_bits": bits, "rate": rr, "wall_s": wall,
-                             "snn_n": m.snn["n"], "agreement": m.snn["agreement"], "events_per_inference": events})
+                             "snn_n": m.snn["n"], "agreement": m.snn["agreement"], "events_per_inference": events,
+                             "reused": given is not None})
                 for k in ok:
+                    if k in m.skipped:   # this run's payloads are wider than the chip's messages
+                        skipped.append({"accelerator": k, "coding": coding, "a_bits": bits, "reason": m.skipped[k]})
+                        continue
                     for i, (pname, pol) in enumerate(pols):
-                        rep = m.hw[k] if i == 0 else simulate_hw(m.workload, m.hw_trace, labels[k], pol)
+                        # a reused run was charged under the main job's policy: charge every policy here
+                        rep = (m.hw[k] if i == 0 and given is None else
+                               simulate_hw(m.workload, m.hw_trace, labels[k], pol))
                         hp = _hw_point(rep)
                         for r in (rate_list if not stateful else [rr]):
                             ratio = {d: base[(d, pname, r)] / hp["energy_pj"] for d in dense}
@@ -324,6 +380,7 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
            "baselines_accelerators": dense, "policies": [p for p, _ in pols],
            "rates": rate_list if stream else [], "measured_rates": [measured[r] for r in rate_list] if stream else [],
            "fp32": [{"rate": r, "accuracy": fp32[r]} for r in rate_list], "points": points,
+           "accuracy_source": accuracy_source, "a_bits": [int(b) for b in a_bits],
            "baselines": baselines, "runs": runs, "unit": ("per frame (steady state)" if stream else
                     f"per generated token ({decode_steps} KV-cached decode steps after a {prompt_len}-token prompt)"
                     if decode else "per inference"),
@@ -402,11 +459,14 @@ def analyse(d: dict, tolerance: float = TOLERANCE) -> dict:
 
 
 def run_breakeven(tasks: Sequence[str] | str = ("vision-digits-stream",), hw=None, *, quick: bool = False,
-                  status: Callable[[str], None] | None = None, **settings) -> dict:
+                  status: Callable[[str], None] | None = None, prepared: dict | None = None,
+                  task_settings: dict | None = None, **settings) -> dict:
     """The break-even study over `tasks` on the accelerators `hw` ("a,b", a list, or None: every
     registered one); settings: sweep_task's keyword arguments (quick: the reduced sweep QUICK that
-    `snmfm run` uses, overridden by explicit settings).  Returns plain JSON-able data with a
-    "breakeven" schema tag; `eval.breakeven_report` plots and renders it."""
+    `snmfm run` uses, overridden by explicit settings).  prepared: {task: Prepared} of runs to
+    reuse (the main job's); task_settings: {task: settings} that replace `settings` for that task
+    (recorded under settings["per_task"]).  Returns plain JSON-able data with a "breakeven" schema
+    tag; `eval.breakeven_report` plots and renders it."""
     from eval.accelerators import parse_hw
     t0 = time.perf_counter()
     names = [s.strip() for s in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
@@ -421,11 +481,21 @@ def run_breakeven(tasks: Sequence[str] | str = ("vision-digits-stream",), hw=Non
                                              "rates": list(kw.get("rates", RATES)),
                                              "n_clips": kw.get("n_clips", 16), "snn_examples": kw.get("snn_examples", 16),
                                              "eval_limit": kw.get("eval_limit"),
-                                             "tolerance": kw.get("tolerance", TOLERANCE), "seed": kw.get("seed", 0)},
+                                             "tolerance": kw.get("tolerance", TOLERANCE), "seed": kw.get("seed", 0),
+                                             "decode_prompts": kw.get("decode_prompts", 8)},
            "tasks": {}}
+    per_task = {n: dict(v) for n, v in (task_settings or {}).items() if n in names}
+    if per_task:
+        out["settings"]["per_task"] = per_task
+    cpu = {}
     for n in names:
-        out["tasks"][n] = sweep_task(n, accelerators, status=status, **kw)
+        c0 = time.process_time()
+        p = (prepared or {}).get(n)
+        out["tasks"][n] = sweep_task(n, accelerators, status=status, prepared=p, **{**kw, **per_task.get(n, {})})
+        cpu[n] = time.process_time() - c0
+        out["tasks"][n]["cpu_s"] = cpu[n]
     out["wall_s"] = time.perf_counter() - t0
+    out["cpu_s"] = sum(cpu.values())
     return out
 
 

@@ -227,12 +227,112 @@ def verdict_sentences(t: dict) -> list[str]:
                        f"{_rate(best['measured_rate'])} ({best['spiking']['config']} vs {best['baseline']['config']}).")
         else:
             p = rs[0]
-            who = (f"{v['accelerator']} needs {fmt_ratio(1 / p['ratio'])} less energy" if p["ratio"] > 1 else
-                   f"{v['baseline']} needs {fmt_ratio(p['ratio'])} less energy")
+            # ratio = baseline / spiking energy: above 1 the spiking chip needs `ratio` x less
+            who = (f"{v['accelerator']} needs {fmt_ratio(p['ratio'])} less energy" if p["ratio"] > 1 else
+                   f"{v['baseline']} needs {fmt_ratio(1 / p['ratio'])} less energy")
             out.append(f"{v['accelerator']} vs {v['baseline']} ({v['policy']} weights, iso-accuracy): {who} "
                        f"({p['spiking']['config']}: {fmt_energy(p['spiking']['energy_pj'])}; "
                        f"{p['baseline']['config']}: {fmt_energy(p['baseline']['energy_pj'])}).")
     return out
+
+
+def table_rate(t: dict):
+    """The change rate a stream task's one-rate tables show: the rate the rate-independent codings
+    ran at (the task's default), else the middle measured rate; None for other tasks."""
+    if not t["stream"]:
+        return None
+    ran = [p["run_rate"] for p in t["points"] if p.get("rate_independent") and p.get("run_rate") in t["rates"]]
+    return ran[0] if ran else t["rates"][len(t["rates"]) // 2]
+
+
+def _cheapest_of(rows: list[dict], floor: float):
+    """(accelerator, point) of the cheapest row with accuracy >= floor, or None."""
+    ok = [p for p in rows if p["accuracy"] >= floor - 1e-12]
+    return min(((p["accelerator"], p) for p in ok), key=lambda ap: (ap[1]["energy_pj"], ap[1]["a_bits"])) if ok else None
+
+
+def _conf(p: dict, spiking: bool) -> str:
+    return (f"{p['coding']}, " if spiking else "") + f"W{p['w_bits']}A{p['a_bits']}"
+
+
+def headline(task: str, t: dict) -> str | None:
+    """One verdict sentence for a task of the sweep, for the report's opening: at iso-accuracy, the
+    cheapest spiking configuration (any chip, coding, bits) against the cheapest dense one, under
+    the first memory policy -- on streams at the table rate, with the change rate at which that
+    verdict flips when the sweep found one.  None when the sweep has no dense baseline."""
+    if not t["baselines_accelerators"] or not t["spiking"]:
+        return None
+    pol, r = t["policies"][0], table_rate(t)
+    fp = next(f["accuracy"] for f in t["fp32"] if f["rate"] == r)
+    floor = fp - t["tolerance"]
+    pts = [p for p in t["points"] if p["policy"] == pol and p["rate"] == r]
+    base = [b for b in t["baselines"] if b["policy"] == pol and b["rate"] == r]
+    s, d = _cheapest_of(pts, floor), _cheapest_of(base, floor)
+    where = (f"On {task} with {_rate(t['measured_rates'][t['rates'].index(r)])} of pixels changing per frame"
+             if t["stream"] else f"On {task}")
+    tol = f"within {100 * t['tolerance']:g} point(s) of FP32"
+    if s is None or d is None:
+        side = " and no ".join(x for x, y in (("spiking", s), ("dense", d)) if y is None)
+        return f"{where} ({t['unit']}, {pol} weights) no {side} configuration is {tol}: no iso-accuracy verdict."
+    ratio = s[1]["energy_pj"] / d[1]["energy_pj"]
+    sc = f"{s[0]}, {_conf(s[1], True)}"
+    dc = f"{d[0]}, {_conf(d[1], False)}"
+    if ratio > 1:
+        text = f"the {d[0]} accelerator ({_conf(d[1], False)}) needs {fmt_ratio(ratio)} less energy than the best spiking configuration ({sc})"
+    elif ratio < 1:
+        text = f"the best spiking configuration ({sc}) needs {fmt_ratio(1 / ratio)} less energy than the dense one ({dc})"
+    else:
+        text = f"the best spiking configuration ({sc}) and the dense one ({dc}) need the same energy"
+    out = (f"{where}, at iso-accuracy ({tol}, {t['unit']}, {pol} weights) {text}: "
+           f"{fmt_energy(s[1]['energy_pj'])} against {fmt_energy(d[1]['energy_pj'])}.")
+    if t["stream"]:
+        flips = [f for v in t["verdicts"] if v["accelerator"] == s[0] and v["baseline"] == d[0]
+                 and v["policy"] == pol for f in v["flips"]]
+        if flips:
+            out += " The verdict flips at " + "; ".join(
+                f"{_rate(f['x'])} (between measured {_rate(f['between'][0])} and {_rate(f['between'][1])}; "
+                f"spiking wins {'below' if f['spiking_wins_below'] else 'above'} it)" for f in flips) + \
+                   ", found by the sweep."
+        else:
+            lo, hi = min(t["measured_rates"]), max(t["measured_rates"])
+            out += f" The verdict does not flip between {_rate(lo)} and {_rate(hi)} of pixels changing per frame."
+    return out
+
+
+def coding_table(t: dict, policy: str) -> tuple[list, list]:
+    """Every coding on every accelerator the sweep was given (one row each; dense accelerators run
+    the QANN, one row), energy per unit at each activation width under `policy` (streams: at the
+    table rate) with its accuracy; a pair the chip cannot run says so and why."""
+    r = table_rate(t)
+    bits = sorted(set(t.get("a_bits") or [p["a_bits"] for p in t["points"] + t["baselines"]]), reverse=True)
+    codings = list(dict.fromkeys([*(t.get("codings") or []), *CODING_COLORS]))
+    headers = ["Accelerator", "Coding"] + [f"W{t['points'][0]['w_bits'] if t['points'] else 8}A{b}" for b in bits]
+    rows = []
+    for acc in t["accelerators"]:
+        if acc not in t["spiking"]:
+            cells = []
+            for b in bits:
+                p = next((x for x in t["baselines"] if x["accelerator"] == acc and x["a_bits"] == b
+                          and x["policy"] == policy and x["rate"] == r), None)
+                cells.append("—" if p is None else f"{fmt_energy(p['energy_pj'])} ({fmt_acc(p['accuracy'])})")
+            rows.append([acc, "— (dense QANN)"] + cells)
+            continue
+        for c in codings:
+            why = next((x["reason"] for x in t["skipped"] if x["accelerator"] == acc and x["coding"] == c
+                        and x.get("a_bits") is None), None)
+            if why:
+                rows.append([acc, c] + [f"skipped: {why}"] + [""] * (len(bits) - 1))
+                continue
+            cells = []
+            for b in bits:
+                p = next((x for x in t["points"] if x["accelerator"] == acc and x["coding"] == c and x["a_bits"] == b
+                          and x["policy"] == policy and x["rate"] == r), None)
+                w = next((x["reason"] for x in t["skipped"] if x["accelerator"] == acc and x["coding"] == c
+                          and x.get("a_bits") == b), None)
+                cells.append(f"skipped: {w}" if w else "not run" if p is None else
+                             f"{fmt_energy(p['energy_pj'])} ({fmt_acc(p['accuracy'])})")
+            rows.append([acc, c] + cells)
+    return headers, rows
 
 
 def section(data: dict, level: int = 2) -> list:
@@ -255,6 +355,12 @@ def section(data: dict, level: int = 2) -> list:
     for task, t in data["tasks"].items():
         out.append(("h", level + 1, task))
         out.append(("list", verdict_sentences(t) + crossing_sentences(t)))
+        pol, r = t["policies"][0], table_rate(t)
+        h, rows = coding_table(t, pol)
+        out += [("p", f"Every coding on every accelerator: energy {t['unit']} ({pol} weights"
+                      + (f", {_rate(r)} of pixels changing per frame asked" if t["stream"] else "")
+                      + ") and, in brackets, accuracy (" + t.get("accuracy_source", "held-out split") + "). "
+                      + _runs_text(t)), ("table", h, rows)]
         h, rows = iso_table(t)
         out += [("p", f"Cheapest configuration within {100 * data['settings']['tolerance']:g} point(s) of FP32 "
                       f"on each accelerator ({t['unit']})."), ("table", h, rows)]
@@ -269,6 +375,20 @@ def section(data: dict, level: int = 2) -> list:
         if key in names:
             out.append(("img", key, names[key][0]))
     return out
+
+
+def _runs_text(t: dict) -> str:
+    """How many SNN runs the task's points come from, their sample counts and what was reused."""
+    runs = t.get("runs") or []
+    if not runs:
+        return "No SNN ran (no SNN-driven accelerator)."
+    reused = sum(1 for r in runs if r.get("reused"))
+    ns = sorted({int(r["snn_n"]) for r in runs})
+    return (f"{len(runs)} SNN run(s), each over {', '.join(map(str, ns))} scored item(s)"
+            + (f"; {reused} of them reused from the main job's measurements" if reused else "")
+            + "; agreement with the QANN "
+            + ("1.0 on every run." if all(r["agreement"] == 1.0 for r in runs) else
+               f"{min(r['agreement'] for r in runs):.4f} at worst."))
 
 
 def console_tables(data: dict) -> list[tuple[str, list, list]]:

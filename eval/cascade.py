@@ -35,24 +35,37 @@ _LANE_CYCLES = {"fp_add": _RC["add"], "fp_mul": _RC["mul"], "cmp": _RC["cmp"], "
 # ---- self-test cost on a digital unit ---------------------------------------------------------
 def self_test_cost(ops: Mapping, accelerator: str, static_power_w: float = 0.0, hw=None) -> dict:
     """{"energy_pj", "latency_s"} of one query's self-test with operation counts `ops` on the
-    vector unit (conventional) or a core's digital unit (neuromorphic).  static_power_w: the
-    chip's leakage, charged over the test's cycles."""
-    from neuro_hw import load_hw_config
+    digital unit of accelerator `accelerator` (a registered name; `hw`: its config, name or path
+    when given): the conventional accelerator's vector unit, the idealised chip's core unit, a
+    Loihi-family core's embedded unit (as neuro_hw.loihi charges non-spiking ops: 16-bit ops of the
+    tech table, one per ns per core).  Dispatch is on the config's kind, so any registered name of
+    those kinds works; another kind raises ValueError.  static_power_w: the chip's leakage,
+    charged over the test's cycles."""
+    from neuro_hw import kind_of, load_hw_config
     from neuro_hw.tech import get_tech
     cfg = load_hw_config(hw or accelerator)
     t = get_tech(cfg.tech)
-    if accelerator == "conventional":
+    kind = kind_of(cfg)
+    clock_hz = getattr(cfg, "clock_hz", None)
+    if kind == "conventional":
         bits, lanes, acc_bits = cfg.vector_bits, cfg.vector_lanes, cfg.acc_bits
         buf = int(cfg.output_sram_kib * 1024)
-    else:
+    elif kind == "neuromorphic":
         bits, lanes, acc_bits = cfg.units.fp_bits, cfg.units.lanes, cfg.cores.acc_bits
         buf = cfg.cores.neuron_mem_bytes
+    elif kind == "loihi":
+        bits, lanes, acc_bits, clock_hz = 16, 1, 16, 1e9
+        buf = cfg.c["chip.neurons_per_core"] * 2   # 16-bit state per compartment, read from the core's memory
+    else:
+        raise ValueError(f"self-test cost: accelerator {accelerator!r} is of kind {kind!r}, whose config "
+                         "describes no digital unit; place the self-test on a conventional, neuromorphic "
+                         "or loihi accelerator")
     unit = {"fp_add": t.fp_add_pj(bits), "fp_mul": t.fp_mul_pj(bits), "cmp": t.cmp_pj(bits),
             "exp": t.exp_pj(bits), "log": t.exp_pj(bits), "div": t.div_pj(bits)}
     e = sum(unit[k] * float(ops.get(k, 0)) for k in unit)
     e += float(ops.get("reads", 0)) * t.sram_read_pj(buf, acc_bits)
     cycles = math.ceil(sum(_LANE_CYCLES[k] * float(ops.get(k, 0)) for k in _LANE_CYCLES) / lanes)
-    latency = cycles / cfg.clock_hz
+    latency = cycles / clock_hz
     return {"energy_pj": e + static_power_w * latency * 1e12, "latency_s": latency}
 
 

@@ -141,11 +141,14 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
              snn_examples: int | None = None, seed: int = 0, progress: bool = True,
              status: Callable[[str], None] | None = None, checkpoint=None,
              train_steps: int | None = None, calib_limit: int | None = None,
-             codings: Sequence[str] = ("binary",), policy=None) -> TaskResult:
+             codings: Sequence[str] = ("binary",), policy=None, keep: dict | None = None) -> TaskResult:
     """Measure one task end to end (see the module docstring) on the accelerators `hw` (names,
     files or configs; default every registered one); `bits` lists (w_bits, a_bits), the main
     configuration first; every bit width is measured in every coding of `codings` (the first is
-    the main one).  policy: the memory policy applied to every accelerator alike."""
+    the main one).  policy: the memory policy applied to every accelerator alike.  keep: a dict
+    that receives what a later sweep of the same task may reuse instead of recomputing
+    (eval.breakeven.Prepared's fields: the FP32 model, its QANNs, their accuracies and the SNN
+    measurements); the result's per-stage CPU seconds go to keep["cpu_s"]."""
     from eval.accelerators import label, needs_trace, parse_hw
     from eval.measure import measure
     from neuro_hw import extract_workload
@@ -178,12 +181,16 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
         calibrate(model, calib)
 
     variants, norm, example = [], None, None
+    kept = {"model": model, "fp32_accuracy": float(fp32["accuracy"]), "n_eval": n_examples,
+            "qanns": {}, "qann_accuracy": {}, "measurements": {}}
     for w, a in bits:
         with sw(f"{_label(w, a)}.quantize"):
             qann = quantize(model, w, a)
         say(f"{_label(w, a)} QANN eval")
         with sw(f"{_label(w, a)}.qann_eval"):
             q = {**task.evaluate(qann, "test", limit=limit, seed=seed), "n_examples": n_examples}
+        kept["qanns"][(int(w), int(a))] = qann
+        kept["qann_accuracy"][(int(w), int(a))] = float(q["accuracy"])
         for coding in codings:
             lab = variant_label(w, a, coding)
             vsw = Stopwatch()
@@ -192,6 +199,11 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
                         policy=policy, name=f"{name}-{lab}", timer=vsw,
                         on_step=lambda t, lb=lab: say(f"{lb} SNN step {t}"))
             example = m.example
+            kept["measurements"][(coding, int(w), int(a))] = m
+            for k, why in m.skipped.items():  # e.g. graded spikes on a chip without payloads
+                note = f"{k} skipped for the {coding} coding: {why}"
+                if note not in notes:
+                    notes.append(note)
             if norm is None:
                 norm = _normalisation(task, m.first_batch)
             variants.append(VariantResult(
@@ -200,6 +212,7 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
                 hw={k: normalise_hw(r) for k, r in m.hw.items()}, wall_s=dict(vsw.times)))
             for stage, t in vsw.times.items():
                 sw.times[f"{lab}.{stage}"] = t
+                sw.cpu[f"{lab}.{stage}"] = vsw.cpu[stage]
 
     fp32_hw = {}
     dense = [h for h in hws if not needs_trace(h)]
@@ -213,6 +226,8 @@ def run_task(name: str, size: str | None = None, bits: Sequence[tuple[int, int]]
                     fp32_hw[label(h)] = normalise_hw(simulate_hw(wl32, None, h, policy))
             except (ValueError, KeyError, TypeError, NotImplementedError) as e:
                 notes.append(f"FP32 reference on the dense accelerators not modelled: {e}")
+    if keep is not None:
+        keep.update(kept, cpu_s=dict(sw.cpu))
     return TaskResult(task=name, kind=task.kind, model_name=task.model_name,
                       size=size or task.default_size, description=task.description,
                       checkpoint=jsonable(ckpt), fp32=jsonable(fp32), normalisation=norm,
@@ -228,7 +243,8 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
              snn_examples: int | dict | None = None, tolerance: float | None = None,
              checkpoints: dict | None = None, train_steps: int | None = None,
              calib_limit: int | None = None, studies=None, console=None,
-             codings: str | Sequence[str] = ("binary",), policy=None) -> Results:
+             codings: str | Sequence[str] = ("binary",), policy=None,
+             breakeven: bool | Sequence[str] = False) -> Results:
     """Run the main job and (unless out_dir is None) write the report folder; returns `Results`.
 
     tasks: task names (default: `default_tasks()`); hw: the accelerators ("a,b,c", a list of
@@ -245,7 +261,11 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     trained in the run (default: the task's); calib_limit: cap on calibration examples (default:
     the whole calib split); studies: study names (eval.studies.STUDIES, "all" or "a,b") run after
     the tasks at their small settings (eval.study_runs.QUICK_STUDIES) and added to the report as
-    study sections (default: none)."""
+    study sections (default: none); breakeven: add the break-even study (eval.breakeven, its
+    reduced sweep QUICK: every coding x accelerator x A8/A4 x memory policy) as the report's
+    break-even section -- True: over the run's tasks, plus vision-digits-stream when the tasks
+    are the defaults; or a list of task names.  The sweep reuses the main job's QANNs, accuracies
+    and SNN runs (eval.breakeven.Prepared), so only what the main job did not run is simulated."""
     from eval.compare import DEFAULT_TOLERANCE, compare
     from eval.report import write_report
     from snmfm.tasks import get_task
@@ -273,19 +293,24 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     echo = {label(h): hw_echo(h) for h in hws}
 
+    be_tasks = breakeven_tasks(breakeven, names, default=not tasks)
+
     out: list[TaskResult] = []
     stage_wall: dict[str, float] = {}
     stage_cpu: dict[str, float] = {}
+    task_stage_cpu: dict[str, dict] = {}
+    prepared: dict[str, dict] = {}
     with _Progress(progress, len(names)) as bar:
         for n in names:
             bar.start(n)
             c1 = time.process_time()
             task_bits = bits[:1] if (variants is True and n in MAIN_ONLY_BY_DEFAULT) else bits
+            keep = prepared.setdefault(n, {}) if n in be_tasks else {}
             try:
                 r = run_task(n, size_of(n), task_bits, T, hw=hws, limit=limit, snn_examples=n_snn_of(n),
                              seed=seed, progress=progress, status=bar.status,
                              checkpoint=(checkpoints or {}).get(n), train_steps=train_steps,
-                             calib_limit=calib_limit, codings=codings, policy=policy)
+                             calib_limit=calib_limit, codings=codings, policy=policy, keep=keep)
             except Exception as e:
                 if hasattr(e, "add_note"):
                     e.add_note(f"(while running task {n!r} of the main job; no report was written)")
@@ -296,21 +321,31 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
             out.append(r)
             stage_wall[n] = sum(r.wall_s.values())
             stage_cpu[n] = time.process_time() - c1
+            task_stage_cpu[n] = keep.pop("cpu_s", {})
             bar.done()
     entries = []
+    if be_tasks:
+        c1, w1 = time.process_time(), time.perf_counter()
+        entries.append(_breakeven_entry(be_tasks, hws, prepared, names, task_bits_of=lambda n: (
+            bits[:1] if (variants is True and n in MAIN_ONLY_BY_DEFAULT) else bits), w_bits=w_bits,
+            T=T, seed=seed, tol=tol, status=_study_status(progress)))
+        prepared.clear()  # the QANNs and traces are no longer needed
+        stage_wall["breakeven"] = time.perf_counter() - w1
+        stage_cpu["breakeven"] = time.process_time() - c1
     if study_names:
         from eval.study_runs import run_studies
         say = _study_status(progress)
-        entries, study_wall = run_studies(study_names, seed=seed, status=say)
+        more, study_wall = run_studies(study_names, seed=seed, status=say)
+        entries += more
         stage_wall.update({f"study.{k}": v for k, v in study_wall.items()})
     options = {"tasks": names, "sizes": {t.task: t.size for t in out}, "w_bits": w_bits, "a_bits": a_bits,
                "bits": [list(b) for b in bits], "T": T, "limit": limit, "calib_limit": calib_limit,
                "snn_examples": {t.task: t.variant().snn["n_examples"] for t in out}, "seed": seed,
                "tolerance": tol, "hardware": echo, "accelerators": list(echo), "codings": codings,
-               "memory_policy": _policy_echo(policy), "studies": study_names}
+               "memory_policy": _policy_echo(policy), "studies": study_names, "breakeven": be_tasks}
     prov = collect(seed, started, stage_wall)
     # CPU seconds of this process: on a shared machine the wall time also measures the neighbours
-    prov.update(cpu_s=time.process_time() - c0, stage_cpu_s=stage_cpu)
+    prov.update(cpu_s=time.process_time() - c0, stage_cpu_s=stage_cpu, task_stage_cpu_s=task_stage_cpu)
     results = Results(tasks=out, options=jsonable(options), provenance=jsonable(prov),
                       wall_s=time.perf_counter() - t0)
     report = compare(results, tolerance=tol, studies=entries)
@@ -320,6 +355,46 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
         from eval.summary import print_summary
         print_summary(report, console=console, out_dir=out_dir)
     return results
+
+
+STREAM_TASK = "vision-digits-stream"
+
+
+def breakeven_tasks(spec, names: Sequence[str], default: bool) -> list[str]:
+    """The tasks of the run's break-even section: none (False/None), the run's tasks plus the
+    stream task when the tasks are the defaults (True), or the names given (each must load)."""
+    from snmfm.tasks import get_task
+    if not spec:
+        return []
+    if spec is True:
+        return list(names) + ([STREAM_TASK] if default and STREAM_TASK not in names else [])
+    items = [x.strip() for x in spec.split(",")] if isinstance(spec, str) else [str(x) for x in spec]
+    if not items or any(not x for x in items):
+        raise ValueError(f"breakeven: empty task name in {spec!r}")
+    for x in items:
+        get_task(x)
+    return list(dict.fromkeys(items))
+
+
+def _breakeven_entry(be_tasks, hws, prepared: dict, names, task_bits_of, w_bits: int, T, seed: int,
+                     tol: float, status) -> dict:
+    """The break-even study over `be_tasks` (its reduced sweep, eval.breakeven.QUICK), reusing the
+    main job's runs, as a studies entry of kind "breakeven"."""
+    from eval.breakeven import QUICK, Prepared, run_breakeven
+    from eval.study_runs import run_entry
+    if T is not None:
+        raise ValueError("the break-even section charges SNNs run until quiet; a fixed T (--timesteps) "
+                         "cannot be combined with it (pass --no-breakeven)")
+    per_task = {}
+    for n in be_tasks:
+        if n in names:
+            a_bits = [a for w, a in task_bits_of(n) if w == w_bits and a in QUICK["a_bits"]]
+            if sorted(a_bits, reverse=True) != sorted(QUICK["a_bits"], reverse=True):
+                per_task[n] = {"a_bits": a_bits or [QUICK["a_bits"][0]]}   # e.g. the main bits only
+    data = run_breakeven(be_tasks, hw=hws, quick=True, status=status, seed=seed, tolerance=tol, w_bits=w_bits,
+                         prepared={n: Prepared.from_dict(p) for n, p in prepared.items() if p},
+                         task_settings=per_task)
+    return run_entry("breakeven", data, "snmfm run (break-even section: eval.breakeven.run_breakeven, quick)")
 
 
 def _check_codings(codings: Sequence[str]) -> None:

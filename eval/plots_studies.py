@@ -248,6 +248,9 @@ def entry_plots(entry: dict) -> dict[str, tuple[str, Callable[[], bytes]]]:
     """{what: (plot name, renderer)} of one studies entry (what: "energy", "k", "curves", "fronts" or a
     task name for compression)."""
     kind, data = entry["kind"], entry["data"]
+    if kind == "breakeven":  # the section (eval.breakeven_report.section) names these plots
+        from eval.breakeven_report import plots
+        return {name: (name, draw) for name, (_, draw) in plots(data).items()}
     if kind == "speculative":
         out = {}
         if data["energy"]:

@@ -79,9 +79,39 @@ def verdicts(report: Report) -> list[str]:
     return [t["verdict"]["text"] for t in report.comparison["tasks"]]
 
 
+def _breakeven_entries(report: Report) -> list[dict]:
+    return [e for e in report.studies if e["kind"] == "breakeven"]
+
+
+def breakeven_headlines(report: Report) -> list[str]:
+    """Verdict sentences of the break-even tasks the main comparison does not cover (the stream
+    tasks): eval.breakeven_report.headline, computed from the sweep's own data."""
+    from eval.breakeven_report import headline
+    main = {t["task"] for t in report.comparison["tasks"]}
+    out = []
+    for e in _breakeven_entries(report):
+        for task, t in e["data"]["tasks"].items():
+            if task not in main:
+                h = headline(task, t)
+                if h:
+                    out.append(h + " (Break-even section.)")
+    return out
+
+
+def _breakeven(report: Report) -> list:
+    """The break-even section(s): eval.breakeven_report.section of each breakeven entry."""
+    from eval.breakeven_report import section
+    out = []
+    for e in _breakeven_entries(report):
+        out += section(e["data"], level=2)
+        s = e["source"]
+        out.append(("p", f"Source: {s['invocation'] or s['file']} ({s['added_utc']})."))
+    return out
+
+
 def _verdict(report: Report) -> list:
     base = ", ".join(report.comparison["baselines"]) or "none"
-    return [("h", 2, "Verdict"), ("list", verdicts(report)),
+    return [("h", 2, "Verdict"), ("list", verdicts(report) + breakeven_headlines(report)),
             ("p", f"Iso-accuracy: the cheapest measured configuration within {report.comparison['tolerance']:g} "
                   f"of the FP32 model's accuracy on each accelerator. Dense baselines (accelerators that run "
                   f"the QANN without spikes): {base}. In the tables, \"Energy vs B\" says how many times less "
@@ -270,6 +300,9 @@ def _provenance(report: Report) -> list:
     rows = [["started / finished (UTC)", f"{p['started_utc']} / {p['finished_utc']}"],
             ["wall time of the run", f"{r.wall_s:.1f} s"
              + (f" (CPU time of the process {p['cpu_s']:.1f} s)" if p.get("cpu_s") is not None else "")],
+            ["wall (CPU) time per part", ", ".join(
+                f"{k} {v:.1f} s" + (f" ({p['stage_cpu_s'][k]:.1f} s)" if k in (p.get("stage_cpu_s") or {}) else "")
+                for k, v in (p.get("stage_wall_s") or {}).items())],
             ["git revision", f"{git['commit']}{' (uncommitted changes)' if git['dirty'] else ''}" if git else "not a git checkout"],
             ["snmfm build", _build_text(p.get("build"))],
             ["accelerators", ", ".join(f"{a} ({'SNN-driven' if r.needs_trace(a) else 'dense'})" for a in r.accelerators)],
@@ -290,8 +323,10 @@ def _provenance(report: Report) -> list:
         rows.append([f"{res.task} checkpoint",
                      f"{c.get('path') or '(trained in this run, not saved)'}; sha256 {c.get('sha256') or '—'}"
                      + ("; trained in this run" if c.get("trained_now") else "")])
-        rows.append([f"{res.task} wall time per stage",
-                     ", ".join(f"{k} {v:.1f} s" for k, v in res.wall_s.items())])
+        cpu = (p.get("task_stage_cpu_s") or {}).get(res.task) or {}
+        rows.append([f"{res.task} wall time per stage" + (" (CPU time of the process)" if cpu else ""),
+                     ", ".join(f"{k} {v:.1f} s" + (f" ({cpu[k]:.1f} s)" if k in cpu else "")
+                               for k, v in res.wall_s.items())])
         for n in res.notes:
             rows.append([f"{res.task} note", n])
     hw = json.dumps(r.options["hardware"], indent=1, sort_keys=True)
@@ -317,12 +352,17 @@ def build_document(report: Report) -> list:
             + (f", git {rev[:10]}" if rev else "") + f"), accelerators: {', '.join(r.accelerators)}. "
             "Every number below was measured or simulated in this run; none is copied in. Energies are "
             "per inference, or per predicted token for decoders; latencies are per inference.")
-    if report.studies:
-        kinds = ", ".join(dict.fromkeys(e["kind"] for e in report.studies))
+    if _breakeven_entries(report):
+        head += (" The break-even section follows the summary: every coding on every accelerator, the "
+                 "cheapest configuration within the tolerance per accelerator, and on streams the energy "
+                 "per frame against the change rate.")
+    kinds = ", ".join(dict.fromkeys(e["kind"] for e in report.studies if e["kind"] != "breakeven"))
+    if kinds:
         head += (f" Study sections ({kinds}) follow the main comparison; each says where its numbers "
                  "come from (this run, or the study output added to the report) and its settings.")
     doc = [("h", 1, "snmfm energy report: " + ", ".join(r.accelerators)), ("p", head)]
-    doc += _verdict(report) + _summary(report) + _counts(report) + _iso(report) + _breakdown(report)
+    doc += _verdict(report) + _summary(report) + _breakeven(report) + _counts(report) + _iso(report)
+    doc += _breakdown(report)
     doc += _acc_vs_t(report) + _variants(report) + _per_op(report)
     if report.studies:
         from eval.report_studies import study_sections

@@ -36,6 +36,9 @@ from eval.jsonio import jsonable
 
 STUDIES_SCHEMA = "snmfm.studies/1"
 STUDIES = ("speculative", "cascade", "cooptimize", "compression")
+# Every kind an entry may have: the studies above (which `snmfm run --studies` can run) and the
+# break-even study, which `snmfm run` adds as its own section (and `snmfm breakeven --out` writes).
+KINDS = ("breakeven",) + STUDIES
 PRODUCERS = {
     "speculative": "`snmfm speculate --json FILE`",
     "cascade": "`snmfm cascade TASK --json > FILE` (or `--out DIR`: cascade-TASK.json; "
@@ -43,6 +46,7 @@ PRODUCERS = {
     "cooptimize": "`snmfm cooptimize TASK --json > FILE` (or `--out DIR`: cooptimize-TASK.json; "
                   "`snmfm bench cooptimize --out DIR`: results.json)",
     "compression": "`snmfm bench compress --out DIR`: DIR/results.json (or its `--json FILE`)",
+    "breakeven": "`snmfm breakeven TASKS --out DIR`: DIR/breakeven.json (or its `--json` output)",
 }
 # The keys that identify each producer's output (the renderers read more; the schema checks them).
 SIGNATURES = {
@@ -50,6 +54,7 @@ SIGNATURES = {
     "cascade": ("task", "members", "scenarios", "curves"),
     "cooptimize": ("task", "configs", "points", "fronts"),
     "compression": ("rows",),
+    "breakeven": ("breakeven", "settings", "tasks"),
 }
 
 
@@ -91,6 +96,8 @@ def study_key(kind: str, data: dict) -> str:
         return str(data["task"])
     if kind == "speculative":
         return ",".join(data["args"].get("tasks") or [])
+    if kind == "breakeven":
+        return ",".join(data["tasks"])
     tasks = list(dict.fromkeys(r["task"] for r in data["rows"]))
     return ",".join(tasks) + ("+prune" if data.get("prune") else "")
 
@@ -107,6 +114,8 @@ def study_settings(kind: str, data: dict) -> dict:
                 "tolerance": c["tolerance"], "certify_tolerance": c.get("certify_tolerance"),
                 "delta": c.get("delta"), "n_calib": c["n_calib"], "n_test": c["n_test"],
                 "scenarios": list(data["scenarios"])}
+    if kind == "breakeven":
+        return {"tasks": list(data["tasks"]), **data["settings"]}
     if kind == "cooptimize":
         return {"task": data["task"], "configs": [c["label"] for c in data["configs"]], "bits": data["bits"],
                 "T_values": data.get("T_values"), "snn_examples": data.get("snn_examples"),
@@ -138,8 +147,8 @@ def validate_study_data(kind: str, data, source: str) -> None:
 
 def make_entry(kind: str, data: dict, source: dict, settings: dict | None = None) -> dict:
     """One validated studies entry from a producer's output."""
-    if kind not in STUDIES:
-        raise ValueError(f"unknown study {kind!r}; studies: {', '.join(STUDIES)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown study {kind!r}; studies: {', '.join(KINDS)}")
     data = jsonable(data)
     validate_study_data(kind, data, source.get("file") or f"the {kind} study")
     return {"kind": kind, "key": study_key(kind, data), "source": jsonable(source),
@@ -182,11 +191,11 @@ def load_study_file(path) -> list[dict]:
 
 def merge_entries(old: list[dict], new: list[dict]) -> list[dict]:
     """`old` with `new` added; an entry of the same kind and key replaces the older one.  Ordered
-    by kind (STUDIES order), then by when first added."""
+    by kind (KINDS order), then by when first added."""
     merged = {(e["kind"], e["key"]): e for e in old}
     for e in new:
         merged[(e["kind"], e["key"])] = e
-    order = {k: i for i, k in enumerate(STUDIES)}
+    order = {k: i for i, k in enumerate(KINDS)}
     return sorted(merged.values(), key=lambda e: order[e["kind"]])
 
 

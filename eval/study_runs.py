@@ -40,7 +40,8 @@ QUICK_STUDIES = {
 }
 
 
-def _entry(kind: str, data: dict, invocation: str, settings: dict | None = None) -> dict:
+def run_entry(kind: str, data: dict, invocation: str, settings: dict | None = None) -> dict:
+    """A studies entry of a study that ran in this process (origin "run")."""
     return make_entry(kind, data, {"origin": "run", "file": None, "sha256": None, "added_utc": utc_now(),
                                    "invocation": invocation}, settings)
 
@@ -51,7 +52,7 @@ def _speculative(seed: int, say) -> list[dict]:
     say("speculative decoding")
     with contextlib.redirect_stdout(sys.stderr):  # its tables; stdout may carry --json
         data = bench_speculative.main(list(argv))
-    return [_entry("speculative", data, "snmfm run --studies (bench_speculative " + shlex.join(argv) + ")")]
+    return [run_entry("speculative", data, "snmfm run --studies (bench_speculative " + shlex.join(argv) + ")")]
 
 
 def _cascade(seed: int, say) -> list[dict]:
@@ -61,7 +62,7 @@ def _cascade(seed: int, say) -> list[dict]:
     for task in q["tasks"]:
         say(f"cascade {task}")
         data = run_cascade(task, seed=seed, **q["kwargs"])
-        out.append(_entry("cascade", data, f"snmfm run --studies (run_cascade {task!r}, "
+        out.append(run_entry("cascade", data, f"snmfm run --studies (run_cascade {task!r}, "
                                            f"{_kw(q['kwargs'])}, seed={seed})",
                           {"steps": q["kwargs"]["steps"]}))
     return out
@@ -77,7 +78,7 @@ def _cooptimize(seed: int, say) -> list[dict]:
         say(f"co-optimisation {task}")
         configs = [InputConfig(**c) for c in q["configs"]]
         data = run_cooptimize(task, configs, seed=seed, **kw)
-        out.append(_entry("cooptimize", data, f"snmfm run --studies (run_cooptimize {task!r}, "
+        out.append(run_entry("cooptimize", data, f"snmfm run --studies (run_cooptimize {task!r}, "
                                               f"configs={[c.label() for c in configs]}, {_kw(q['kwargs'])}, "
                                               f"seed={seed})"))
     return out
@@ -90,7 +91,7 @@ def _compression(seed: int, say) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="snmfm-compress-") as tmp, \
             contextlib.redirect_stdout(sys.stderr):
         data = bench_compress.main(["--out", tmp, *argv])
-    return [_entry("compression", data, "snmfm run --studies (bench_compress " + shlex.join(argv) + ")")]
+    return [run_entry("compression", data, "snmfm run --studies (bench_compress " + shlex.join(argv) + ")")]
 
 
 def _kw(kw: dict) -> str:
@@ -121,3 +122,6 @@ def run_studies(names, seed: int = 0, status: Callable[[str], None] | None = Non
             torch.set_num_threads(threads)  # the benchmarks set their own thread count
         wall[name] = time.perf_counter() - t0
     return entries, wall
+
+
+_entry = run_entry  # the earlier private name (tests and callers outside eval use it)

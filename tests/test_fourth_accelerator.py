@@ -70,7 +70,8 @@ def test_a_registered_fourth_accelerator_appears_in_the_report(event_chip, tmp_p
     hw = [h for h in hw if h in neuro_hw.accelerators() or h == event_chip]
     out = tmp_path / "report"
     results = run_main(tasks=["medical-wdbc"], hw=",".join(hw), checkpoints={"medical-wdbc": ckpt},
-                       variants=False, limit=32, calib_limit=16, snn_examples=8, out_dir=out, progress=False)
+                       variants=False, limit=32, calib_limit=16, snn_examples=8, out_dir=out, progress=False,
+                       breakeven=True)
     v = results.task("medical-wdbc").variant()
     assert list(v.hw) == hw == results.accelerators
     rep = v.hw[event_chip]
@@ -85,4 +86,10 @@ def test_a_registered_fourth_accelerator_appears_in_the_report(event_chip, tmp_p
     md = (out / "report.md").read_text()
     assert f"| medical-wdbc | {event_chip} | SNN |" in md  # the summary row
     assert f"{event_chip} (SNN-driven)" in md                # provenance
+    # ... and in the break-even section: every coding charged on it, its cheapest iso-accuracy config
+    (be,) = [e["data"]["tasks"]["medical-wdbc"] for e in d["studies"]["entries"] if e["kind"] == "breakeven"]
+    assert event_chip in be["spiking"]
+    assert {p["coding"] for p in be["points"] if p["accelerator"] == event_chip} == {"binary", "graded", "sigma-delta"}
+    assert any(i["accelerator"] == event_chip and i["best"] for i in be["iso_accuracy"])
+    assert f"| {event_chip} | graded |" in md
     assert load_results(out) == results
