@@ -166,7 +166,8 @@ def stream_table(t: dict, policy: str) -> tuple[list, list]:
     """Energy per frame of sigma-delta (each spiking accelerator, each bits) and of each baseline
     (with reuse), against the change rate, under one memory policy."""
     bits = sorted({p["a_bits"] for p in t["points"]}, reverse=True)
-    cols = [(a, b) for a in t["spiking"] for b in bits]
+    sd = [a for a in t["spiking"] if any(p["accelerator"] == a and p["coding"] == "sigma-delta" for p in t["points"])]
+    cols = [(a, b) for a in sd for b in bits]   # chips that cannot run sigma-delta: in the coding table
     headers = ["change rate (measured)"] + [f"{a} σΔ A{b}" for a, b in cols] + \
               [f"{d} A{b} (reuse)" for d in t["baselines_accelerators"] for b in bits]
     rows = []
@@ -268,8 +269,8 @@ def headline(task: str, t: dict) -> str | None:
     pts = [p for p in t["points"] if p["policy"] == pol and p["rate"] == r]
     base = [b for b in t["baselines"] if b["policy"] == pol and b["rate"] == r]
     s, d = _cheapest_of(pts, floor), _cheapest_of(base, floor)
-    where = (f"On {task} with {_rate(t['measured_rates'][t['rates'].index(r)])} of pixels changing per frame"
-             if t["stream"] else f"On {task}")
+    where = (f"On {task} with {_rate(t['measured_rates'][t['rates'].index(r)])} of pixels changing per frame "
+             f"({_rate(r)} asked)" if t["stream"] else f"On {task}")
     tol = f"within {100 * t['tolerance']:g} point(s) of FP32"
     if s is None or d is None:
         side = " and no ".join(x for x, y in (("spiking", s), ("dense", d)) if y is None)
@@ -347,7 +348,8 @@ def section(data: dict, level: int = 2) -> list:
              + (f"; change rates {', '.join(_rate(r) for r in s['rates'])} on {s['n_clips']} clips" if any_stream else "")
              + f"; {s['snn_examples']} examples per SNN run elsewhere"
              + ("; the reduced sweep of `snmfm run` (`snmfm breakeven TASK` runs the full one)" if s.get("quick") else "")
-             + f". Wall time {data.get('wall_s', 0):.0f} s.")
+             + f". Wall time {data.get('wall_s', 0):.0f} s"
+             + (f" (CPU time of the process {data['cpu_s']:.0f} s)" if data.get("cpu_s") is not None else "") + ".")
     out = [("h", level, "Break-even: where does spiking win?"), ("p", text), ("p", sweep)]
     if any_stream:
         out.append(("p", STREAM_TEXT))

@@ -59,7 +59,9 @@ def fmt_acc(a: float | None) -> str:
 
 
 def fmt_ratio(r: float | None) -> str:
-    return "—" if r is None else f"{r:.3g}×"
+    if r is None:
+        return "—"
+    return f"{r:.3g}×" if abs(r) < 1000 else f"{r:,.0f}×"   # 1,700× rather than 1.7e+03×
 
 
 def fmt_edp(x: float | None) -> str:
