@@ -122,15 +122,15 @@ def trained_model(task_name: str, size: str | None = None, *, overrides: dict | 
 
 
 def ensure_default_checkpoint(task_name: str, device: str | None = None, progress: bool = False) -> Path:
-    """The task's default checkpoint (snmfm.checkpoint.default_checkpoint), trained on `device`
-    when neither shipped nor cached: the task's recipe, seed 0, saved where the CPU path would."""
-    from snmfm.checkpoint import cache_dir, checkpoint_files, default_checkpoint, save_checkpoint, shipped_checkpoint
+    """The task's default checkpoint (`Task.default_checkpoint`), trained on `device` when neither
+    shipped nor cached: the task's recipe, seed 0, saved where the CPU path would."""
+    from snmfm.checkpoint import cache_dir, checkpoint_files, save_checkpoint, shipped_checkpoint
     from snmfm.tasks import get_task
     task = get_task(task_name)
     cached = cache_dir() / "checkpoints" / task.name
     have = any(all(f.is_file() for f in checkpoint_files(p)) for p in (shipped_checkpoint(task.name), cached))
     if have or device in (None, "cpu") or task.kind == "embed":
-        return default_checkpoint(task.name, progress=progress)
+        return task.default_checkpoint(progress=progress)
     with torch.random.fork_rng(devices=[]):
         model = task.build_model(task.default_size, seed=0)
     metrics = _train_on(task, model, task.train_config, 0, device, progress)

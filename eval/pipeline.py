@@ -104,15 +104,10 @@ def _load_model(task, size, seed, progress, checkpoint=None, train_steps=None):
         if task.kind == "embed":
             model, meta = task.load()
             return model.float().eval(), _checkpoint_info(task, task.default_size, meta, False)
-        from snmfm.checkpoint import (
-            cache_dir,
-            checkpoint_files,
-            default_checkpoint,
-            shipped_checkpoint,
-        )
+        from snmfm.checkpoint import cache_dir, checkpoint_files, shipped_checkpoint
         have = [all(f.is_file() for f in checkpoint_files(p))
                 for p in (shipped_checkpoint(task.name), cache_dir() / "checkpoints" / task.name)]
-        base = default_checkpoint(task.name, progress=progress)
+        base = task.default_checkpoint(progress=progress)
         model, meta = task.load(base)
         return model.float().eval(), _checkpoint_info(task, task.default_size, meta, not any(have), base)
     model, metrics = task.train(seed=seed, progress=progress, size=size, steps=train_steps)

@@ -176,3 +176,13 @@ def test_cli_refuses_fixed_timesteps_with_the_breakeven_section(tmp_path):
     r = CliRunner().invoke(main, ["run", "--tasks", "medical-wdbc", "--timesteps", "8", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "--no-breakeven" in r.output
     assert not (tmp_path / "r").exists()
+
+
+def test_the_main_job_loads_the_shipped_default_checkpoint():
+    """`snmfm run` without --checkpoints reads each task's default checkpoint (Task.default_checkpoint)."""
+    from eval.pipeline import _load_model
+    from snmfm.checkpoint import shipped_checkpoint
+    from snmfm.tasks import get_task
+    model, info = _load_model(get_task("medical-wdbc"), None, 0, False)
+    assert info["path"].startswith(str(shipped_checkpoint("medical-wdbc"))) and len(info["sha256"]) == 64
+    assert info["trained_now"] is False and not model.training
