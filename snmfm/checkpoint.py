@@ -187,8 +187,3 @@ def cache_dir() -> Path:
 
 def shipped_checkpoint(task_name: str) -> Path:
     return SHIPPED_DIR / task_name
-    print(f"snmfm: no trained checkpoint for {task_name!r} yet; training it now (seed 0, size "
-          f"{task.default_size}) and caching it in {cached.parent}", file=sys.stderr)
-    from snmfm.tasks.run import train_and_save
-    train_and_save(task_name, cached, seed=0, progress=progress)
-    return cached
