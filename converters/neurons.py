@@ -168,7 +168,7 @@ class IFNeuron(nn.Module):
         like Quantizer.codes: float32 from the kernel, float64 from torch; every consumer in
         snmfm.nn accepts both) from the accumulated input of each step."""
         self.__dict__["input_numel"] = x.numel() // max(1, self.steps)  # per step: sizes the chunks
-        if _kernels.available() and x.device.type == "cpu":
+        if _kernels.available() and x.device.type == "cpu" and getattr(self.coding, "kernel", None) is not None:
             out = self._codes_kernel(x)
         else:
             out = self._codes_torch(x)

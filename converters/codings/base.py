@@ -20,13 +20,13 @@ computes the QANN's integers.  Each coding's docstring proves that its rule gets
 there while the input is constant.
 
 To add a coding: one module in this package with a class satisfying `Coding` and a call to
-`register(...)` at import, plus its tests; `converters.codings.__init__` imports the module.
+`register(...)` at import, plus its tests; `converters.codings.__init__` imports the module.  The
+fused CPU kernel is optional (`kernel`, below): without one the torch rule runs.
 """
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from snmfm.nn import QuantSpec
@@ -58,13 +58,12 @@ class Coding(Protocol):
         (integer tensors), gate [T, B] bool or None -> counts [T, B, ...] after each step; updates
         `gate` in place to "this site and every earlier one settled" when the coding is gated."""
 
-    def kernel(self, x: np.ndarray, s: float, qmin: float, qmax: float, n: np.ndarray,
-               rprev: np.ndarray, row_len: int, per_sample: int, out: np.ndarray, stats: np.ndarray,
-               last: np.ndarray, trace: bool, gate: np.ndarray | None) -> int:
-        """Fused CPU path (converters._kernels): the same counts as `advance` from the accumulated
-        input x [T, M] (float64), n [M] int32 updated in place, out [T, M] float32 counts,
-        stats [T, 5] int64 (events > 0, events < 0, active rows, updates, sum |payload|) when
-        `trace`; returns the last step of the chunk with an event (-1: none)."""
+    # Optional: a fused CPU path, kernel(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats,
+    # last, trace, gate) -> int (converters._kernels): the same counts as `advance` from the
+    # accumulated input x [T, M] (float64), n [M] int32 updated in place, out [T, M] float32 counts,
+    # stats [T, 5] int64 (events > 0, events < 0, active rows, updates, sum |payload|) when `trace`;
+    # returns the last step of the chunk with an event (-1: none).  A coding without `kernel` runs
+    # `advance` on every device (tests/test_new_coding.py adds one that way).
 
 
 def signed_payload_bits(spec: QuantSpec) -> int:
