@@ -321,8 +321,8 @@ def coding_table(t: dict, policy: str) -> tuple[list, list]:
         for c in codings:
             why = next((x["reason"] for x in t["skipped"] if x["accelerator"] == acc and x["coding"] == c
                         and x.get("a_bits") is None), None)
-            if why:
-                rows.append([acc, c] + [f"skipped: {why}"] + [""] * (len(bits) - 1))
+            if why:   # the reason is listed under the table (skipped_notes)
+                rows.append([acc, c] + ["skipped"] * len(bits))
                 continue
             cells = []
             for b in bits:
@@ -330,10 +330,21 @@ def coding_table(t: dict, policy: str) -> tuple[list, list]:
                           and x["policy"] == policy and x["rate"] == r), None)
                 w = next((x["reason"] for x in t["skipped"] if x["accelerator"] == acc and x["coding"] == c
                           and x.get("a_bits") == b), None)
-                cells.append(f"skipped: {w}" if w else "not run" if p is None else
+                cells.append("skipped" if w else "not run" if p is None else
                              f"{fmt_energy(p['energy_pj'])} ({fmt_acc(p['accuracy'])})")
             rows.append([acc, c] + cells)
     return headers, rows
+
+
+def skipped_notes(t: dict) -> list[str]:
+    """Why each skipped (accelerator, coding[, bits]) pair of the coding table was skipped."""
+    out = []
+    for x in t["skipped"]:
+        line = f"{x['accelerator']}, {x['coding']}" + (f", A{x['a_bits']}" if x.get("a_bits") is not None else "") \
+            + f": skipped, {x['reason']}"
+        if line not in out:
+            out.append(line)
+    return out
 
 
 def section(data: dict, level: int = 2) -> list:
@@ -363,6 +374,8 @@ def section(data: dict, level: int = 2) -> list:
                       + (f", {_rate(r)} of pixels changing per frame asked" if t["stream"] else "")
                       + ") and, in brackets, accuracy (" + t.get("accuracy_source", "held-out split") + "). "
                       + _runs_text(t)), ("table", h, rows)]
+        if t["skipped"]:
+            out.append(("list", skipped_notes(t)))
         h, rows = iso_table(t)
         out += [("p", f"Cheapest configuration within {100 * data['settings']['tolerance']:g} point(s) of FP32 "
                       f"on each accelerator ({t['unit']})."), ("table", h, rows)]

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from eval import breakeven as be
-from eval.breakeven_report import coding_table, headline, verdict_sentences
+from eval.breakeven_report import coding_table, headline, skipped_notes, verdict_sentences
 from eval.pipeline import STREAM_TASK, breakeven_tasks
 
 HW = ["loihi1", "loihi2", "conventional"]
@@ -93,7 +93,8 @@ def test_coding_table_lists_every_coding_on_every_accelerator_and_why_one_is_ski
     got = {(r[0], r[1]): r[2:] for r in rows}
     assert set(got) == {(a, c) for a in ("loihi1", "loihi2") for c in ("binary", "graded", "sigma-delta")} | \
         {("conventional", "— (dense QANN)")}
-    assert got[("loihi1", "graded")][0] == f"skipped: {why}"
+    assert got[("loihi1", "graded")] == ["skipped", "skipped"]
+    assert f"loihi1, graded: skipped, {why}" in skipped_notes(_task(pts, base, skipped=skipped))
     assert all(cell.endswith("(97.00%)") for cell in got[("loihi2", "sigma-delta")])
 
 
@@ -145,7 +146,8 @@ def test_run_reports_all_three_accelerators_and_a_breakeven_section_of_every_cod
     assert heads[:3] == ["## Verdict", "## Summary", "## Break-even: where does spiking win?"]
     for acc in HW:
         assert f"| medical-wdbc | {acc} |" in md                     # the summary row
-    assert "| loihi1 | graded | skipped: coding 'graded'" in md     # skipped, not dropped
+    assert "| loihi1 | graded | skipped |" in md                   # skipped, not dropped, and why:
+    assert "loihi1, graded: skipped, coding 'graded' sends graded payloads but chip 'loihi1' has binary" in md
     assert "| loihi2 | sigma-delta |" in md and "| conventional | — (dense QANN) |" in md
     assert "loihi1 skipped for the graded coding" in md             # the main job says so too
     p = d["results"]["provenance"]
@@ -166,7 +168,7 @@ def test_a_saved_report_rerenders_its_breakeven_section_and_takes_a_breakeven_fi
     (e2,) = [e for e in rep.studies if e["kind"] == "breakeven"]
     assert e2["source"]["origin"] == "file" and e2["key"] == "medical-wdbc" and e2["data"] == entry["data"]
     md = (tmp_path / "again" / "report.md").read_text()
-    assert md.count("## Break-even") == 1 and "| loihi1 | graded | skipped:" in md
+    assert md.count("## Break-even") == 1 and "| loihi1 | graded | skipped |" in md
 
 
 def test_cli_refuses_fixed_timesteps_with_the_breakeven_section(tmp_path):
