@@ -566,15 +566,19 @@ def speculate(tasks, k, prompts, quick, json_path):
 @click.option("--tolerance", type=float, default=0.005, show_default=True,
               help="Accuracy the cascade may lose against its largest member (fraction).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Folder for plots.")
+@click.option("--hw", default="conventional,neuromorphic", show_default=True, callback=_hw_names,
+              metavar="NAME[,NAME...]",
+              help="Accelerators (registered names): one scenario per accelerator, plus mixed when there is a "
+                   "dense and an SNN-driven one.")
 @SEED
 @JSON
 @handles_errors
-def cascade(task, sizes, tolerance, out_dir, seed, as_json):
-    """Small-to-large cascade with calibrated self-tests, charged on both accelerators."""
+def cascade(task, sizes, tolerance, out_dir, hw, seed, as_json):
+    """Small-to-large cascade with calibrated self-tests, charged on every accelerator given."""
     from eval.cascade_study import run_cascade
     _check_out_folder(out_dir)
     result = run_cascade(task, _csv(sizes), tolerance=tolerance, out_dir=out_dir, seed=seed,
-                         progress=not as_json)
+                         progress=not as_json, accelerators=hw)
     if as_json:
         print_json(result)
     else:

@@ -24,8 +24,8 @@ import numpy as np
 
 from neuro_hw.recipes import LANE_CYCLES as _RC
 
-ACCELERATORS = ("conventional", "neuromorphic")
-SCENARIOS = ("conventional", "neuromorphic", "mixed")
+ACCELERATORS = ("conventional", "neuromorphic")   # eval.cascade_study's default accelerators
+SCENARIOS = ("conventional", "neuromorphic", "mixed")  # ... and its scenarios with those
 # a vector-unit lane-cycle count per operation (exp, log, div are multi-op sequences; see
 # neuro_hw.conventional.vector: EXP_OPS, DIV_OPS) -- log is charged as an exp
 _LANE_CYCLES = {"fp_add": _RC["add"], "fp_mul": _RC["mul"], "cmp": _RC["cmp"], "exp": _RC["exp"],
@@ -113,7 +113,12 @@ def charge_log(log, member_hw: Mapping[str, Mapping[str, Mapping]], placement: s
         tests += st["energy_pj"] * len(c.queries)
         lat[np.asarray(c.queries, dtype=np.int64)] += st["latency_s"]
     if placement is None and log.input_bits:
-        tc = transfer_cost(log.input_bits, hw.get("neuromorphic", "neuromorphic"))
+        # the link's technology: that of an SNN-driven placement of the log (the chip-to-chip link
+        # of neuro_hw.link), else of the first placement
+        from neuro_hw import needs_trace
+        placed = list(dict.fromkeys(c.placement for c in log.members))
+        chip = next((p for p in placed if needs_trace(hw.get(p, p))), placed[0] if placed else "neuromorphic")
+        tc = transfer_cost(log.input_bits, hw.get(chip, chip))
         for qi, path in where_q.items():
             stages = sorted(set(path))
             moves = sum(1 for a, b in zip(stages, stages[1:]) if a[1] != b[1])

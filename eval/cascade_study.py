@@ -56,16 +56,23 @@ def _label(ladder) -> str:
     return ">".join("+".join(s) if isinstance(s, tuple) else s for s in ladder)
 
 
-def _measure(task, size, model, meta, bits, snn_examples, seed, cache, status) -> dict:
+DEFAULT_ACCELERATORS = ("conventional", "neuromorphic")
+
+
+def _measure(task, size, model, meta, bits, snn_examples, seed, cache, status,
+             accelerators: Sequence[str] = DEFAULT_ACCELERATORS) -> dict:
     from eval.measure import measure_model
     from eval.model_cache import cache_root, code_version
     root = Path(cache) if cache is not None else cache_root()
     sha = (meta.get("tensors_sha256") or "")[:12]
-    f = root / "hw" / code_version("measure") / f"{task.name}-{size}-{sha}-W{bits[0]}A{bits[1]}-snn{snn_examples}-seed{seed}.json"
+    accs = "" if tuple(accelerators) == DEFAULT_ACCELERATORS else "-" + "+".join(accelerators)
+    f = root / "hw" / code_version("measure") / (f"{task.name}-{size}-{sha}-W{bits[0]}A{bits[1]}-snn{snn_examples}"
+                                                 f"-seed{seed}{accs}.json")
     if f.is_file():
         return json.loads(f.read_text())
     status(f"measure {size} (W{bits[0]}A{bits[1]}, SNN on {snn_examples} test queries)")
-    m = measure_model(task, model, w_bits=bits[0], a_bits=bits[1], snn_examples=snn_examples, seed=seed)
+    m = measure_model(task, model, w_bits=bits[0], a_bits=bits[1], snn_examples=snn_examples, seed=seed,
+                      accelerators=list(accelerators))
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps(m))
     return m
@@ -75,9 +82,10 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
                 self_tests: Sequence[str] | None = None, tolerance: float = ACCURACY_TOLERANCE,
                 method: str = "empirical", certify_tolerance: float = 0.02, delta: float = 0.1,
                 bits: tuple[int, int] = (8, 8), snn_examples: int = 32, seed: int = 0,
-                scenarios: Sequence[str] = SCENARIOS, cache=None, out_dir=None, hw: dict | None = None,
+                scenarios: Sequence[str] | None = None, cache=None, out_dir=None, hw: dict | None = None,
                 train_device: str | None = None, progress: bool = False,
-                status: Callable[[str], None] | None = None) -> dict:
+                status: Callable[[str], None] | None = None,
+                accelerators: Sequence[str] | str | None = None) -> dict:
     """The cascade study of one task (module docstring); returns a JSON-able dict.
 
     sizes: the ladder, cheapest first, the reference last.  steps: training steps of the
@@ -85,9 +93,26 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
     calibration that picks the reported operating point (empirical at half a point by default);
     ltt and crc are run too, at `tolerance` and at `certify_tolerance`, to show what the
     calib split can certify.  out_dir: write cascade-<task>.json and the accuracy-energy plot there.
-    train_device: where missing members train (e.g. "cuda"; default the CPU)."""
+    train_device: where missing members train (e.g. "cuda"; default the CPU).
+    accelerators: registered names ("a,b" or a list; default conventional, neuromorphic) every
+    member is measured on; scenarios (default: one per accelerator, every member placed on it,
+    plus "mixed" when there is a dense and an SNN-driven one: the cheaper members on the first
+    SNN-driven accelerator, the reference on the first dense one)."""
+    import dataclasses
+
     from snmfm.cascade import Cascade, CalibrationError, Member, readout_for
     from snmfm.tasks import get_task
+
+    from eval.accelerators import label, needs_trace, parse_hw
+    accs = [label(h) for h in parse_hw(list(DEFAULT_ACCELERATORS) if accelerators is None else accelerators)]
+    dense = [a for a in accs if not needs_trace(a)]
+    spiking = [a for a in accs if needs_trace(a)]
+    allowed = accs + (["mixed"] if dense and spiking else [])
+    scenarios = list(allowed if scenarios is None else scenarios)
+    bad = [sc for sc in scenarios if sc not in allowed]
+    if bad or not scenarios:
+        raise ValueError(f"cascade scenarios {bad or scenarios!r}: allowed {', '.join(allowed)} (an accelerator "
+                         "of the run, or mixed when it has a dense and an SNN-driven one)")
 
     from eval.measure import quantized
     from eval.model_cache import trained_model
@@ -107,11 +132,10 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
         say(f"model {size}")
         model, meta = trained_model(task.name, size, steps=step_of(size), seed=seed, progress=progress,
                                     cache=cache, device=train_device)
-        meas[size] = _measure(task, size, model, meta, bits, snn_examples, seed, cache, say)
+        meas[size] = _measure(task, size, model, meta, bits, snn_examples, seed, cache, say, accs)
         qanns[size] = quantized(task, model, *bits, seed=seed)
         members[size] = {"meta": meta}
-    from eval.accelerators import label  # measure_model files reports under the registered name
-    member_hw = {s: {a: meas[s]["hw"][label(a)] for a in ("conventional", "neuromorphic")} for s in sizes}
+    member_hw = {s: {a: meas[s]["hw"][a] for a in accs} for s in sizes}  # filed under the registered name
 
     # 2. records (QANN answers: identical to the settled SNN's)
     from snmfm.cascade import model_member
@@ -130,8 +154,9 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
             "checkpoint": members[s]["meta"].get("key")})
         if m["snn"]["agreement"] < 1.0:
             notes.append(f"{s}: SNN/QANN agreement {m['snn']['agreement']:.3f} on {snn_examples} queries")
-    notes.append("members placed on the neuromorphic chip are SNNs run until quiet; their answers "
-                 "are the QANN's (exact by construction; agreement measured on the SNN subset)")
+    if spiking:
+        notes.append(f"members placed on SNN-driven accelerators ({', '.join(spiking)}) are SNNs run until "
+                     "quiet; their answers are the QANN's (exact by construction; agreement measured on the SNN subset)")
     if readout.kind == "generate":
         notes.append("a generating member's query is charged as one forward over prompt and answer "
                      "(the main job's workload), i.e. prefill + decode with a KV cache")
@@ -142,12 +167,18 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
                      "a cascade that stops early can beat it")
     n_out = int(rec["test"].members[ref].logits.shape[-1])
 
+    def place(n, scenario):
+        if scenario == "mixed":
+            return dense[0] if n == ref else spiking[0]
+        return scenario
+
     def make(ladder, test, scenario):
         def mem(n):
             b = next(m for m in base if m.name == n)
-            if scenario == "neuromorphic" or (scenario == "mixed" and n != ref):
-                return Member(n, b.fn, "snn", n, "neuromorphic", b.features, {"answers_from": "qann"})
-            return b
+            p = place(n, scenario)
+            if needs_trace(p):
+                return Member(n, b.fn, "snn", n, p, b.features, {"answers_from": "qann"}, spiking=True)
+            return dataclasses.replace(b, placement=p, spiking=False)
         stages = [tuple(mem(n) for n in s) if isinstance(s, tuple) else mem(s) for s in ladder]
         return Cascade(stages, self_test=test, readout=readout, name=_label(ladder))
 
@@ -156,7 +187,7 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
     out_sc, curves = {}, {}
     for sc in scenarios:
         ref_acc = {sp: float(rec[sp].correct(ref).double().mean()) for sp in rec}
-        ref_place = "conventional" if sc == "mixed" else sc
+        ref_place = place(ref, sc)
         ref_hw = member_hw[ref][ref_place]
         rows = []
         for test in tests:
@@ -195,30 +226,34 @@ def run_cascade(task_name: str, sizes: Sequence[str] = DEFAULT_SIZES, *, steps: 
         en_ok = chosen is not None and chosen["test"]["energy_ratio"] <= ENERGY_TARGET
         out_sc[sc] = {"reference": {"member": ref, "placement": ref_place, "accuracy": ref_acc,
                                     "energy_pj": ref_hw["energy_pj"], "latency_s": ref_hw["latency_s"]},
+                      "placements": {n: place(n, sc) for n in sizes},
                       "chosen": chosen, "variants": rows,
                       "acceptance": {"accuracy_within_0.5pt": acc_ok, "energy_at_most_60pct": en_ok,
                                      "met": bool(acc_ok and en_ok)}}
         curves[sc] = {test: summarise_points(curve(make(sizes, test, sc), rec["test"], member_hw, sc, hw))
                       for test in tests if test not in ("agreement", "probe")}
 
-    # 4. the chosen conventional cascade, run for real
+    # 4. the chosen cascade of the first dense accelerator (else the first scenario), run for real
     online = None
-    ch = out_sc.get("conventional", {}).get("chosen")
+    first = next((a for a in dense if a in out_sc), next(iter(out_sc)))
+    ch = out_sc[first]["chosen"]
     if ch is not None:
         ladder = [tuple(s.split("+")) if "+" in s else s for s in ch["ladder"].split(">")]
-        c = make(ladder, ch["self_test"], "conventional")
+        c = make(ladder, ch["self_test"], first)
         c.calibrate(rec["calib"], tolerance=ch["tolerance"], method=ch["method"], delta=delta,
-                    costs=stage_energy(c, member_hw, "conventional", n_out, hw)[0],
-                    test_costs=stage_energy(c, member_hw, "conventional", n_out, hw)[1], seed=seed)
+                    costs=stage_energy(c, member_hw, first, n_out, hw)[0],
+                    test_costs=stage_energy(c, member_hw, first, n_out, hw)[1], seed=seed)
         say("online run of the chosen cascade")
         r = c.evaluate(task.batches("test", 256, seed))
         online = {"ladder": ch["ladder"], "self_test": ch["self_test"], "accuracy": r["accuracy"],
                   "escalation_rate": r["escalation_rate"],
                   "matches_offline": abs(r["accuracy"] - ch["test"]["accuracy"]) < 1e-12
                   and abs(r["escalation_rate"] - ch["test"]["escalation_rate"]) < 1e-12,
-                  "energy_pj": charge_log(r["log"], member_hw, "conventional", hw)["energy_pj"]}
+                  "energy_pj": charge_log(r["log"], member_hw, None if first == "mixed" else first, hw)["energy_pj"],
+                  "scenario": first}
 
     result = {"task": task.name, "kind": task.kind, "readout": readout.kind, "sizes": sizes,
+              "accelerators": accs, "spiking": spiking,
               "bits": f"W{bits[0]}A{bits[1]}", "reference": ref, "members": member_rows,
               "calibration": {"method": method, "tolerance": tolerance, "certify_tolerance": certify_tolerance,
                               "delta": delta, "n_calib": rec["calib"].n, "n_test": rec["test"].n},
@@ -268,10 +303,9 @@ def plot_cascade(result: dict, path) -> Path:
         for test, pts in result["curves"].get(sc, {}).items():
             ax.plot([p["energy_pj"] for p in pts], [100 * p["accuracy"] for p in pts], ".-", lw=1,
                     ms=3, label=f"{_ladder_name(result)} {test}")
-        place = {"conventional": "conventional", "neuromorphic": "neuromorphic"}
+        from eval.plots_studies import member_placement
         for m in result["members"]:
-            acc = "conventional" if sc == "mixed" and m["name"] == result["reference"] else (
-                "neuromorphic" if sc == "mixed" else place[sc])
+            acc = member_placement(result, sc, m["name"])
             ax.scatter(m["hw"][acc]["energy_pj"], 100 * m["accuracy"]["test"], marker="s", s=36,
                        color="k", zorder=3)
             ax.annotate(m["name"], (m["hw"][acc]["energy_pj"], 100 * m["accuracy"]["test"]),

@@ -113,10 +113,14 @@ def speculative_k(entry: dict) -> bytes:
 
 # ---- cascades ----------------------------------------------------------------------------------
 def member_placement(data: dict, scenario: str, member: str) -> str:
-    """Where a member runs in a scenario: the scenario's accelerator; in 'mixed' the reference sits
-    where the scenario's reference does and the cheaper members on the neuromorphic chip."""
-    ref = data["scenarios"][scenario]["reference"]
-    if scenario in ("conventional", "neuromorphic"):
+    """Where a member runs in a scenario: as the study recorded it (`placements`); outputs from
+    before it did: the scenario's accelerator, and in 'mixed' the reference where the scenario's
+    reference sits and the cheaper members on the neuromorphic chip."""
+    d = data["scenarios"][scenario]
+    if member in d.get("placements", {}):
+        return d["placements"][member]
+    ref = d["reference"]
+    if scenario != "mixed":
         return scenario
     return ref["placement"] if member == ref["member"] else "neuromorphic"
 

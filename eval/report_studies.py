@@ -190,15 +190,15 @@ def _cascade(entry: dict, level: int) -> list:
                         f"test n={c['n_test']})")] + _about(entry)
     out += _img(entry, "curves", f"Cascade accuracy versus energy per query, {d['task']}")
     rows = []
+    accs = list(d.get("accelerators") or d["members"][0]["hw"])   # the accelerators the study was given
     for m in d["members"]:
         hw = m["hw"]
         rows.append([m["name"] + (" (reference)" if m["name"] == d["reference"] else ""), f"{m['params']:,}",
                      f"{m['macs']:,}", fmt_acc(m["accuracy"].get("calib")), fmt_acc(m["accuracy"]["test"]),
-                     fmt_energy(hw["conventional"]["energy_pj"]), fmt_energy(hw["neuromorphic"]["energy_pj"]),
-                     fmt_time(hw["conventional"]["latency_s"]), fmt_time(hw["neuromorphic"]["latency_s"]),
+                     *[fmt_energy(hw[a]["energy_pj"]) for a in accs], *[fmt_time(hw[a]["latency_s"]) for a in accs],
                      _num(m["t_settle"], "d"), _pct(m["snn_agreement"])])
-    out.append(("table", ["Member", "Params", "MACs", "Calib acc.", "Test acc.", "E/query conv", "E/query neuro",
-                          "Latency conv", "Latency neuro", "T_settle", "SNN=QANN"], rows))
+    out.append(("table", ["Member", "Params", "MACs", "Calib acc.", "Test acc.", *[f"E/query {a}" for a in accs],
+                          *[f"Latency {a}" for a in accs], "T_settle", "SNN=QANN"], rows))
     rows = []
     for sc, s in d["scenarios"].items():
         ref, ch = s["reference"], s["chosen"]

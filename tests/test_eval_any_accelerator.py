@@ -72,3 +72,28 @@ def test_bench_neuromorphic_compares_with_the_registered_loihi1_chip():
     assert lo["neuron_update_pj"] == pytest.approx(51.2 + 21.6) and lo["idle_neuron_pj"] == pytest.approx(51.2)
     assert lo["packet_sent_pj"] == pytest.approx(69.3 + 111.0)
     assert "Loihi published (14nm)" in rows and not any("calibrated" in k for k in rows)
+
+
+@pytest.mark.slow
+def test_cascade_study_runs_on_the_accelerators_it_is_given(tmp_path):
+    """One scenario per accelerator plus mixed (cheap members on the first SNN-driven chip, the
+    reference on the first dense one); the study output validates and renders its columns."""
+    from eval.cascade_study import run_cascade
+    from eval.report_studies import study_sections
+    from eval.studies import make_entry
+    accs = ["conventional", "loihi2"]
+    r = run_cascade("medical-wdbc", ["tiny", "small"], steps={"tiny": 100}, snn_examples=4, cache=tmp_path,
+                    self_tests=["max_prob"], accelerators=",".join(accs))
+    assert r["accelerators"] == accs and r["spiking"] == ["loihi2"]
+    assert list(r["scenarios"]) == accs + ["mixed"]
+    assert all(list(m["hw"]) == accs for m in r["members"])
+    assert r["scenarios"]["mixed"]["placements"] == {"tiny": "loihi2", "small": "conventional"}
+    assert r["scenarios"]["loihi2"]["reference"] == {**r["scenarios"]["loihi2"]["reference"], "placement": "loihi2"}
+    small = next(m for m in r["members"] if m["name"] == "small")
+    assert r["scenarios"]["loihi2"]["reference"]["energy_pj"] == small["hw"]["loihi2"]["energy_pj"]
+    entry = make_entry("cascade", r, {"origin": "run", "file": None, "sha256": None, "added_utc": "now",
+                                      "invocation": "pytest"})
+    heads = next(b[1] for b in study_sections([entry]) if b[0] == "table")
+    assert [h for h in heads if h.startswith("E/query")] == [f"E/query {a}" for a in accs]
+    with pytest.raises(ValueError, match="allowed conventional, loihi2, mixed"):
+        run_cascade("medical-wdbc", ["tiny", "small"], accelerators=accs, scenarios=["neuromorphic"], cache=tmp_path)
