@@ -9,25 +9,116 @@ kept in registers.  The arithmetic is the QANN quantizer's, operation for operat
 (x / s, + 1/2, floor, clamp: IEEE-754 operations give the same bits in numba as in torch), so the
 counts are the same integers; tests/test_convert.py checks the kernels against the torch path.
 
+Threads.  The samples of a batch are independent (each has its own neurons; the counters of a
+step are sums over samples), so a chunk is walked sample by sample, all T steps of a sample in a
+row (its counts stay in L1), and the samples are spread over threads with `prange`.  Every kernel
+is compiled twice from one body: serial (`prange` is `range`) and parallel; `threads()` picks, from
+torch's intra-op thread count, so `torch.set_num_threads(n)` sets the SNN's threads as it sets the
+GEMMs'.  The parallel variant runs only where there are >= 2 samples and enough work per call
+(`_PAR_MIN_WORK`): below that, waking the pool costs more than it saves.  Per-sample counters go to
+a [B, T, 5] buffer summed after the loop, so the counts do not depend on the thread count.
+
 `available()` is False without numba or for tensors off the CPU; the callers then use torch.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 # numba is a core dependency; the torch path stays as the fallback and as the reference.  The
 # import and the jit settings are snmfm's (snmfm/_kernels.py); the switch below is this module's.
 from snmfm._kernels import _njit, numba
 
 _DISABLED = False  # tests flip this to compare the torch path with the kernels
+# Neuron-steps (T x M) below which a chunk runs on one thread: measured on 2 cores, a parallel
+# launch costs about as much as walking 2^15 neuron-steps (tens of microseconds).
+_PAR_MIN_WORK = 1 << 15
+
+prange = numba.prange if numba is not None else range
 
 
 def available() -> bool:
     return numba is not None and not _DISABLED
 
 
+def threads() -> int:
+    """Threads the kernels use: torch's intra-op thread count, at most numba's pool size."""
+    if numba is None:
+        return 1
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def _inline(fn):
+    """A helper of the kernels, inlined into them by numba (a call would keep LLVM from
+    vectorising the loops around it)."""
+    if numba is None:
+        return fn
+    return numba.njit(inline="always", cache=True, nogil=True, boundscheck=False)(fn)
+
+
+def _twice(fn):
+    """(serial, parallel) compilations of one kernel body; `_run` picks one per call."""
+    serial = _njit(fn)
+    if numba is None:
+        return serial, serial
+    return serial, numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True)(fn)
+
+
+def _run(pair, work: int, parts: int, *args):
+    """Call the serial or the parallel variant of a kernel: parallel when more than one thread is
+    allowed, the chunk has `work` >= _PAR_MIN_WORK neuron-steps and >= 2 independent `parts`."""
+    n = threads()
+    if n < 2 or parts < 2 or work < _PAR_MIN_WORK:
+        return pair[0](*args)
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)  # thread-local in numba; cheap
+    return pair[1](*args)
+
+
+# ---- per-sample building blocks, shared by the kernels ---------------------------------------
+@_inline
+def _targets(xt, o, s, qmin, qmax, r):
+    """r[e] = the QANN quantizer of xt[o + e]: clamp(floor(x / s + 1/2), qmin, qmax)."""
+    for e in range(r.shape[0]):
+        v = np.floor(xt[o + e] / s + 0.5)
+        r[e] = np.int32(np.minimum(np.maximum(v, qmin), qmax))
+
+
+@_inline
+def _active_rows(spk, row_len):
+    """Rows of `row_len` neurons with >= 1 event (stops at each row's first event).  Kept out of
+    the walk: counters per row inside it (a short inner loop with a reduction and a branch per
+    row) kept the walk scalar, 3-4x slower."""
+    rows = 0
+    for q in range(0, spk.shape[0], row_len):
+        for k in range(q, q + row_len):
+            if spk[k] != 0:
+                rows += 1
+                break
+    return rows
+
+
 @_njit
-def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace):
+def _finish(ps, stats, last, trace):
+    """Sum the per-sample counters ps [B, T, 5] into stats [T, 5] (when `trace`); return the last
+    step of the chunk with an event in any sample (-1: none)."""
+    B = last.shape[0]
+    if trace:
+        T = stats.shape[0]
+        for t in range(T):
+            for k in range(5):
+                acc = 0
+                for b in range(B):
+                    acc += ps[b, t, k]
+                stats[t, k] = acc
+    t_last = -1
+    for b in range(B):
+        t_last = max(t_last, last[b])
+    return t_last
+
+
+# ---- the kernels ---------------------------------------------------------------------------------
+def _if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace):
     """Advance one IF-neuron layer by a chunk of T steps.
 
     x      float64 [T, M]  accumulated input of each step (M = B * per_sample neurons)
@@ -45,32 +136,24 @@ def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, 
     Returns the last step of the chunk with any spike (-1: none), so the caller needs no numpy
     reduction (this is called once per neuron layer and chunk: per-call overhead counts).
 
-    Per step and sample three loops that LLVM vectorises over the sample's neurons: the targets
+    Per sample and step three loops that LLVM vectorises over the sample's neurons: the targets
     into a small buffer that stays in L1, the walk with its counters as int32 sums, then (trace
-    only, and only for a sample that spiked) which rows spiked.  Keeping those apart matters: the
-    counters per row inside the walk (a short inner loop with a reduction and a branch per row)
-    kept the walk scalar, 3-4x slower.  Measured (M = 133,120 neurons, 8 steps, one core): 1.3 ns
-    per neuron and step without the trace, 1.7 with it (was 4.6-5.6 for the per-row version).
+    only, and only for a sample that spiked) which rows spiked.  Measured (M = 133,120 neurons,
+    8 steps, one core): 1.3 ns per neuron and step without the trace, 1.7 with it.
     """
     T, M = x.shape
     B = M // per_sample
-    last[:] = -1
-    r = np.empty(per_sample, np.int32)
-    spk = np.zeros(per_sample, np.int32)
+    ps = np.zeros((B if trace else 0, T, 5), np.int64)
     one = np.int32(1)
     mone = np.int32(-1)
-    for t in range(T):
-        xt = x[t]
-        ot = out[t]
-        pos = 0
-        neg = 0
-        rows = 0
-        upd = 0
-        for b in range(B):
-            o = b * per_sample
-            for e in range(per_sample):  # the QANN quantizer: clamp(floor(x / s + 1/2))
-                v = np.floor(xt[o + e] / s + 0.5)
-                r[e] = np.int32(np.minimum(np.maximum(v, qmin), qmax))
+    for b in prange(B):
+        o = b * per_sample
+        r = np.empty(per_sample, np.int32)
+        spk = np.empty(per_sample, np.int32)
+        lb = -1
+        for t in range(T):
+            _targets(x[t], o, s, qmin, qmax, r)
+            ot = out[t]
             a = np.int32(0)
             if trace:
                 net = np.int32(0)
@@ -88,15 +171,12 @@ def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, 
                     net += d
                     u += ad | np.int32(re != rprev[o + e])
                     rprev[o + e] = re
-                pos += (a + net) // 2
-                neg += (a - net) // 2
-                upd += u
+                ps[b, t, 0] = (a + net) // 2
+                ps[b, t, 1] = (a - net) // 2
+                ps[b, t, 3] = u
+                ps[b, t, 4] = a
                 if a > 0:
-                    for q in range(0, per_sample, row_len):  # stop at a row's first spike
-                        for k in range(q, q + row_len):
-                            if spk[k] != 0:
-                                rows += 1
-                                break
+                    ps[b, t, 2] = _active_rows(spk, row_len)
             else:
                 for e in range(per_sample):
                     c = n[o + e]
@@ -106,21 +186,12 @@ def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, 
                     ot[o + e] = np.float32(c)
                     a += abs(d)
             if a > 0:
-                last[b] = t
-        if trace:
-            stats[t, 0] = pos
-            stats[t, 1] = neg
-            stats[t, 2] = rows
-            stats[t, 3] = upd
-            stats[t, 4] = pos + neg
-    t_last = -1
-    for b in range(B):
-        t_last = max(t_last, last[b])
-    return t_last
+                lb = t
+        last[b] = lb
+    return _finish(ps, stats, last, trace)
 
 
-@_njit
-def if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace, gate):
+def _if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace, gate):
     """`if_chunk` for the binary coding with gate="settled" (converters/codings/binary.py).
 
     gate  uint8 [T, B]  on entry: every site before this one is settled for sample b at step t
@@ -129,23 +200,17 @@ def if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, 
     Other arguments and the return value as in `if_chunk`."""
     T, M = x.shape
     B = M // per_sample
-    last[:] = -1
-    r = np.empty(per_sample, np.int32)
-    spk = np.zeros(per_sample, np.int32)
+    ps = np.zeros((B if trace else 0, T, 5), np.int64)
     one = np.int32(1)
     mone = np.int32(-1)
-    for t in range(T):
-        xt = x[t]
-        ot = out[t]
-        pos = 0
-        neg = 0
-        rows = 0
-        upd = 0
-        for b in range(B):
-            o = b * per_sample
-            for e in range(per_sample):
-                v = np.floor(xt[o + e] / s + 0.5)
-                r[e] = np.int32(np.minimum(np.maximum(v, qmin), qmax))
+    for b in prange(B):
+        o = b * per_sample
+        r = np.empty(per_sample, np.int32)
+        spk = np.empty(per_sample, np.int32)
+        lb = -1
+        for t in range(T):
+            _targets(x[t], o, s, qmin, qmax, r)
+            ot = out[t]
             g = np.int32(gate[t, b] != 0)
             a = np.int32(0)
             net = np.int32(0)
@@ -168,53 +233,34 @@ def if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, 
                     rprev[o + e] = re
             gate[t, b] = np.uint8(g == 1 and off == 0)
             if trace:
-                pos += (a + net) // 2
-                neg += (a - net) // 2
-                upd += u
+                ps[b, t, 0] = (a + net) // 2
+                ps[b, t, 1] = (a - net) // 2
+                ps[b, t, 3] = u
+                ps[b, t, 4] = a
                 if a > 0:
-                    for q in range(0, per_sample, row_len):
-                        for k in range(q, q + row_len):
-                            if spk[k] != 0:
-                                rows += 1
-                                break
+                    ps[b, t, 2] = _active_rows(spk, row_len)
             if a > 0:
-                last[b] = t
-        if trace:
-            stats[t, 0] = pos
-            stats[t, 1] = neg
-            stats[t, 2] = rows
-            stats[t, 3] = upd
-            stats[t, 4] = pos + neg
-    t_last = -1
-    for b in range(B):
-        t_last = max(t_last, last[b])
-    return t_last
+                lb = t
+        last[b] = lb
+    return _finish(ps, stats, last, trace)
 
 
-@_njit
-def graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace):
+def _graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace):
     """One graded / sigma-delta layer over a chunk (converters/codings/graded.py): n_t = r_t, one
     event of payload r_t - n_{t-1} where that is nonzero.  Arguments as in `if_chunk`; stats
     [T, 5]: events with positive payload, with negative payload, active rows, neuron updates, sum
     of |payload|."""
     T, M = x.shape
     B = M // per_sample
-    last[:] = -1
-    r = np.empty(per_sample, np.int32)
-    spk = np.zeros(per_sample, np.int32)
-    for t in range(T):
-        xt = x[t]
-        ot = out[t]
-        pos = 0
-        neg = 0
-        rows = 0
-        upd = 0
-        pabs = 0
-        for b in range(B):
-            o = b * per_sample
-            for e in range(per_sample):
-                v = np.floor(xt[o + e] / s + 0.5)
-                r[e] = np.int32(np.minimum(np.maximum(v, qmin), qmax))
+    ps = np.zeros((B if trace else 0, T, 5), np.int64)
+    for b in prange(B):
+        o = b * per_sample
+        r = np.empty(per_sample, np.int32)
+        spk = np.empty(per_sample, np.int32)
+        lb = -1
+        for t in range(T):
+            _targets(x[t], o, s, qmin, qmax, r)
+            ot = out[t]
             a = np.int32(0)
             if trace:
                 p = np.int32(0)
@@ -234,16 +280,12 @@ def graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, la
                     pa += abs(d)
                     u += nz | np.int32(re != rprev[o + e])
                     rprev[o + e] = re
-                pos += p
-                neg += m
-                upd += u
-                pabs += pa
+                ps[b, t, 0] = p
+                ps[b, t, 1] = m
+                ps[b, t, 3] = u
+                ps[b, t, 4] = pa
                 if a > 0:
-                    for q in range(0, per_sample, row_len):
-                        for k in range(q, q + row_len):
-                            if spk[k] != 0:
-                                rows += 1
-                                break
+                    ps[b, t, 2] = _active_rows(spk, row_len)
             else:
                 for e in range(per_sample):
                     re = r[e]
@@ -251,25 +293,16 @@ def graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, la
                     n[o + e] = re
                     ot[o + e] = np.float32(re)
             if a > 0:
-                last[b] = t
-        if trace:
-            stats[t, 0] = pos
-            stats[t, 1] = neg
-            stats[t, 2] = rows
-            stats[t, 3] = upd
-            stats[t, 4] = pabs
-    t_last = -1
-    for b in range(B):
-        t_last = max(t_last, last[b])
-    return t_last
+                lb = t
+        last[b] = lb
+    return _finish(ps, stats, last, trace)
 
 
-@_njit
-def changed_rows(x, prev, row_len, counts):
+def _changed_rows(x, prev, row_len, counts):
     """Rows (of `row_len` elements) of x [T, M] that differ from the step before (prev [M] before
     the first); NaN equals NaN.  counts int64 [T] receives the number of changed rows per step."""
     T, M = x.shape
-    for t in range(T):
+    for t in prange(T):
         c = 0
         for r0 in range(0, M, row_len):
             for e in range(r0, r0 + row_len):
@@ -279,3 +312,34 @@ def changed_rows(x, prev, row_len, counts):
                     c += 1
                     break
         counts[t] = c
+
+
+_IF = _twice(_if_chunk)
+_IF_GATED = _twice(_if_chunk_gated)
+_GRADED = _twice(_graded_chunk)
+_CHANGED = _twice(_changed_rows)
+
+
+def if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace):
+    return _run(_IF, x.size, x.shape[1] // per_sample, x, s, qmin, qmax, n, rprev, row_len, per_sample,
+                out, stats, last, trace)
+
+
+def if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace, gate):
+    return _run(_IF_GATED, x.size, x.shape[1] // per_sample, x, s, qmin, qmax, n, rprev, row_len, per_sample,
+                out, stats, last, trace, gate)
+
+
+def graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace):
+    return _run(_GRADED, x.size, x.shape[1] // per_sample, x, s, qmin, qmax, n, rprev, row_len, per_sample,
+                out, stats, last, trace)
+
+
+def changed_rows(x, prev, row_len, counts):
+    return _run(_CHANGED, x.size, x.shape[0], x, prev, row_len, counts)
+
+
+if_chunk.__doc__ = _if_chunk.__doc__
+if_chunk_gated.__doc__ = _if_chunk_gated.__doc__
+graded_chunk.__doc__ = _graded_chunk.__doc__
+changed_rows.__doc__ = _changed_rows.__doc__

@@ -20,31 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from converters import _kernels
 from converters.codings import register
-from converters.codings.base import signed_payload_bits
-from converters.codings.graded import check_payload, jump
-from snmfm.nn import QuantSpec
+from converters.codings.graded import Graded
 
 
 @dataclass(frozen=True)
-class SigmaDelta:
+class SigmaDelta(Graded):
+    """The graded rule, kernel and payload (converters.codings.graded.Graded); only the state a
+    stream carries from one input to the next differs."""
+
     name: str = "sigma-delta"
     keeps_state: bool = True
-    one_step: bool = True
-    gated: bool = False
-
-    def payload_bits(self, spec: QuantSpec) -> int:
-        return signed_payload_bits(spec)
-
-    def check(self, spec: QuantSpec, site: str) -> None:
-        check_payload(self.name, spec, site)
-
-    def advance(self, r, n0, gate):
-        return jump(r, n0, gate)
-
-    def kernel(self, x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace, gate):
-        return _kernels.graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace)
 
 
 register("sigma-delta", SigmaDelta)
