@@ -20,7 +20,20 @@ def test_bench_snn_tiny_model_is_exact_and_tabulated():
     assert 1 <= r["t_settle"] <= r["steps"]
     assert r["qann"]["cpu_ms"] > 0 and r["snn_notrace"]["cpu_ms"] > 0 and r["snn_trace"]["cpu_ms"] > 0
     table = models_table(rows)
-    assert "| vit | W8A4 |" in table and table.rstrip().endswith("True |")
+    assert "| vit | W8A4 | binary | 1 |" in table and table.rstrip().endswith("True |")
+    # every event reaches >= 1 synapse of its consumer; the throughput is over the traced wall time
+    assert r["synaptic_events"] > r["events"] > 0
+    assert r["synaptic_events_per_s"] == pytest.approx(
+        r["synaptic_events"] / (min(r["snn_trace"]["wall_ms_all"]) / 1e3))
+
+
+def test_bench_snn_two_threads_and_sigma_delta_stream_report_synaptic_events():
+    rows = bench_models(["vit"], size="tiny", batch=2, bits=[(8, 4)], repeats=1, qann_repeats=2,
+                        isolate=False, log=_quiet, codings=["sigma-delta"], threads=2)
+    (r,) = rows
+    assert r["exact"] and r["threads"] == 2
+    assert r["synaptic_events"] > 0 and r["synaptic_events_per_s"] > 0
+    assert "| vit | W8A4 | sigma-delta | 2 |" in models_table(rows)
 
 
 def test_bench_worker_runs_in_its_own_process_and_reports_time_and_memory():

@@ -2,14 +2,26 @@
 
 1. For each reference model (random weights, calibrated and quantized at each W/A setting) and each
    coding (`--codings`, converters.codings) the SNN simulation against the QANN it must reproduce:
-   T_settle, events per input, QANN and SNN time (trace on and off), SNN / QANN,
-   the ratio SNN / (T_settle x QANN) (target <= 1: time-batching should make a step cheaper than a
-   QANN forward), peak memory, and whether the SNN output equals the QANN output (torch.equal).
+   T_settle, events per batch, synaptic events per batch and per second, QANN and SNN time (trace
+   on and off), SNN / QANN, the ratio SNN / (T_settle x QANN) (target <= 1: time-batching should
+   make a step cheaper than a QANN forward), peak memory, and whether the SNN output equals the
+   QANN output (torch.equal).
 2. One small RoBERTa run as an SNN by SpikingJelly 2.0's SpikeZIP-TF recipe and by snmfm, on the
    same weights and the same quantizer scales and places (see `_sj_compare`): agreement with the QANN,
    time and memory.
 
-Every measurement runs in a fresh subprocess with one torch thread (`--worker`), so its peak memory
+Synaptic events: every event a neuron site sent, times its fan-out in the op that consumes it,
+summed over the batch: `neuro_hw.synops.synops_from_trace` (the `row` count, what the neuromorphic
+chip model charges): an event of a linear / conv input reaches every output of its weight row
+(zero weights included); in an activation product (Q K^T, attention x V) an event of A meets a row
+of B (N synapses) and an event of B a column of A (M).  Only events the SNN actually sent are
+counted (from its ActivityTrace), never dense work.  "synaptic events / s" divides that by the
+best (smallest) wall time of the SNN run with the trace on: with several threads the process CPU
+time adds the threads up, so wall time is the clock of a throughput.  Wall times are only as good
+as the machine is idle.
+
+Every measurement runs in a fresh subprocess with `--threads` torch threads (default 1; the
+numba kernels of the SNN follow torch's thread count) (`--worker`), so its peak memory
 (Linux VmHWM, reset through /proc/self/clear_refs just before the timed runs; torch allocations are
 invisible to tracemalloc) is its own.  Times are medians over repeats of process CPU time and of wall
 time; CPU time is the default in the tables because it is robust to other load on the machine.
@@ -17,10 +29,13 @@ time; CPU time is the default in the tables because it is robust to other load o
     python -m eval.benchmarks.bench_snn                     # both tables, defaults below
     python -m eval.benchmarks.bench_snn --models vit --bits 8/4 --repeats 1 --no-sj
     python -m eval.benchmarks.bench_snn --codings binary,graded,sigma-delta --no-sj
+    python -m eval.benchmarks.bench_snn --threads 2 --no-sj --clock wall   # issue 16: 2 cores
 
 sigma-delta is timed on a stream (`STREAM_FRAMES` inputs, each the previous one with a few
 elements moved by one quantization step's worth; every frame checked against the QANN), per input:
-that is the use it is for; on a single input it is the graded coding.
+that is the use it is for; on a single input it is the graded coding.  Its "events per batch" are
+per input after the first (the stream's steady state); its synaptic events and times are per input
+over the whole stream, the first input included, so their ratio is the stream's throughput.
     python -m eval.benchmarks.bench_snn --tiny              # seconds; what the smoke test runs
 """
 from __future__ import annotations
@@ -181,6 +196,15 @@ def stream_frames(x: tuple, n: int, seed: int = 0) -> list[tuple]:
     return frames
 
 
+def synaptic_events(qann, x: tuple, traces) -> float:
+    """Events x fan-out of the consuming op, summed over the samples of every trace given (module
+    docstring)."""
+    from neuro_hw.synops import synops_from_trace
+    from neuro_hw.workload import extract_workload
+    wl = extract_workload(qann, *(t[:1] for t in x))
+    return sum(synops_from_trace(wl, tr) * tr.n_samples for tr in traces)
+
+
 def task_snn(spec: dict) -> dict:
     import torch
     from converters import convert
@@ -201,9 +225,13 @@ def task_snn(spec: dict) -> dict:
         r = last["r"]
         for k in ("cpu_ms", "wall_ms"):
             res[k] = res[k] / len(frames)
+        for k in ("cpu_ms_all", "wall_ms_all"):
+            res[k] = [v / len(frames) for v in res[k]]
         res.update(steps=max(r.steps), t_settle=max(t or 0 for t in r.t_settle),
                    exact=all(bool(torch.equal(o, f)) for o, f in zip(r.outputs, refs)),
-                   events=(sum(r.events[1:]) / (len(frames) - 1)) if r.events else None)
+                   events=(sum(r.events[1:]) / (len(frames) - 1)) if r.events else None,
+                   # per input, over the whole stream (the time is per input of the whole stream)
+                   synaptic_events=synaptic_events(qann, x, r.traces) / len(frames) if spec["record"] else None)
         return res
     with torch.no_grad():
         ref = qann(*x)
@@ -215,7 +243,8 @@ def task_snn(spec: dict) -> dict:
     res = timed(go, spec["repeats"])
     r = last["r"]
     res.update(steps=r.steps, t_settle=r.t_settle, exact=bool(torch.equal(r.output, ref)),
-               events=r.trace.total_events() if r.trace is not None else None)
+               events=r.trace.total_events() if r.trace is not None else None,
+               synaptic_events=synaptic_events(qann, x, [r.trace]) if r.trace is not None else None)
     return res
 
 
@@ -285,16 +314,18 @@ TASKS = {"qann": task_qann, "snn": task_snn, "sj": task_sj, "sj_snmfm": task_sj_
 
 
 def run_task(spec: dict, isolate: bool = True) -> dict:
-    """Run one measurement, in a fresh single-threaded subprocess unless `isolate` is False."""
+    """Run one measurement with spec["threads"] torch threads (default 1), in a fresh subprocess
+    unless `isolate` is False."""
+    threads = int(spec.get("threads", 1))
     if not isolate:
         import torch
         n = torch.get_num_threads()
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
         try:
             return TASKS[spec["task"]](spec)
         finally:
             torch.set_num_threads(n)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                        capture_output=True, text=True, env=env, cwd=str(REPO))
@@ -313,36 +344,39 @@ def _worker(spec_json: str) -> None:
     import warnings
     import torch
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
+    spec = json.loads(spec_json)
+    torch.set_num_threads(int(spec.get("threads", 1)))
     # Every process (QANN, snmfm SNN, SpikingJelly) runs under the same glibc allocator settings
     # that SpikingModel.run applies (converters/_alloc.py), so none is timed with page faults
     # the others are spared.
     from converters import _alloc
     _alloc.tune()
-    spec = json.loads(spec_json)
     print(json.dumps(TASKS[spec["task"]](spec)), flush=True)
 
 
 # ---- the two benchmarks -------------------------------------------------------------------------
 def bench_models(models=MODELS, size="small", batch=32, bits=BITS, repeats=3, qann_repeats=20,
-                 isolate=True, log=print, rows: list | None = None, codings=CODINGS) -> list[dict]:
+                 isolate=True, log=print, rows: list | None = None, codings=CODINGS,
+                 threads: int = 1) -> list[dict]:
     """One row per (model, W/A, coding); appended to `rows` as it is measured (partial results survive)."""
     rows = [] if rows is None else rows
     for name in models:
         for w_bits, a_bits in bits:
             base = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits,
-                        repeats=repeats, qann_repeats=qann_repeats)
+                        repeats=repeats, qann_repeats=qann_repeats, threads=threads)
             q = run_task({**base, "task": "qann"}, isolate)
             for coding in codings:
                 on = run_task({**base, "task": "snn", "record": True, "coding": coding}, isolate)
                 off = run_task({**base, "task": "snn", "record": False, "coding": coding}, isolate)
                 row = dict(model=name, size=size, batch=batch, w_bits=w_bits, a_bits=a_bits, coding=coding,
                            t_settle=on["t_settle"] or off["t_settle"], steps=on["steps"], qann=q, snn_trace=on,
-                           snn_notrace=off, exact=on["exact"] and off["exact"], events=on.get("events"))
+                           snn_notrace=off, exact=on["exact"] and off["exact"], events=on.get("events"),
+                           synaptic_events=on.get("synaptic_events"), threads=threads)
+                row["synaptic_events_per_s"] = events_per_s(row)
                 rows.append(row)
                 log(f"  {name} W{w_bits}A{a_bits} {coding}: T_settle {row['t_settle']}, events {row['events']}, "
                     f"SNN {off['cpu_ms']:.0f} ms (trace {on['cpu_ms']:.0f}), QANN {q['cpu_ms']:.1f} ms, "
-                    f"exact {row['exact']}")
+                    f"synaptic events/s {_fmt(row['synaptic_events_per_s'], '.3g')}, exact {row['exact']}")
     return rows
 
 
@@ -378,19 +412,30 @@ def _fmt(v, spec=".1f"):
     return "-" if v is None else format(v, spec)
 
 
+def events_per_s(row: dict) -> float | None:
+    """Synaptic events per second of wall time: the row's synaptic events over the best wall time
+    of its SNN run with the trace on (module docstring)."""
+    ev, walls = row.get("synaptic_events"), row["snn_trace"].get("wall_ms_all")
+    if ev is None or not walls:
+        return None
+    return ev / (min(walls) / 1e3)
+
+
 def models_table(rows: list[dict], clock: str = "cpu") -> str:
     k = f"{clock}_ms"
-    head = ("| model | W/A | coding | T_settle | steps run | events per batch | QANN ms | SNN ms (trace) "
+    head = ("| model | W/A | coding | threads | T_settle | steps run | events per batch | synaptic events per batch "
+            "| synaptic events/s (trace, best wall) | QANN ms | SNN ms (trace) "
             "| SNN ms (no trace) | SNN/QANN no trace | SNN/(T_settle x QANN) no trace | ... trace | QANN MB "
             "| SNN MB (trace) | SNN MB (no trace) | exact |")
-    lines = [head, "|" + "|".join(["---"] * 16) + "|"]
+    lines = [head, "|" + "|".join(["---"] * 19) + "|"]
     for r in rows:
         q, on, off = r["qann"][k], r["snn_trace"][k], r["snn_notrace"][k]
         ts = max(1, r["t_settle"] or 1)
         ev = r.get("events")
         lines.append(
-            f"| {r['model']} | W{r['w_bits']}A{r['a_bits']} | {r.get('coding', 'binary')} | {r['t_settle']} "
-            f"| {r['steps']} | {_fmt(ev, '.0f')} | {q:.1f} | {on:.0f} | {off:.0f} | {off / q:.2f} "
+            f"| {r['model']} | W{r['w_bits']}A{r['a_bits']} | {r.get('coding', 'binary')} | {r.get('threads', 1)} "
+            f"| {r['t_settle']} | {r['steps']} | {_fmt(ev, '.0f')} | {_fmt(r.get('synaptic_events'), '.3g')} "
+            f"| {_fmt(events_per_s(r), '.3g')} | {q:.1f} | {on:.0f} | {off:.0f} | {off / q:.2f} "
             f"| {off / (ts * q):.2f} | {on / (ts * q):.2f} | {_fmt(r['qann']['peak_mb'])} "
             f"| {_fmt(r['snn_trace']['peak_mb'])} | {_fmt(r['snn_notrace']['peak_mb'])} | {r['exact']} |")
     return "\n".join(lines)
@@ -435,6 +480,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--codings", default=",".join(CODINGS),
                     help="comma-separated codings (converters.codings.names()), e.g. binary,graded,sigma-delta")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch (and SNN kernel) threads per measurement; issue 16 measures 2")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--no-sj", action="store_true", help="skip the SpikingJelly comparison")
     ap.add_argument("--sj-only", action="store_true")
@@ -446,6 +493,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", help="write every measurement to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.threads < 1:
+        ap.error(f"--threads must be >= 1, got {a.threads}")
     if a.worker:
         _worker(a.worker)
         return {}
@@ -455,10 +504,10 @@ def main(argv=None) -> dict:
         net, size, batch, repeats, bits, extra = SJ_TINY, "tiny", 2, 1, [(8, 4)], 32
     from eval.benchmarks._sj_compare import have_spikingjelly
     commit = _commit()
-    print(f"# bench_snn at {commit}: 1 torch thread per measurement, times = median {a.clock} ms over "
+    print(f"# bench_snn at {commit}: {a.threads} torch thread(s) per measurement, times = median {a.clock} ms over "
           f"{repeats} repeats; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"glibc allocator tuning {'on' if _alloc_on() else 'off'} in every process", flush=True)
-    out = {"clock": a.clock, "repeats": repeats, "loadavg_start": os.getloadavg(), "commit": commit,
+    out = {"clock": a.clock, "repeats": repeats, "threads": a.threads, "loadavg_start": os.getloadavg(), "commit": commit,
            "models": [], "spikingjelly": []}
 
     def save(_msg=""):
@@ -471,7 +520,7 @@ def main(argv=None) -> dict:
         for c in a.codings.split(","):
             _codings.get(c)  # an unknown name fails here, before any measurement
         rows = bench_models(a.models.split(","), size, batch, bits, repeats, isolate=not a.in_process,
-                            log=save, rows=out["models"], codings=a.codings.split(","))
+                            log=save, rows=out["models"], codings=a.codings.split(","), threads=a.threads)
         print(f"\n## SNN simulation vs QANN ({size} models, batch {batch})\n")
         print(models_table(rows, a.clock), flush=True)
     if not a.no_sj:
