@@ -239,7 +239,8 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
     "reused" say what came from there."""
     from converters import convert
     from eval.accelerators import label, needs_trace
-    from eval.measure import measure, quantized, simulate_hw
+    from eval.measure import calibrated_copy, measure, simulate_hw
+    from snmfm.compress import quantize
     from neuro_hw import extract_workload
     from neuro_hw.synops import synops_from_trace
     from snmfm.tasks import Batch, get_task
@@ -273,13 +274,17 @@ def sweep_task(task_name: str, accelerators: Sequence, *, codings: Sequence[str]
     if decode:
         ids = next(iter(task.batches("test", decode_prompts, seed, limit=decode_prompts)))[0]
     points, baselines, runs, skipped = [], [], [], []
+    calibrated = None
     for bits in a_bits:
         key = (int(w_bits), int(bits))
         if prepared is not None and key in prepared.qanns:
             qann = prepared.qanns[key]
         else:
-            _say(status, f"{task_name}: W{w_bits}A{bits} calibrate")
-            qann = quantized(task, model, w_bits, bits, seed=seed)
+            if calibrated is None:   # calibration does not depend on the bits: once per task
+                _say(status, f"{task_name}: calibrate")
+                calibrated = calibrated_copy(task, model, seed=seed)
+            _say(status, f"{task_name}: W{w_bits}A{bits} quantize")
+            qann = quantize(calibrated, w_bits, bits)
         if prepared is not None and key in prepared.qann_accuracy:
             qacc = {None: float(prepared.qann_accuracy[key])}
         else:

@@ -210,14 +210,20 @@ def hw_summary(rep) -> dict:
     return d
 
 
-def quantized(task, model, w_bits: int, a_bits: int, calib_limit: int | None = 256, seed: int = 0):
-    """Calibrate (a copy of) `model` on the calib split and return its QANN."""
+def calibrated_copy(task, model, calib_limit: int | None = 256, seed: int = 0):
+    """A copy of `model` calibrated on the calib split (quantize it at any bits: `quantized`)."""
     import copy
 
-    from snmfm.compress import calibrate, quantize
+    from snmfm.compress import calibrate
     m = copy.deepcopy(model).float().eval()
     calibrate(m, task.batches("calib", 64, seed, limit=calib_limit))
-    return quantize(m, w_bits, a_bits)
+    return m
+
+
+def quantized(task, model, w_bits: int, a_bits: int, calib_limit: int | None = 256, seed: int = 0):
+    """Calibrate (a copy of) `model` on the calib split and return its QANN."""
+    from snmfm.compress import quantize
+    return quantize(calibrated_copy(task, model, calib_limit, seed), w_bits, a_bits)
 
 
 @torch.no_grad()
