@@ -17,10 +17,14 @@ torch's intra-op thread count, so `torch.set_num_threads(n)` sets the SNN's thre
 GEMMs'.  The parallel variant runs only where there are >= 2 samples and enough work per call
 (`_PAR_MIN_WORK`): below that, waking the pool costs more than it saves.  Per-sample counters go to
 a [B, T, 5] buffer summed after the loop, so the counts do not depend on the thread count.
+`SNMFM_PARALLEL_KERNELS=0` keeps the kernels on one thread whatever torch's count (an A/B switch:
+numba's OpenMP pool and torch's are two pools, and both spin a while after a parallel region).
 
 `available()` is False without numba or for tensors off the CPU; the callers then use torch.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ _DISABLED = False  # tests flip this to compare the torch path with the kernels
 # Neuron-steps (T x M) below which a chunk runs on one thread: measured on 2 cores, a parallel
 # launch costs about as much as walking 2^15 neuron-steps (tens of microseconds).
 _PAR_MIN_WORK = 1 << 15
+_PARALLEL = os.environ.get("SNMFM_PARALLEL_KERNELS", "1") != "0"
 
 prange = numba.prange if numba is not None else range
 
@@ -43,7 +48,7 @@ def available() -> bool:
 
 def threads() -> int:
     """Threads the kernels use: torch's intra-op thread count, at most numba's pool size."""
-    if numba is None:
+    if numba is None or not _PARALLEL:
         return 1
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
