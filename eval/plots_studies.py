@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from eval.figures import COLORS
+from eval.figures import accel_color
 from eval.figures import fmt_pj as _fmt_pj
 from eval.figures import grid as _grid
 from eval.figures import png as _png
@@ -65,14 +65,16 @@ def speculative_energy(entry: dict) -> bytes:
     from matplotlib.patches import Patch
     data = entry["data"]
     chips = list(dict.fromkeys(r["target_chip"] for r in data["energy"]))
+    draft_chips = list(dict.fromkeys(r["draft_chip"] for r in data["energy"] if r["draft_chip"] is not None))
     win = speculative_winners(data)
     fig, axes = _grid(len(chips), width=5.6, height=3.6, max_cols=2)
     for ax, chip in zip(axes, chips):
         rows = [r for r in data["energy"] if r["target_chip"] == chip]
-        labels = [r["draft"] if r["draft_chip"] is None else f"{r['draft']} draft on {ACCEL_LABEL[r['draft_chip']]}"
+        labels = [r["draft"] if r["draft_chip"] is None else
+                  f"{r['draft']} draft on {ACCEL_LABEL.get(r['draft_chip'], r['draft_chip'])}"
                   for r in rows]
         vals = [1e3 * r["energy_nj_per_token"] for r in rows]
-        colors = ["#888888" if r["draft_chip"] is None else COLORS[r["draft_chip"]] for r in rows]
+        colors = ["#888888" if r["draft_chip"] is None else accel_color(r["draft_chip"], draft_chips) for r in rows]
         y = list(range(len(rows)))[::-1]
         bars = ax.barh(y, vals, color=colors, height=0.65)
         for b, r, v in zip(bars, rows, vals):
@@ -87,8 +89,7 @@ def speculative_energy(entry: dict) -> bytes:
         ax.set_xlabel("energy per generated token (pJ, log)")
         ax.set_title(f"target on the {chip} accelerator", fontsize=9)
     fig.legend(handles=[Patch(color="#888888", label="plain decoding of the target"),
-                        Patch(color=COLORS["conventional"], label="draft on conventional"),
-                        Patch(color=COLORS["neuromorphic"], label="draft on neuromorphic")],
+                        *[Patch(color=accel_color(c, draft_chips), label=f"draft on {c}") for c in draft_chips]],
                loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle(f"Speculative decoding (k = {data['args']['k']}): energy per generated token; "
                  "★ = least on that target accelerator", fontsize=10)

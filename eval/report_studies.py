@@ -13,7 +13,7 @@ from eval.plots_studies import (
 )
 from eval.fmt import fmt_acc, fmt_energy, fmt_ratio, fmt_time
 
-ACCEL_SHORT = {"conventional": "conventional", "neuromorphic": "neuromorphic", None: "—"}
+ACCEL_SHORT = {None: "—"}   # any other accelerator name stands for itself (ACCEL_SHORT.get(name, name))
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
@@ -94,7 +94,7 @@ def _speculative(entry: dict, level: int) -> list:
             sp = _speed_of(data, r["draft"]) if r["draft"] != "plain" else None
             base = plain.get(r["target_chip"])
             rows.append([
-                "plain (target alone)" if r["draft"] == "plain" else r["draft"], ACCEL_SHORT[r["draft_chip"]],
+                "plain (target alone)" if r["draft"] == "plain" else r["draft"], ACCEL_SHORT.get(r["draft_chip"], r["draft_chip"]),
                 r["target_chip"], str(r["tokens"]), fmt_energy(1e3 * r["energy_nj_per_token"]),
                 "—" if base is None else f"{r['energy_nj_per_token'] / base['energy_nj_per_token']:.3g}×",
                 fmt_time(1e-6 * r["latency_us_per_token"]), _pct(r["draft_share"]), _pct(r["wasted_share"]),

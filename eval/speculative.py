@@ -55,8 +55,10 @@ class Placement:
     _conv: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        from eval.accelerators import label
         self.config = load_hw_config(self.hw)
-        self.accelerator = "neuromorphic" if needs_trace(self.config) else "conventional"
+        self.accelerator = label(self.hw)          # the registered name (or the config's own name)
+        self.traced = bool(needs_trace(self.config))  # driven by the member's spikes
 
     @property
     def spiking(self):
@@ -97,8 +99,8 @@ def _replay_traces(placement: Placement, calls: list) -> list:
     from snmfm.speculative import Decoder
     snn = placement.spiking
     if snn is None:
-        raise ValueError("a member on the neuromorphic chip needs its SpikingModel (Placement.snn): "
-                         "convert its QANN with converters.convert")
+        raise ValueError(f"a member on the SNN-driven accelerator {placement.accelerator!r} needs its SpikingModel "
+                         "(Placement.snn): convert its QANN with converters.convert")
     out, decs = [], {}
     for c in calls:
         if c.batch != 1:
@@ -115,8 +117,7 @@ def _replay_traces(placement: Placement, calls: list) -> list:
 
 
 def _call_reports(placement: Placement, calls: list) -> list:
-    acc = placement.accelerator
-    if acc == "neuromorphic":
+    if placement.traced:
         traces = _replay_traces(placement, calls)
         return [simulate(placement.workload(c), t, placement.config) for c, t in zip(calls, traces)]
     reps = []

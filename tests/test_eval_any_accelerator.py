@@ -97,3 +97,31 @@ def test_cascade_study_runs_on_the_accelerators_it_is_given(tmp_path):
     assert [h for h in heads if h.startswith("E/query")] == [f"E/query {a}" for a in accs]
     with pytest.raises(ValueError, match="allowed conventional, loihi2, mixed"):
         run_cascade("medical-wdbc", ["tiny", "small"], accelerators=accs, scenarios=["neuromorphic"], cache=tmp_path)
+
+
+def test_speculative_study_names_any_registered_accelerator(tmp_path):
+    """Placements carry the registered name (loihi2, not a 'neuromorphic' role), and a study output
+    whose chips are loihi2 / conventional validates, plots and renders."""
+    import json
+
+    from study_fixtures import speculative_output
+
+    from eval.plots_studies import entry_plots
+    from eval.report_md import render_markdown
+    from eval.report_studies import study_sections
+    from eval.speculative import Placement
+    from eval.studies import make_entry
+    from snmfm.models import build_model
+    lm = build_model("decoder", "tiny")
+    p = Placement(lm, "loihi2")
+    assert p.accelerator == "loihi2" and p.traced
+    assert Placement(lm, "conventional").traced is False
+    data = json.loads(json.dumps(speculative_output()).replace('"neuromorphic"', '"loihi2"'))
+    entry = make_entry("speculative", data, {"origin": "run", "file": None, "sha256": None, "added_utc": "now",
+                                             "invocation": "pytest"})
+    plots = dict(entry_plots(entry).values())
+    for draw in plots.values():
+        assert draw()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = render_markdown(study_sections([entry]), {n: n + ".png" for n in plots})
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert any("| loihi2 |" in r for r in rows) and not any("| neuromorphic |" in r for r in rows)

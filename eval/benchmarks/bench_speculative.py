@@ -38,7 +38,7 @@ from converters.workflow import build_qann
 from eval.speculative import Placement, charge
 from snmfm.speculative import compressed_draft, decode, draft_for, first_layers, speculative_decode
 
-CHIPS = ("conventional", "neuromorphic")
+CHIPS = ("conventional", "neuromorphic")   # default --hw: the accelerators members are placed on
 
 
 def members(task, args) -> dict:
@@ -164,6 +164,12 @@ def k_sweep(mem: dict, ps: list[dict], args) -> list[dict]:
     return out
 
 
+def _chips(args) -> list[str]:
+    """The accelerators of --hw (registered names), checked to load."""
+    from eval.accelerators import label, parse_hw
+    return [label(h) for h in parse_hw(getattr(args, "hw", None) or ",".join(CHIPS))]
+
+
 def energy(mem: dict, ps: list[dict], args) -> list[dict]:
     """Energy per token of every pairing, SNN members with recorded traces."""
     snn = mem["targets"]["snn"]
@@ -174,12 +180,13 @@ def energy(mem: dict, ps: list[dict], args) -> list[dict]:
         draft = mem["drafts"][kind, "snn"]
         runs[kind] = [(draft, speculative_decode(snn, draft, p["prompt"], p["max_new"], k=args.k, **kw))
                       for p in ps]
-    for chip in CHIPS:
+    chips = _chips(args)
+    for chip in chips:
         cs = [charge(r, {"target": Placement(snn, chip)}) for r in runs["plain"]]
         out.append(_energy_row("plain", None, chip, cs))
     for kind in ("distilled", "compressed", "self"):
-        for d_chip in CHIPS:
-            for t_chip in CHIPS:
+        for d_chip in chips:
+            for t_chip in chips:
                 cs = [charge(r, {"draft": Placement(draft, d_chip), "target": Placement(snn, t_chip)})
                       for draft, r in runs[kind]]
                 out.append(_energy_row(kind, d_chip, t_chip, cs))
@@ -243,7 +250,7 @@ def print_report(rep: dict) -> None:
                                      ("draft_share", "draft share", ".2f"),
                                      ("wasted_share", "wasted share", ".2f"),
                                      ("link_pj_per_token", "link pJ/tok", ".1f")]))
-        for chip in CHIPS:
+        for chip in dict.fromkeys(r["target_chip"] for r in rep["energy"]):
             cand = [r for r in rep["energy"] if r["target_chip"] == chip]
             best = min(cand, key=lambda r: r["energy_nj_per_token"])
             base = next(r for r in cand if r["draft"] == "plain")
@@ -277,6 +284,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--prompt-len", type=int, default=48)
     ap.add_argument("--new", type=int, default=32, help="bytes generated per code-stdlib prompt")
     ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--hw", default=",".join(CHIPS),
+                    help="accelerators the members are placed on, every draft/target pairing (registered names)")
     ap.add_argument("--distill-steps", type=int, default=300)
     ap.add_argument("--distilled-bits", type=_bits, default=(8, 4), help="W/A bits of the distilled QANN draft")
     ap.add_argument("--compressed-bits", type=_bits, default=(4, 4), help="W/A bits of the compressed draft")
