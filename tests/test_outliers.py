@@ -157,3 +157,44 @@ def test_smoothed_models_prune_and_checkpoint_without_changing_their_function(tm
         assert torch.allclose(small(*x), ref, atol=1e-4, rtol=1e-4)
         back, _ = load_checkpoint(save_checkpoint(sm, tmp_path / "sm"))
         assert torch.equal(back(*x), sm(*x))
+
+
+class _Tok:
+    """A word-level stand-in for a Hugging Face tokenizer (ids 3..63, [CLS]=1, [SEP]=2, pad 0)."""
+    pad_token_id = 0
+
+    def _ids(self, s):
+        return [1] + [3 + sum(map(ord, w)) % 61 for w in s.split()] + [2]
+
+    def __call__(self, s, padding=False, return_tensors=None, truncation=False, max_length=None):
+        if isinstance(s, str):
+            return {"input_ids": self._ids(s)}
+        rows = [self._ids(x) for x in s]
+        L = max(map(len, rows))
+        ids = torch.tensor([r + [0] * (L - len(r)) for r in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+
+def test_layerwise_recovery_matches_every_block_at_the_real_tokens_and_stays_exact():
+    from snmfm.compress.qat import cosine_loss, prepare_qat
+    from snmfm.tasks.text import _TokenStates, recover
+    m = _text_model()
+    tok = _Tok()
+    sentences = ["the cat sat on the mat", "spikes are integers", "a b c d e f g", "low bits", "one more here",
+                 "exact to the bit", "the end of it"]
+    data = [tuple(tok(sentences, padding=True)[k] for k in ("input_ids", "attention_mask"))]
+    sm = smooth(m, data, alpha=0.8)
+    calibrate(sm, data)
+    ids, mask = data[0]
+    rows = _TokenStates(sm)(ids, mask)
+    assert rows.shape == (len(m.trunk.blocks) * int(mask.sum()) + len(ids), sm(ids, mask).shape[-1])
+
+    def layer_loss(model):
+        with torch.no_grad():
+            return float(cosine_loss(_TokenStates(model)(ids, mask), _TokenStates(sm)(ids, mask)))
+    before = layer_loss(prepare_qat(sm, 8, 3).eval())
+    q = recover(sm, tok, 8, 3, steps=25, lr=5e-4, batch_size=4, sentences=sentences, layers=True)
+    assert q.snmfm_quant["qat"]["distilled"] == "token states + embedding"
+    assert layer_loss(q) < before
+    with torch.no_grad():
+        assert torch.equal(convert(q, coding="graded").run(ids, mask).output, q(ids, mask))

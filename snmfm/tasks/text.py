@@ -163,13 +163,36 @@ class TextMiniLM(Task):
                 "sentences_sha256": h, "split": SPLIT}
 
 
+class _TokenStates(nn.Module):
+    """Training view of a TextEncoder for layer-wise distillation: forward returns every block's
+    token states at the real (unmasked) tokens and the sentence embeddings as rows of one
+    [n_blocks * tokens + B, d] tensor, so a cosine loss along the last axis matches each token of
+    each layer and the embedding (TinyBERT / TernaryBERT distil hidden states, not only the output)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, mask):
+        states = []
+        hooks = [b.register_forward_hook(lambda m, a, out: states.append(out)) for b in self.model.trunk.blocks]
+        try:
+            emb = self.model(ids, mask)
+        finally:
+            for h in hooks:
+                h.remove()
+        keep = mask.bool()
+        return torch.cat([s[keep] for s in states] + [emb], dim=0)
+
+
 def recover(model: nn.Module, tokenizer, w_bits: int = 8, a_bits: int = 4, *, steps: int = 100,
             lr: float = 1e-4, batch_size: int = 16, overrides=None, sentences: list[str] | None = None,
-            seed: int = 0, log_every: int = 0, device: str | None = None) -> nn.Module:
+            seed: int = 0, log_every: int = 0, device: str | None = None, layers: bool = False) -> nn.Module:
     """QAT recovery of a calibrated sentence encoder: LSQ steps and weights fine-tuned to match the
     float model's sentence embeddings (cosine distillation, `snmfm.compress.qat`) on the training
     sentences (`snmfm.data.sentences.load_train_sentences`, disjoint from the shipped held-out
-    ones); returns the frozen QANN (integer codes: converts to an exact SNN like any QANN)."""
+    ones); returns the frozen QANN (integer codes: converts to an exact SNN like any QANN).
+    layers: distil every block's token states as well as the embedding (`_TokenStates`)."""
     from snmfm.compress.qat import finetune, freeze, prepare_qat
     from snmfm.data.sentences import load_train_sentences
     from snmfm.models.hf import length_batches
@@ -182,6 +205,8 @@ def recover(model: nn.Module, tokenizer, w_bits: int = 8, a_bits: int = 4, *, st
 
     def sample(gen, step):
         return batches[int(torch.randint(len(batches), (1,), generator=gen))]
-    finetune(student, model, sample, steps=steps, lr=lr, distill="cosine", inputs_of=lambda b: b,
-             seed=seed, log_every=log_every, device=device)
+    s, t = (_TokenStates(student), _TokenStates(model)) if layers else (student, model)
+    stats = finetune(s, t, sample, steps=steps, lr=lr, distill="cosine", inputs_of=lambda b: b,
+                     seed=seed, log_every=log_every, device=device)
+    student.snmfm_qat["trained"] = {**stats, "distilled": "token states + embedding" if layers else "embedding"}
     return freeze(student)
