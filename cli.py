@@ -739,11 +739,11 @@ def breakeven(tasks, hw, codings, a_bits, w_bits, policies, rates, n_clips, snn_
 @click.option("--rates", default="1e-9,1e-8,1e-7,1e-6,1e-5,1e-4,1e-3,1e-2", show_default=True,
               help="Fault rates (probabilities per bit, event, neuron or core), increasing.")
 @click.option("--seeds", type=int, default=10, show_default=True, help="Seeds per rate.")
-@click.option("--hw", default="conventional,neuromorphic", show_default=True, help="Accelerators.")
-@click.option("--coding", "codings", default="binary,graded", show_default=True, help="SNN codings.")
+@click.option("--hw", default=None, help="Accelerators (default: every registered one).")
+@click.option("--coding", "codings", default=None, help="SNN codings (default: every registered one).")
 @click.option("--limit", type=int, default=None, help="Held-out examples (default: the whole split).")
 @click.option("--snn-limit", type=int, default=None,
-              help="Held-out examples for runs that simulate the SNN (default: --limit).")
+              help="Held-out examples for SNN runs of codings that take many steps (binary; default: --limit).")
 @click.option("--no-shortcuts", is_flag=True,
               help="Run the SNN even where it provably equals the faulty QANN.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="faults_out", show_default=True)
@@ -760,7 +760,8 @@ def faults(task, kinds, rates, seeds, hw, codings, limit, snn_limit, no_shortcut
         rate_list = [float(r) for r in _csv(rates)]
     except ValueError:
         raise click.BadParameter(f"--rates must be numbers, got {rates!r}") from None
-    result = fault_study(task, kinds=kinds, rates=rate_list, seeds=seeds, hw=_csv(hw), codings=_csv(codings),
+    result = fault_study(task, kinds=kinds, rates=rate_list, seeds=seeds, hw=_csv(hw) if hw else None,
+                         codings=_csv(codings) if codings else None,
                          limit=limit, snn_limit=snn_limit, shortcuts=not no_shortcuts, seed=seed,
                          progress=lambda m: click.echo(m, err=True))
     paths = write_fault_study(result, out_dir)

@@ -53,10 +53,14 @@ class EventFaults:
         self._state: dict = {}
         self._patched: list = []
         self.log = {"trials": 0, "faults": 0, "events": 0}
+        # events per chunk, per site, of each batch: {batch index: {site: [events, ...]}} (what
+        # `events_of_run` records from a fault-free run for `predict_event_faults`)
+        self.chunks: dict = {}
 
-    def batch(self, B: int) -> None:
+    def batch(self, B: int, index: int | None = None) -> None:
+        """Start a batch of B inputs; `index` (default: the next one) keys its draws."""
         self.B = int(B)
-        self.batch_index += 1
+        self.batch_index = self.batch_index + 1 if index is None else int(index)
         self._state = {}
 
     def __enter__(self):
@@ -76,52 +80,108 @@ class EventFaults:
 
     def _hook(self, name, unit):
         pb = unit.payload_bits
+        kind = self.spec.kind
 
+        @torch.no_grad()
         def fault(unit, c):
+            # torch throughout, in the counts' own dtype (small integers: exact); only the faulted
+            # events go through numpy.  received_t = n_t + off + cumsum(d) (no guard), or the
+            # saturating counter (guard); `off` / `recv` stay None while nothing was lost.
             if self.B is None:
                 raise RuntimeError("call EventFaults.batch(B) before running a batch")
             steps = c.shape[0] // self.B
-            cv = c.detach().reshape(steps, -1).cpu().numpy().astype(np.int64)
+            cv = c.detach().reshape(steps, -1)
             st = self._state.get(name)
             if st is None:
-                z = np.zeros(cv.shape[1], np.int64)
-                st = self._state[name] = {"prev": z, "recv": z.copy(), "chunk": 0}
-            prev = np.vstack([st["prev"][None, :], cv[:-1]])
-            e = cv - prev                                   # one event per nonzero entry
-            nz = np.flatnonzero(e)
-            st["prev"] = cv[-1].copy()
+                st = self._state[name] = {"prev": torch.zeros_like(cv[0]), "off": None, "recv": None, "chunk": 0}
+            prev0 = st["prev"]
+            e = torch.diff(cv, dim=0, prepend=prev0[None])  # one event per nonzero entry
+            e_np = e.numpy() if e.device.type == "cpu" else None   # numpy counts faster on one CPU thread
+            n_ev = int(np.count_nonzero(e_np)) if e_np is not None else int(torch.count_nonzero(e))
+            st["prev"] = cv[-1].clone()
             st["chunk"] += 1
-            self.log["events"] += int(nz.size)
-            trials = nz.size * (pb if self.spec.kind == "payload-bitflip" else 1)
+            self.log["events"] += n_ev
+            self.chunks.setdefault(self.batch_index, {}).setdefault(name, []).append(n_ev)
+            trials = n_ev * (pb if kind == "payload-bitflip" else 1)
             rng = rng_for(self.spec.seed, "events", name, self.batch_index, st["chunk"])
             pos = sample_positions(trials, self.spec.rate, rng)
             self.log["trials"] += int(trials)
             self.log["faults"] += int(pos.size)
-            d = np.zeros(e.size, np.int64)
-            ef = e.reshape(-1)
-            if pos.size and self.spec.kind == "spike-drop":
-                d[nz[pos]] = -ef[nz[pos]]
-            elif pos.size and self.spec.kind == "spike-duplicate":
-                d[nz[pos]] = ef[nz[pos]]
-            elif pos.size:
-                ev, inv = np.unique(pos // pb, return_inverse=True)
-                old = ef[nz[ev]]
-                d[nz[ev]] = flip_bits(old, inv, pos % pb, pb) - old
-            d = d.reshape(e.shape)
-            if not d.any() and np.array_equal(st["recv"], prev[0]):
-                st["recv"] = cv[-1].copy()
-                return c                                    # nothing lost or corrupted so far
+            d = None
+            if pos.size:
+                ef = e.reshape(-1)
+                nz = (np.flatnonzero(e_np) if e_np is not None    # flat event positions, in order
+                      else torch.nonzero(ef).squeeze(1).cpu().numpy())
+                if kind == "payload-bitflip":
+                    ev, inv = np.unique(pos // pb, return_inverse=True)
+                    old = ef[torch.as_tensor(nz[ev])].cpu().numpy().astype(np.int64)
+                    where, delta = nz[ev], flip_bits(old, inv, pos % pb, pb) - old
+                else:
+                    where = nz[pos]
+                    old = ef[torch.as_tensor(where)].cpu().numpy().astype(np.int64)
+                    delta = -old if kind == "spike-drop" else old
+                d = (where // e.shape[1], where % e.shape[1], delta.astype(np.float64))   # (step, element, delta)
             if self.mit.guard:  # a saturating received counter
-                recv = np.empty_like(cv)
-                r = st["recv"]
+                if d is None and st["recv"] is None:
+                    return c                                # nothing lost or corrupted so far
+                r = (st["recv"] if st["recv"] is not None else prev0).to(torch.float64)
+                e64 = e.to(torch.float64)
+                if d is not None:  # the faulted events' deltas added to their events
+                    e64.view(-1).index_add_(0, torch.as_tensor(d[0] * e.shape[1] + d[1]).to(c.device),
+                                            torch.from_numpy(d[2]).to(c.device))
+                recv = torch.empty_like(e64)
                 for t in range(steps):
-                    r = np.clip(r + e[t] + d[t], unit.qmin, unit.qmax)
+                    r = (r + e64[t]).clamp_(unit.qmin, unit.qmax)
                     recv[t] = r
+                last = cv[-1].to(torch.float64)
+                st["recv"] = None if torch.equal(r, last) else r.clone()
             else:
-                recv = st["recv"][None, :] + np.cumsum(e + d, axis=0)
-            st["recv"] = recv[-1].copy()
-            return torch.from_numpy(recv.astype(np.float64)).to(c.dtype).view(c.shape)
+                if d is None and st["off"] is None:
+                    return c                                # nothing lost or corrupted so far
+                recv = cv.to(torch.float64)
+                off = st["off"] if st["off"] is not None else torch.zeros_like(recv[0])
+                if st["off"] is not None:
+                    recv += off[None]
+                if d is not None:  # a fault at step t shifts the received count from t on
+                    off = off.clone()
+                    for t in np.unique(d[0]):
+                        sel = d[0] == t
+                        cols = torch.as_tensor(d[1][sel]).to(c.device)
+                        dv = torch.from_numpy(d[2][sel]).to(c.device)
+                        recv[int(t):].index_add_(1, cols, dv.expand(steps - int(t), -1).contiguous())
+                        off.index_add_(0, cols, dv)
+                st["off"] = off if bool(off.any()) else None
+            return recv.to(c.dtype).view(c.shape)
         return fault
+
+
+def events_of_run(snn, *inputs, index: int = 0, **kw) -> tuple:
+    """(SNNResult, {site: [events per chunk]}) of a fault-free run of `snn` on one batch: the
+    record `predict_event_faults` replays.  The counts pass through unchanged (rate 0)."""
+    ev = EventFaults(snn, FaultSpec("spike-drop", 0.0))
+    B = next(x for x in inputs if isinstance(x, torch.Tensor)).shape[0]
+    ev.batch(B, index)
+    with ev:
+        res = snn.run(*inputs, **kw)
+    return res, ev.chunks.get(index, {})
+
+
+def predict_event_faults(chunks: dict, spec: FaultSpec, index: int, payload_bits: dict | None = None) -> dict:
+    """{"trials", "faults"} that `EventFaults` draws on batch `index` of a run whose events per
+    chunk are `chunks` ({site: [events, ...]}, from `events_of_run`).  Exact while no fault has
+    been drawn: until its first fault a faulty run is the fault-free run (same events, same
+    chunks, the same seeded draw per site and chunk), so faults == 0 here means the faulty run
+    IS the fault-free run, bit for bit, and need not be simulated.  faults > 0 counts only the
+    chunks' first draws (the run itself diverges after a fault)."""
+    trials = faults = 0
+    for name, per_chunk in chunks.items():
+        pb = int((payload_bits or {}).get(name, 1)) if spec.kind == "payload-bitflip" else 1
+        for k, n in enumerate(per_chunk, start=1):
+            t = n * pb
+            trials += t
+            if t > 0 and spec.rate > 0:
+                faults += int(rng_for(spec.seed, "events", name, index, k).binomial(t, spec.rate))
+    return {"trials": trials, "faults": faults}
 
 
 class FaultyRun:
@@ -145,11 +205,13 @@ class FaultyRun:
     def log(self) -> dict:
         return self.inj.log
 
-    def run(self, *inputs, n_steps: int = 1, **kw):
+    def run(self, *inputs, n_steps: int = 1, index: int | None = None, **kw):
+        """`snn.run(*inputs, **kw)` with the faults; n_steps: steps of the fault-free run of this
+        batch (accumulator flips are drawn among them); index: the batch's index (its draws)."""
         B = next(x for x in inputs if isinstance(x, torch.Tensor)).shape[0]
         if isinstance(self.inj, EventFaults):
-            self.inj.batch(B)
+            self.inj.batch(B, index)
         else:
-            self.inj.batch(B, n_steps)
+            self.inj.batch(B, n_steps, index)
         with self.inj:
             return self.snn.run(*inputs, **kw)

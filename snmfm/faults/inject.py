@@ -123,12 +123,45 @@ class Injector:
         self._handles = []
 
     # -- driving -------------------------------------------------------------------------------
-    def batch(self, B: int, n_steps: int = 1) -> None:
+    def batch(self, B: int, n_steps: int = 1, index: int | None = None) -> None:
+        """Start a batch of B inputs (n_steps: steps of its fault-free run); `index` (default:
+        the next one) keys its draws, so a study may skip batches and keep the others' draws."""
         if B < 1 or n_steps < 1:
             raise ValueError(f"batch size and steps must be >= 1, got {B}, {n_steps}")
         self.B, self.n_steps = int(B), int(n_steps)
-        self.batch_index += 1
+        self.batch_index = self.batch_index + 1 if index is None else int(index)
         self._state = {}
+
+    def predict(self, B: int, index: int, shapes: dict) -> dict:
+        """{"trials", "faults"} of batch `index` (B inputs) without running it; `shapes` from
+        `layer_shapes`.  faults == 0 means the hooks leave every output of the batch bit for bit
+        unchanged (no flip drawn, no unit stuck, no output dead), so a study may reuse the
+        fault-free outputs.  acc-bitflip: the same seeded Binomial draws as the run (its flip
+        positions and steps come after them from the same generator); stuck-neuron: the stuck
+        units (the masks are drawn here once, the run reuses them; with TMR after the vote);
+        dead-core: the dead output elements."""
+        k = self.spec.kind
+        missing = [n for n, _ in self.layers if n not in shapes]
+        if missing:
+            raise FaultError(f"shapes lack layers {missing[:3]}: compute them with layer_shapes(model, ...)")
+        if k == "dead-core":
+            n = sum(int(np.asarray(v).size) for v in self.dead.values())
+            return {"trials": 0, "faults": n}
+        trials = faults = 0
+        for name, m in self.layers:
+            copies = 3 if name in self.mit.tmr else 1
+            if k == "acc-bitflip":
+                n = int(B) * int(shapes[name]["out"]) * self.acc_bits
+                for c in range(copies):
+                    trials += n
+                    if n > 0 and self.spec.rate > 0:
+                        faults += int(rng_for(self.spec.seed, "acc", name, index, c).binomial(n, self.spec.rate))
+            else:
+                for attr, _ in _sites(m):
+                    E = int(shapes[name]["in"][attr])
+                    trials += E
+                    faults += int(self._stuck_mask(f"{name}.{attr}", E, copies).size)
+        return {"trials": trials, "faults": faults}
 
     def __enter__(self):
         for name, m in self.layers:
@@ -279,6 +312,24 @@ class Injector:
             st["rank"].append(rank)
             st["off"].append(np.zeros(U.size, np.int64))
         return st
+
+
+@torch.no_grad()
+def layer_shapes(model: torch.nn.Module, *inputs) -> dict:
+    """{layer name: {"out": per-sample output elements, "in": {site attr: per-sample input
+    elements}}} of the integer layers of `model` (a QANN), from one forward of the first input."""
+    shapes, handles = {}, []
+    for name, m in consumers(model):
+        def hook(mod, args, y, name=name):
+            shapes[name] = {"out": int(y[0].numel()),
+                            "in": {attr: int(a[0].numel()) for (attr, _), a in zip(_sites(mod), args)}}
+        handles.append(m.register_forward_hook(hook))
+    try:
+        model(*[x[:1] if isinstance(x, torch.Tensor) else x for x in inputs])
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
 
 
 def _wrap(v: np.ndarray, width: int) -> np.ndarray:

@@ -8,6 +8,8 @@ over a few million bits is almost always zero draws).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -21,6 +23,7 @@ def rng_for(seed: int, *stream) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(words))
 
 
+@functools.lru_cache(maxsize=4096)
 def hash_str(s: str) -> int:
     """A stable (not per-process salted) hash of a string."""
     h = 2166136261
