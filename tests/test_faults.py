@@ -58,7 +58,7 @@ def test_rate_zero_leaves_every_fault_path_bitwise_equal(model, mit):
     flip_weights(q2, 0.0, seed=3, ecc=mit.ecc)
     with torch.no_grad():
         assert torch.equal(q2(x), ref)
-    for coding in ("binary", "graded"):
+    for coding in ("binary", "graded", "sigma-delta"):
         snn = convert(qann, coding=coding)
         for kind in ("acc-bitflip", "stuck-neuron", "spike-drop", "spike-duplicate", "payload-bitflip"):
             if coding == "binary" and kind == "payload-bitflip":
@@ -228,3 +228,203 @@ def test_kind_missing_on_a_side_or_coding_is_an_error(model):
         FaultyRun(convert(qann), FaultSpec("weight-bitflip", 1e-3))
     with pytest.raises(FaultError, match="TMR"):
         Injector(qann, FaultSpec("acc-bitflip", 1e-3), mitigation=Mitigation(tmr=("nope",)))
+
+
+# ---- the study's shortcuts are exact: an empty draw is the fault-free run ----------------------
+def _changed_acc_bits(qann, x, spec, mit=Mitigation()):
+    """Bits flipped in the accumulators, counted from what the hooks wrote: popcount of the XOR of
+    each layer's fault-free and written accumulator (32-bit words), independent of the log."""
+    from snmfm.faults.inject import _affine
+    handles, seen = [], {}
+    inj = Injector(qann, spec, mitigation=mit)
+    inj.batch(x.shape[0], 1)
+    with inj, torch.no_grad():
+        for name, m in inj.layers:  # runs after the injector's hook: compare with a clean recompute
+            def hook(mod, args, y, name=name):
+                with torch.no_grad():
+                    saved = mod._forward_hooks.copy()
+                    mod._forward_hooks.clear()
+                    try:
+                        ref = mod(*args)
+                    finally:
+                        mod._forward_hooks.update(saved)
+                s, b = _affine(mod, y.shape[1:])
+                a0 = torch.round((ref.reshape(y.shape[0], -1).double() - b) / s).long().numpy()
+                a1 = torch.round((y.reshape(y.shape[0], -1).double() - b) / s).long().numpy()
+                x_ = (a0 ^ a1) & 0xFFFFFFFF
+                seen[name] = int(sum(bin(int(v)).count("1") for v in x_[x_ != 0]))
+            handles.append(m.register_forward_hook(hook))
+        try:
+            qann(x)
+        finally:
+            for h in handles:
+                h.remove()
+    return sum(seen.values()), inj
+
+
+@FAST
+@given(rate=st.sampled_from([1e-4, 1e-3, 1e-2]), seed=st.integers(0, 2**31 - 1))
+def test_flipped_accumulator_bits_match_the_rate_within_binomial_confidence(model, rate, seed):
+    """Counted from the integers the layers hand on (not from the injector's log): the number of
+    accumulator bits flipped is Binomial(accumulators x 32, rate)."""
+    from snmfm.faults import layer_shapes
+    qann, x = model
+    spec = FaultSpec("acc-bitflip", rate, seed=seed)
+    flips, inj = _changed_acc_bits(qann, x, spec)
+    shapes = layer_shapes(qann, x)
+    n_bits = x.shape[0] * sum(s["out"] for s in shapes.values()) * 32   # from the shapes alone
+    assert flips == inj.log["faults"]
+    assert binomtest(flips, n_bits, rate).pvalue > 1e-3, (flips, n_bits)
+
+
+@FAST
+@given(rate=st.sampled_from([1e-3, 1e-2, 0.1]), seed=st.integers(0, 2**31 - 1))
+def test_dropped_events_match_the_rate_within_binomial_confidence(model, rate, seed):
+    """Graded (one step, one event per nonzero code): every dropped event is a received count of 0
+    where the site sent a nonzero code; counted against the events of the fault-free run."""
+    qann, x = model
+    snn = convert(qann, coding="graded")
+    sent, got = {}, {}
+    ev = EventFaults(snn, FaultSpec("spike-drop", rate, seed=seed))
+    ev.batch(x.shape[0])
+    with ev:
+        for name, u in snn.neurons():
+            inner = u.fault
+
+            def wrap(unit, c, inner=inner, name=name):
+                sent[name] = c.clone()
+                got[name] = inner(unit, c)
+                return got[name]
+            u.fault = wrap
+        snn.run(x, record=False)
+    events = sum(int((c != 0).sum()) for c in sent.values())
+    dropped = sum(int(((sent[n] != 0) & (got[n] == 0)).sum()) for n in sent)
+    assert int(((torch.cat([g.reshape(-1) for g in got.values()]) != 0)
+                & (torch.cat([s.reshape(-1) for s in sent.values()]) == 0)).sum()) == 0
+    assert dropped == ev.log["faults"] and events == ev.log["events"]
+    assert binomtest(dropped, events, rate).pvalue > 1e-3, (dropped, events)
+
+
+@pytest.mark.parametrize("coding", ["binary", "graded", "sigma-delta"])
+def test_predicted_empty_event_draws_are_the_fault_free_run(model, coding):
+    from converters.faults import events_of_run, predict_event_faults
+    qann, x = model
+    x = x[:3] if coding == "binary" else x   # binary runs ~100 steps: fewer inputs and draws
+    snn = convert(qann, coding=coding)
+    clean, chunks = events_of_run(snn, x, index=2, record=False)
+    pbits = {n: u.payload_bits for n, u in snn.neurons()}
+    kinds = ("spike-drop", "spike-duplicate") + (() if coding == "binary" else ("payload-bitflip",))
+    rates = (1e-7, 1e-4) if coding == "binary" else (1e-6, 1e-5, 1e-4, 1e-3)
+    seen = set()
+    for kind in kinds:
+        for rate in rates:
+            for seed in range(4 if coding == "binary" else 6):
+                spec = FaultSpec(kind, rate, seed=seed)
+                pred = predict_event_faults(chunks, spec, 2, pbits)
+                fr = FaultyRun(snn, spec)
+                out = fr.run(x, index=2, record=False)
+                assert (pred["faults"] == 0) == (fr.log["faults"] == 0), (kind, rate, seed, pred, fr.log)
+                if pred["faults"] == 0:
+                    assert pred["trials"] == fr.log["trials"]
+                    assert torch.equal(out.output, clean.output) and out.steps == clean.steps
+                seen.add(pred["faults"] == 0)
+    assert seen == {True, False}  # both cases occurred
+
+
+@pytest.mark.parametrize("kind", ["acc-bitflip", "stuck-neuron"])
+def test_predicted_empty_layer_draws_are_the_fault_free_run(model, kind):
+    from snmfm.faults import layer_shapes
+    qann, x = model
+    shapes = layer_shapes(qann, x)
+    with torch.no_grad():
+        ref = qann(x)
+    seen = set()
+    for mit in (Mitigation(), Mitigation(guard=True, tmr=("head",))):
+        for rate in (1e-6, 1e-4, 1e-3, 1e-2, 0.05):
+            for seed in range(5):
+                spec = FaultSpec(kind, rate, seed=seed)
+                inj = Injector(qann, spec, mitigation=mit)
+                pred = inj.predict(x.shape[0], 4, shapes)
+                inj.batch(x.shape[0], 1, 4)
+                with inj, torch.no_grad():
+                    out = qann(x)
+                if kind == "acc-bitflip":
+                    assert pred["faults"] == inj.log["faults"] and pred["trials"] == inj.log["trials"]
+                if pred["faults"] == 0:
+                    assert torch.equal(out, ref)
+                seen.add(pred["faults"] == 0)
+    assert seen == {True, False}
+
+
+def _numpy_event_hook(ev, name, unit):
+    """The first (numpy) implementation of EventFaults' hook: the reference the torch one must
+    equal bit for bit."""
+    pb = unit.payload_bits
+
+    def fault(unit, c):
+        steps = c.shape[0] // ev.B
+        cv = c.detach().reshape(steps, -1).cpu().numpy().astype(np.int64)
+        st_ = ev._state.get(name)
+        if st_ is None:
+            z = np.zeros(cv.shape[1], np.int64)
+            st_ = ev._state[name] = {"prev": z, "recv": z.copy(), "chunk": 0}
+        prev = np.vstack([st_["prev"][None, :], cv[:-1]])
+        e = cv - prev
+        nz = np.flatnonzero(e)
+        st_["prev"] = cv[-1].copy()
+        st_["chunk"] += 1
+        trials = nz.size * (pb if ev.spec.kind == "payload-bitflip" else 1)
+        pos = sample_positions(trials, ev.spec.rate, rng_for(ev.spec.seed, "events", name, ev.batch_index,
+                                                                st_["chunk"]))
+        ev.log["faults"] += int(pos.size)
+        d = np.zeros(e.size, np.int64)
+        ef = e.reshape(-1)
+        if pos.size and ev.spec.kind == "spike-drop":
+            d[nz[pos]] = -ef[nz[pos]]
+        elif pos.size and ev.spec.kind == "spike-duplicate":
+            d[nz[pos]] = ef[nz[pos]]
+        elif pos.size:
+            evs, inv = np.unique(pos // pb, return_inverse=True)
+            old = ef[nz[evs]]
+            d[nz[evs]] = flip_bits(old, inv, pos % pb, pb) - old
+        d = d.reshape(e.shape)
+        if not d.any() and np.array_equal(st_["recv"], prev[0]):
+            st_["recv"] = cv[-1].copy()
+            return c
+        if ev.mit.guard:
+            recv = np.empty_like(cv)
+            r = st_["recv"]
+            for t in range(steps):
+                r = np.clip(r + e[t] + d[t], unit.qmin, unit.qmax)
+                recv[t] = r
+        else:
+            recv = st_["recv"][None, :] + np.cumsum(e + d, axis=0)
+        st_["recv"] = recv[-1].copy()
+        return torch.from_numpy(recv.astype(np.float64)).to(c.dtype).view(c.shape)
+    return fault
+
+
+@pytest.mark.parametrize("coding", ["binary", "graded", "sigma-delta"])
+def test_event_hook_equals_the_numpy_reference(model, coding):
+    qann, x = model
+    x = x[:3] if coding == "binary" else x
+    snn = convert(qann, coding=coding)
+    clean = snn.run(x, record=False).output
+    kinds = ("spike-drop", "spike-duplicate") + (() if coding == "binary" else ("payload-bitflip",))
+    changed = 0
+    for kind in kinds:
+        for mit in (Mitigation(), Mitigation(guard=True)):
+            for rate, seed in ((1e-2, 1), (0.1, 2)) if coding == "binary" else ((1e-3, 0), (1e-2, 1), (0.1, 2)):
+                spec = FaultSpec(kind, rate, seed=seed)
+                fr = FaultyRun(snn, spec, mitigation=mit)
+                a = fr.run(x, record=False)
+                ref = EventFaults(snn, spec, mitigation=mit)
+                ref.batch(x.shape[0])
+                with ref:
+                    for name, u in snn.neurons():
+                        u.fault = _numpy_event_hook(ref, name, u)
+                    b = snn.run(x, record=False)
+                assert torch.equal(a.output, b.output) and a.steps == b.steps, (kind, mit, rate)
+                assert fr.log["faults"] == ref.log["faults"]
+                changed += not torch.equal(a.output, clean)
+    assert changed > 0

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 import cli
-from eval.faults import loss_rate, t_interval
+from eval.faults import loss_rate, loss_rate_ci, t_interval
 from neuro_hw import extract_workload, load_hw_config, simulate
 from neuro_hw.neuromorphic import map_workload
 from neuro_hw.protection import ECC_CHECK_FRACTION, charge, lost_outputs
@@ -30,6 +30,19 @@ def test_loss_rate_interpolates_in_log_rate_and_brackets_when_not_crossed():
         "rate": None, "bracket": [1e-5, None], "crossed": False, "note": "not 1 point(s) down at the highest rate"}
     first = loss_rate([1e-6, 1e-5], [0.5, 0.4], 0.9)
     assert first["rate"] is None and first["bracket"] == [None, 1e-6]
+
+
+def test_loss_rate_ci_bootstraps_seeds():
+    rates = [1e-6, 1e-5, 1e-4]
+    same = [[0.90] * 5, [0.895] * 5, [0.85] * 5]           # every seed alike: the point estimate
+    lo, hi = loss_rate_ci(rates, same, 0.90)
+    assert math.isclose(lo, loss_rate(rates, [0.90, 0.895, 0.85], 0.90)["rate"]) and lo == hi
+    never = [[0.90] * 4, [0.90] * 4, [0.899] * 4]
+    assert loss_rate_ci(rates, never, 0.90) == [">0.0001", ">0.0001"]
+    spread = [[0.90, 0.90, 0.90, 0.90], [0.90, 0.87, 0.90, 0.88], [0.5, 0.6, 0.5, 0.4]]
+    lo, hi = loss_rate_ci(rates, spread, 0.90)        # some resamples cross at 1e-5, some later
+    assert isinstance(lo, float) and isinstance(hi, float) and 1e-6 < lo < hi < 1e-4
+    assert loss_rate_ci(rates, [[0.5] * 3, [0.5] * 3, [0.5] * 3], 0.9) == ["<1e-06", "<1e-06"]
 
 
 def test_t_interval_is_students():
@@ -66,8 +79,17 @@ def test_cli_study_writes_json_and_plot(tmp_path):
     assert out["schema"] == "snmfm.faults/1" and out["n_examples"] == 24
     got = {(c["accelerator"], c["coding"], c["kind"], tuple(c["mitigation"])) for c in out["configurations"]}
     assert ("conventional", None, "acc-bitflip", ()) in got
-    assert ("neuromorphic", "graded", "spike-drop", ("guard",)) in got
+    # default: every registered accelerator; loihi1 has no graded payloads: skipped, with the reason
+    assert ("neuromorphic-ideal", "graded", "spike-drop", ("guard",)) in got
+    assert ("loihi2", "graded", "spike-drop", ("guard",)) in got
     assert ("conventional", None, "spike-drop", ()) not in got
+    assert not any(a == "loihi1" for a, *_ in got)
+    assert [(s["accelerator"], s["coding"]) for s in out["skipped"]] == [("loihi1", "graded")]
+    assert "binary spikes only" in out["skipped"][0]["reason"]
+    same = {c["accelerator"]: c["points"] for c in out["configurations"]
+            if c["kind"] == "spike-drop" and not c["mitigation"]}
+    assert same["loihi2"] == same["neuromorphic-ideal"]   # packets do not depend on the chip: shared
+    assert out["work"]["reused"] > 0
     for c in out["configurations"]:
         assert [p["rate"] for p in c["points"]] == [1e-6, 1e-2]
         assert all(len(p["accuracies"]) == 2 and p["ci95"][0] <= p["mean"] <= p["ci95"][1] for p in c["points"])
