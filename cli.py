@@ -747,23 +747,39 @@ def breakeven(tasks, hw, codings, a_bits, w_bits, policies, rates, n_clips, snn_
 @click.option("--no-shortcuts", is_flag=True,
               help="Run the SNN even where it provably equals the faulty QANN.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="faults_out", show_default=True)
+@click.option("--merge", "merge_files", default=None,
+              help="Write the report of studies run before (faults_TASK.json files, comma-separated; e.g. "
+                   "one process per coding) merged into one, instead of running.")
 @SEED
 @JSON
 @handles_errors
-def faults(task, kinds, rates, seeds, hw, codings, limit, snn_limit, no_shortcuts, out_dir, seed, as_json):
+def faults(task, kinds, rates, seeds, hw, codings, limit, snn_limit, no_shortcuts, out_dir, merge_files, seed,
+           as_json):
     """Accuracy against fault rate on each accelerator and coding, with and without mitigation;
-    the rate at which each loses one point.  Writes faults_TASK.json and .png."""
-    from eval.faults import fault_study
+    the rate at which each loses one point.  Writes faults_TASK.json, .png and .md."""
+    from eval.faults import fault_study, merge_studies
     from eval.faults_report import fault_section, format_rate, write_fault_study
     _check_out_folder(out_dir)
-    try:
-        rate_list = [float(r) for r in _csv(rates)]
-    except ValueError:
-        raise click.BadParameter(f"--rates must be numbers, got {rates!r}") from None
-    result = fault_study(task, kinds=kinds, rates=rate_list, seeds=seeds, hw=_csv(hw) if hw else None,
-                         codings=_csv(codings) if codings else None,
-                         limit=limit, snn_limit=snn_limit, shortcuts=not no_shortcuts, seed=seed,
-                         progress=lambda m: click.echo(m, err=True))
+    if merge_files:
+        from pathlib import Path
+        parts = []
+        for f in _csv(merge_files):
+            try:
+                parts.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as e:
+                raise click.BadParameter(f"--merge: cannot read {f!r} as a fault study: {e}") from None
+        result = merge_studies(parts)
+        if result["task"] != task:
+            raise click.BadParameter(f"--merge: the studies are of task {result['task']!r}, not {task!r}")
+    else:
+        try:
+            rate_list = [float(r) for r in _csv(rates)]
+        except ValueError:
+            raise click.BadParameter(f"--rates must be numbers, got {rates!r}") from None
+        result = fault_study(task, kinds=kinds, rates=rate_list, seeds=seeds, hw=_csv(hw) if hw else None,
+                             codings=_csv(codings) if codings else None,
+                             limit=limit, snn_limit=snn_limit, shortcuts=not no_shortcuts, seed=seed,
+                             progress=lambda m: click.echo(m, err=True))
     paths = write_fault_study(result, out_dir)
     if as_json:
         print_json({**result, "paths": paths})

@@ -455,3 +455,49 @@ def _costs(setup, confs) -> dict:
                     "energy_overhead": p["energy_overhead"], "storage_bytes": p["storage_bytes"],
                     "storage_fraction_of_weights": p["storage_fraction_of_weights"]}
     return out
+
+
+def merge_studies(results: list) -> dict:
+    """One study from parts run separately (e.g. one process per coding on a shared machine): the
+    same task, model widths, rates, seeds and held-out examples are required; configurations are
+    concatenated (a configuration present twice is an error) and ordered by accelerator, coding,
+    kind; work and CPU time add up, wall time is the longest part's (they ran side by side)."""
+    if not results:
+        raise ValueError("merge_studies needs at least one study")
+    base = results[0]
+    same = ("schema", "task", "w_bits", "a_bits", "rates", "seeds", "n_examples", "shortcuts")
+    for r in results[1:]:
+        diff = [k for k in same if r.get(k) != base.get(k)]
+        if diff:
+            raise ValueError(f"cannot merge fault studies that differ in {', '.join(diff)}")
+    q = {r["clean_accuracy"]["qann"] for r in results}
+    if len(q) > 1:
+        raise ValueError(f"cannot merge fault studies with different fault-free QANN accuracies {sorted(q)}")
+    seen, confs = set(), []
+    for r in results:
+        for c in r["configurations"]:
+            key = (c["accelerator"], c["coding"], c["kind"], tuple(c["mitigation"]))
+            if key in seen:
+                raise ValueError(f"configuration {key} is in more than one study")
+            seen.add(key)
+            confs.append(c)
+    kind_order = {k: i for i, k in enumerate(KINDS)}
+    confs.sort(key=lambda c: (c["side"] != "conventional", c["accelerator"], c["coding"] or "",
+                              kind_order.get(c["kind"], 99), len(c["mitigation"])))
+    skipped = {(s["accelerator"], s["coding"]): s for r in results for s in r.get("skipped", [])}
+    # a pair skipped in one part (e.g. loihi1 + graded) but run in none stays skipped
+    run_pairs = {(c["accelerator"], c["coding"]) for c in confs}
+    out = dict(base)
+    out.update({
+        "n_examples_snn": max(r["n_examples_snn"] for r in results),
+        "clean_accuracy": {k: v for r in results for k, v in r["clean_accuracy"].items()},
+        "stored_weight_bits": {k: v for r in results for k, v in r["stored_weight_bits"].items()},
+        "acc_bits": {k: v for r in results for k, v in r["acc_bits"].items()},
+        "configurations": confs,
+        "skipped": [s for k, s in skipped.items() if k not in run_pairs],
+        "work": {k: sum(r.get("work", {}).get(k, 0) for r in results) for k in base.get("work", {})},
+        "setup_s": sum(r.get("setup_s", 0.0) for r in results),
+        "wall_s": max(r["wall_s"] for r in results), "cpu_s": sum(r.get("cpu_s", 0.0) for r in results),
+        "parts": [{"configurations": len(r["configurations"]), "wall_s": r["wall_s"], "cpu_s": r.get("cpu_s")}
+                  for r in results]})
+    return out

@@ -61,6 +61,7 @@ def test_t_interval_is_students():
     (["--kinds", "payload-bitflip", "--coding", "binary"], "payload"),
     (["--coding", "morse"], "registered"),
     (["--seeds", "0"], "--seeds"),
+    (["--merge", "/nonexistent/faults_x.json"], "--merge"),
 ])
 def test_cli_bad_input_exits_2_with_the_reason(args, match, tmp_path):
     res = CliRunner().invoke(cli.main, ["faults", "medical-wdbc", "--out", str(tmp_path / "o"), *args])
@@ -98,6 +99,9 @@ def test_cli_study_writes_json_and_plot(tmp_path):
     assert plain["points"][-1]["mean"] < plain["clean_accuracy"] - 0.05 and plain["loss_1pt"]["crossed"]
     assert acc[("conventional", ("guard", "tmr:head"))]["overhead"]["energy_overhead"] > 0
     assert (tmp_path / "faults_medical-wdbc.png").stat().st_size > 1000
+    md = (tmp_path / "faults_medical-wdbc.md").read_text()
+    assert "| kind | accelerators |" in md and "loihi1 / graded: coding 'graded'" in md
+    assert "loihi2, neuromorphic-ideal | graded | guard" in md   # identical curves merged into one row
 
 
 # ---- hardware side -------------------------------------------------------------------------------
@@ -156,3 +160,36 @@ def test_protection_is_charged_as_one_more_breakdown_part(workload):
         assert "protection" not in rep.breakdown_pj  # the report given is unchanged
     with pytest.raises(ValueError, match="TMR"):
         charge(rep, wl, Mitigation(tmr=("nope",)))
+
+
+def _toy_study(confs, **kw):
+    base = {"schema": "snmfm.faults/1", "task": "t", "w_bits": 8, "a_bits": 8, "rates": [1e-3], "seeds": 2,
+            "n_examples": 10, "n_examples_snn": 4, "shortcuts": True, "clean_accuracy": {"qann": 0.9},
+            "stored_weight_bits": {}, "acc_bits": {}, "configurations": confs, "skipped": [],
+            "work": {"evaluated": 1, "reused": 0, "skipped_batches": 0, "run_batches": 1},
+            "setup_s": 1.0, "wall_s": 5.0, "cpu_s": 4.0}
+    base.update(kw)
+    return base
+
+
+def _conf(acc, coding, kind, mit=()):
+    return {"accelerator": acc, "side": "conventional" if acc == "conventional" else "neuromorphic",
+            "coding": coding, "kind": kind, "mitigation": list(mit)}
+
+
+def test_merge_studies_concatenates_parts_and_refuses_mismatches():
+    from eval.faults import merge_studies
+    a = _toy_study([_conf("loihi2", "binary", "spike-drop"), _conf("conventional", None, "acc-bitflip")],
+                   skipped=[{"accelerator": "loihi1", "coding": "graded", "reason": "r"}])
+    b = _toy_study([_conf("loihi2", "binary", "acc-bitflip", ("guard",)), _conf("loihi2", "binary", "acc-bitflip")],
+                   wall_s=7.0, clean_accuracy={"qann": 0.9, "snn:binary": 1.0})
+    m = merge_studies([a, b])
+    assert [(c["accelerator"], c["kind"], tuple(c["mitigation"])) for c in m["configurations"]] == [
+        ("conventional", "acc-bitflip", ()), ("loihi2", "acc-bitflip", ()), ("loihi2", "acc-bitflip", ("guard",)),
+        ("loihi2", "spike-drop", ())]
+    assert m["wall_s"] == 7.0 and m["cpu_s"] == 8.0 and m["work"]["evaluated"] == 2
+    assert m["skipped"] == a["skipped"] and m["clean_accuracy"]["snn:binary"] == 1.0
+    with pytest.raises(ValueError, match="seeds"):
+        merge_studies([a, _toy_study([], seeds=3)])
+    with pytest.raises(ValueError, match="more than one"):
+        merge_studies([a, a])
