@@ -62,27 +62,32 @@ def _pct(v) -> str:
 
 
 def summary_rows(result: dict) -> list[dict]:
-    """One row per distinct curve: configurations whose curves are identical (the same faults on
-    the same integers on several chips, e.g. weight flips at the same stored width) are merged, the
-    accelerators listed together; energy overheads stay per accelerator."""
+    """One row per distinct curve: configurations with identical curves on the same examples (the
+    same faults on the same integers: weight flips at one stored width on every chip and coding,
+    packets on every chip of one coding) are merged, their accelerators and codings listed
+    together; energy overheads stay per accelerator (min-max over the merged ones)."""
     groups: dict = {}
     for c in result["configurations"]:
-        key = (c["kind"], c["coding"] or "-", tuple(c["mitigation"]), c["computed_as"],
+        key = (c["kind"], tuple(c["mitigation"]), c.get("n_examples"),
                tuple(tuple(p["accuracies"]) for p in c["points"]))
-        g = groups.setdefault(key, {"conf": c, "accelerators": [], "overheads": []})
-        g["accelerators"].append(c["accelerator"])
+        g = groups.setdefault(key, {"conf": c, "accelerators": [], "codings": [], "how": [], "overheads": []})
+        for field, v in (("accelerators", c["accelerator"]), ("codings", c["coding"] or "-"),
+                         ("how", c["computed_as"])):
+            if v not in g[field]:
+                g[field].append(v)
         ov = (c.get("overhead") or {}).get("energy_overhead")
         if ov is not None and c["mitigation"]:
-            g["overheads"].append(f"{c['accelerator']} {_pct(ov)}")
+            g["overheads"].append(ov)
     rows = []
-    for (kind, coding, mit, how, _), g in groups.items():
+    for (kind, mit, n, _), g in groups.items():
         c = g["conf"]
-        last = c["points"][-1]
-        rows.append({"kind": kind, "accelerators": ", ".join(g["accelerators"]), "coding": coding,
+        ovs = g["overheads"]
+        ov = "" if not ovs else (_pct(min(ovs)) if max(ovs) - min(ovs) < 1e-12 else f"{_pct(min(ovs))}..{_pct(max(ovs))}")
+        rows.append({"kind": kind, "accelerators": ", ".join(g["accelerators"]), "coding": ", ".join(g["codings"]),
                      "mitigation": "+".join(mit) or "none", "loss_1pt": format_rate(c["loss_1pt"]),
                      "ci95": format_ci(c["loss_1pt"].get("ci95")),
-                     "acc_at_max": f"{last['mean']:.3f}", "clean": f"{c['clean_accuracy']:.3f}",
-                     "n": c.get("n_examples"), "computed_as": how, "overhead": "; ".join(g["overheads"])})
+                     "acc_at_max": f"{c['points'][-1]['mean']:.3f}", "clean": f"{c['clean_accuracy']:.3f}",
+                     "n": n, "computed_as": ", ".join(g["how"]), "overhead": ov})
     return rows
 
 
@@ -99,7 +104,7 @@ def fault_markdown(result: dict, image: str | None = None) -> str:
            "accuracy of the same examples (log-interpolated; '> r': not reached at the highest rate; "
            "'< r': already down at the lowest); CI: 95% bootstrap over seeds. Overhead: energy per "
            "inference of the mitigation (neuro_hw.protection).", "",
-           f"| kind | accelerators | coding | mitigation | 1-pt loss | CI | acc @ {rates[-1]:g} | clean | n "
+           f"| kind | accelerators | codings | mitigation | 1-pt loss | CI | acc @ {rates[-1]:g} | clean | n "
            f"| computed as | energy overhead |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary_rows(result):

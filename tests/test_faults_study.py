@@ -101,7 +101,7 @@ def test_cli_study_writes_json_and_plot(tmp_path):
     assert (tmp_path / "faults_medical-wdbc.png").stat().st_size > 1000
     md = (tmp_path / "faults_medical-wdbc.md").read_text()
     assert "| kind | accelerators |" in md and "loihi1 / graded: coding 'graded'" in md
-    assert "loihi2, neuromorphic-ideal | graded | guard" in md   # identical curves merged into one row
+    assert "| spike-drop | loihi2, neuromorphic-ideal | graded | guard |" in md   # identical curves: one row
 
 
 # ---- hardware side -------------------------------------------------------------------------------
