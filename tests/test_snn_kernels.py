@@ -94,3 +94,36 @@ def test_thread_count_follows_torch_and_picks_the_variant(monkeypatch):
     finally:
         torch.set_num_threads(prev)
     assert called == ["serial", "parallel", "serial", "serial"]
+
+
+@pytest.mark.parametrize("name,coding", [("text", "binary"), ("vit", "graded"), ("decoder", "binary")])
+def test_snn_run_on_two_threads_equals_one_thread_and_the_qann(monkeypatch, name, coding):
+    """End to end, with the parallel kernels forced on every site (no minimum work): the same
+    outputs at every step and the same trace on 1 and 2 threads, and the QANN's output."""
+    from converters import convert
+    from snmfm.compress import calibrate, quantize
+    from snmfm.models import build_model
+    monkeypatch.setattr(_kernels, "_PAR_MIN_WORK", 0)
+    torch.manual_seed(0)
+    m = build_model(name, "tiny").eval()
+    g = torch.Generator().manual_seed(1)
+
+    def batch():
+        if name == "vit":
+            return (torch.rand(4, 1, 8, 8, generator=g) * 16,)
+        return (torch.randint(0, 64, (4, 7), generator=g),)
+    calibrate(m, [batch(), batch()])
+    q = quantize(m, 8, 4)
+    x = batch()
+    prev = torch.get_num_threads()
+    runs = []
+    try:
+        for th in (1, 2):
+            torch.set_num_threads(th)
+            runs.append(convert(q, coding).run(*x, keep_steps=True))
+    finally:
+        torch.set_num_threads(prev)
+    a, b = runs
+    assert torch.equal(a.per_step, b.per_step) and torch.equal(a.output, q(*x))
+    assert a.trace.to_dict() == b.trace.to_dict()
+    assert a.trace.total_events() > 0
