@@ -72,6 +72,8 @@ def test_export_round_trip_is_bitwise_and_smaller(tmp_path):
                 assert torch.equal(out[j], ref) or out.shape[1] != n  # padded rows: the same pooled output
     assert f.stat().st_size < sum(sum(t.numel() * t.element_size() for t in q.state_dict().values())
                                   for q in qanns.values())
+    raw = torch.load(f, weights_only=False)
+    assert all(isinstance(e["embedding_rows"], dict) for e in raw["qanns"].values())  # int8 rows, exact
     few, fb = load_export(tmp_path, n_eval=3, batch_size=2)
     assert sorted(i for idx, _, _ in fb for i in idx) == [0, 1, 2]
 

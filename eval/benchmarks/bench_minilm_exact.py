@@ -14,8 +14,8 @@ bitwise equal to the QANN's (`torch.equal`).
 Graded and sigma-delta settle in one step (about a second per 32 sentences on one CPU core);
 binary runs until quiet (T_settle 20-50 at A4, 250-450 at A8: minutes per 32 sentences on a CPU),
 hence the export: `--export DIR` writes every QANN (integer weights as int8, the embedding rows
-the shipped sentences use, shared) and the tokenised held-out batches into DIR (~40 MB; no
-transformers needed to read it), and `--from-export DIR` runs from there on any device.
+the shipped sentences use) and the tokenised held-out batches into DIR (~12 MB per
+QANN; no transformers needed to read it), and `--from-export DIR` runs from there on any device.
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def recipe_qanns(bits=((8, 8), (8, 4))) -> tuple[dict, object]:
     from snmfm.compress import calibrate, quantize
     from snmfm.models.hf import load_minilm
     from snmfm.tasks import get_task
+    if not bits:
+        return {}, load_minilm()[1]
     task = get_task("text-minilm")
     model = task.build_model()
     calibrate(model, [tuple(b) for b in task.batches("calib", 64)])
@@ -69,7 +71,20 @@ def _pack(t: torch.Tensor):
 
 
 def _unpack(v):
+    if isinstance(v, dict) and "row_scale" in v:
+        return v["rows"].to(torch.float64) * v["row_scale"][:, None]
     return v["int"].to(getattr(torch, v["dtype"])) if isinstance(v, dict) else v
+
+
+def _pack_rows(t: torch.Tensor):
+    """A quantised embedding table (rows w_int * s, `quantize_weight` at 8 bits) as int8 rows and
+    their scales when that reproduces it bit for bit, else as it is."""
+    from snmfm.compress.quant import quantize_weight
+    if t.dtype == torch.float64 and t.dim() == 2:
+        w_int, s = quantize_weight(t, 8)
+        if torch.equal(w_int * s[:, None], t):
+            return {"rows": w_int.to(torch.int8), "row_scale": s}
+    return t
 
 
 def _embedding(qann) -> tuple[str, torch.nn.Embedding]:
@@ -78,8 +93,8 @@ def _embedding(qann) -> tuple[str, torch.nn.Embedding]:
 
 
 def export(path, qanns: dict, tokenizer, sentences: list[str], batch_size: int = 32) -> Path:
-    """Every QANN in `qanns` with the token embedding cut to the rows `sentences` use (shared by
-    all: it must be the same in each), the float weights of integer layers dropped (the int mode
+    """Every QANN in `qanns` with the token embedding cut to the rows `sentences` use (int8 rows and
+    a scale per row when that is exact), the float weights of integer layers dropped (the int mode
     reads w_int; they are rebuilt as w_int * w_scale on load), integer tensors as int8/int16; plus
     the tokenised sentences in batches (ids remapped)."""
     from snmfm.compress.quant import quant_layers
@@ -90,15 +105,11 @@ def export(path, qanns: dict, tokenizer, sentences: list[str], batch_size: int =
     used = torch.tensor(sorted({i for ids in enc for i in ids} | {tokenizer.pad_token_id}))
     remap = torch.full((tokenizer.vocab_size,), -1, dtype=torch.long)
     remap[used] = torch.arange(len(used))
-    rows, out = None, {}
+    out = {}
     for label, q in qanns.items():
         q = copy.deepcopy(q).cpu()
         ename, emb = _embedding(q)
         r = emb.weight.detach()[used].clone()
-        if rows is None:
-            rows = r
-        elif not torch.equal(rows, r):
-            raise ValueError(f"{label}: its token embedding differs from the first QANN's; export them apart")
         emb.weight = torch.nn.Parameter(r, requires_grad=False)
         emb.num_embeddings = len(used)
         for layer in quant_layers(q).values():
@@ -108,10 +119,10 @@ def export(path, qanns: dict, tokenizer, sentences: list[str], batch_size: int =
             layer.__dict__.pop("_bounds_val", None)
         sd = {k: _pack(v) for k, v in q.state_dict().items() if k != f"{ename}.weight"
               and not k.endswith("linear.weight")}
-        out[label] = {"skeleton": q.to("meta"), "state": sd, "embedding": ename}
+        out[label] = {"skeleton": q.to("meta"), "state": sd, "embedding": ename, "embedding_rows": _pack_rows(r)}
     batches = [(idx, remap[ids], mask) for idx, ids, mask in tokenize(tokenizer, sentences, batch_size)]
     f = path / "minilm_qanns.pt"
-    torch.save({"format": FORMAT, "qanns": out, "embedding_rows": rows, "sentences": sentences,
+    torch.save({"format": FORMAT, "qanns": out, "sentences": sentences,
                 "batches": batches, "pad_id": int(remap[tokenizer.pad_token_id])}, f)
     return f
 
@@ -127,7 +138,7 @@ def load_export(path, n_eval: int | None = None, batch_size: int = 32) -> tuple[
     for label, e in d["qanns"].items():
         q = e["skeleton"]
         state = {k: _unpack(v) for k, v in e["state"].items()}
-        state[f"{e['embedding']}.weight"] = d["embedding_rows"]
+        state[f"{e['embedding']}.weight"] = _unpack(e["embedding_rows"])
         for name, layer in quant_layers(q).items():
             if isinstance(layer, QuantLinear):
                 state[f"{name}.linear.weight"] = state[f"{name}.w_int"] * state[f"{name}.w_scale"][:, None]
@@ -194,6 +205,7 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(prog="python -m eval.benchmarks.bench_minilm_exact", description=__doc__.split("\n")[0])
     ap.add_argument("--codings", default=",".join(CODINGS))
     ap.add_argument("--qanns", metavar="DIR", help="also the QANN files DIR/*.qann.pt")
+    ap.add_argument("--no-recipe", action="store_true", help="only the --qanns files, not W8A8/W8A4 of the recipe")
     ap.add_argument("--n-eval", type=int, default=None, help="first n held-out sentences (default all 540)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--export", metavar="DIR", help="write the compact QANNs + batches to DIR and exit")
@@ -210,7 +222,7 @@ def main(argv=None) -> list[dict]:
     if a.from_export:
         qanns, batches = load_export(a.from_export, a.n_eval, a.batch_size)
     else:
-        qanns, tok = recipe_qanns()
+        qanns, tok = recipe_qanns(() if a.no_recipe else ((8, 8), (8, 4)))
         if a.qanns:
             qanns.update(load_qanns(a.qanns))
         sentences, batches = held_out_batches(tok, a.n_eval, a.batch_size)
