@@ -11,7 +11,8 @@ Rows (for each W/A in --bits):
 * clip=percentile / clip=max   the other clipping searches;
 * smooth a=ALPHA    per-input-channel activation scales (snmfm.compress.smooth), MSE clipping;
 * smooth + QAT      the best smoothing, then `snmfm.tasks.text.recover` (LSQ + cosine distillation);
-* mixed             (`--mixed`) `snmfm.compress.mixed.plan_activation_bits` on the smoothed model:
+* mixed             (`--mixed`) `snmfm.compress.mixed.plan_activation_bits` on the task's recipe
+                    (text-minilm's smoothed model, calibrated on its calib batches, as `snmfm run`):
                     per-kind activation widths (qkv, qk, av, proj, fc1, fc2 of every block) probed
                     from uniform W8A4 and chosen by the measured knapsack whose graded-SNN energy on
                     neuromorphic-ideal (8 calib sentences) is at most uniform W8A4's; quality =
@@ -20,7 +21,14 @@ Rows (for each W/A in --bits):
 With --mixed a second table gives each plan's energy per batch of --energy-sentences held-out
 sentences: graded SNN on neuromorphic-ideal and loihi2, binary SNN on neuromorphic-ideal
 (--binary-energy; minutes per plan on a CPU) and the QANN on the conventional accelerator.
-`--save-qanns DIR` writes the QANNs for eval/benchmarks/bench_minilm_exact.py.
+`--save-qanns DIR` writes the QANNs for eval/benchmarks/bench_minilm_exact.py; `--plan
+eval/benchmarks/bench_minilm_plan.json` reuses the plan of the README (found with 48 training
+sentences and the task's first calib batch of 8) instead of probing again; `--from-qanns DIR`
+only evaluates saved QANNs.  The README's rows:
+
+    python -m eval.benchmarks.bench_minilm_techniques --alphas 0.9 --mixed --plan eval/benchmarks/bench_minilm_plan.json \
+        --qat-steps 400 --qat-lr 2e-4 --qat-layers --save-qanns runs/minilm_qanns
+    python -m eval.benchmarks.bench_minilm_techniques --from-qanns runs/minilm_qanns --binary-energy
 
     python -m eval.benchmarks.bench_minilm_techniques                      # all rows, 540 sentences
     python -m eval.benchmarks.bench_minilm_techniques --qat-steps 0 --quick
@@ -52,7 +60,8 @@ def _snn_exact(qann, batches) -> bool:
 def run(n_eval: int | None = None, bits=((8, 8), (8, 4)), alphas=(0.5, 0.75, 0.9), methods=("percentile", "max"),
         qat_steps: int = 100, qat_lr: float = 1e-4, n_snn: int = 3, mixed: bool = False,
         plan_sentences: int = 64, energy_sentences: int = 8, binary_energy: bool = False,
-        save_qanns: str | None = None, device: str | None = None, log=print) -> dict:
+        save_qanns: str | None = None, qat_layers: bool = False, plan_file: str | None = None,
+        device: str | None = None, log=print) -> dict:
     from snmfm.compress import calibrate, quantize, smooth
     from snmfm.data.sentences import load_sentences
     from snmfm.models.hf import load_minilm
@@ -103,7 +112,8 @@ def run(n_eval: int | None = None, bits=((8, 8), (8, 4)), alphas=(0.5, 0.75, 0.9
 
     def qat_row(name, model, w, a, overrides=None):
         t0, c0 = time.perf_counter(), time.process_time()
-        q = recover(model, tok, w, a, steps=qat_steps, lr=qat_lr, device=device, log_every=25, overrides=overrides)
+        q = recover(model, tok, w, a, steps=qat_steps, lr=qat_lr, device=device, log_every=25, overrides=overrides,
+                    layers=qat_layers)
         r = evaluate(name, q, w, a, snn=True, qat_wall_s=time.perf_counter() - t0,
                      qat_cpu_s=time.process_time() - c0)
         return q, r
@@ -115,11 +125,22 @@ def run(n_eval: int | None = None, bits=((8, 8), (8, 4)), alphas=(0.5, 0.75, 0.9
             label = f"W{w}A{a}-qat{qat_steps}"
             saved[label], row_of[label] = qat_row(f"smooth a={alpha} + QAT {qat_steps}", smoothed[alpha], w, a)
     out = {"n_eval": len(idx["eval"]), "n_calib": len(idx["calib"]), "rows": rows}
-    if mixed:
-        alpha = best[(8, 4)][0]
-        sm = smoothed[alpha]
-        plan_b = tokenize(tok, [S[i] for i in idx["calib"][:energy_sentences]], energy_sentences)[0][1:]
-        plan = mixed_plan(sm, tok, n_quality=plan_sentences, energy_batch=plan_b, log=log)
+    if mixed:   # on the text-minilm task's own recipe (smoothed alpha 0.9, calibrated on its calib batches)
+        from snmfm.tasks import get_task
+        task = get_task("text-minilm")
+        sm = task.build_model()
+        calibrate(sm, [tuple(b) for b in task.batches("calib", 64)])
+        alpha = getattr(sm, "snmfm_smooth", {}).get("alpha")
+        saved["W8A4"] = quantize(sm, 8, 4)
+        row_of["W8A4"] = evaluate("task recipe W8A4", saved["W8A4"], 8, 4)
+        if plan_file:   # a plan found before (e.g. bench_minilm_plan.json): no probing
+            from snmfm.compress.mixed import MixedPlan
+            d = json.loads(Path(plan_file).read_text())
+            plan = MixedPlan(**{k: d[k] for k in ("bits", "overrides", "base_bits", "quality", "cost", "budget",
+                                                  "base_quality", "base_cost")})
+        else:
+            plan_b = tuple(next(iter(task.batches("calib", energy_sentences))))
+            plan = mixed_plan(sm, tok, n_quality=plan_sentences, energy_batch=plan_b, log=log)
         q = quantize(sm, 8, 4, overrides=plan.overrides)
         row_of["mixed"] = evaluate(f"smooth a={alpha} + mixed (W8A4 energy)", q, 8, 4, snn=True, plan=plan.bits)
         saved["mixed"] = q
@@ -270,6 +291,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--binary-energy", action="store_true", help="also the binary SNN's energy (slow on a CPU)")
     ap.add_argument("--save-qanns", metavar="DIR", help="write the QANNs (for bench_minilm_exact --qanns DIR)")
     ap.add_argument("--from-qanns", metavar="DIR", help="only evaluate the QANN files DIR/*.qann.pt (cosine, energy)")
+    ap.add_argument("--qat-layers", action="store_true", help="QAT distils every block's token states too")
+    ap.add_argument("--plan", metavar="FILE", help="use this mixed plan (JSON of MixedPlan.to_dict, e.g. "
+                    "eval/benchmarks/bench_minilm_plan.json) instead of planning")
     ap.add_argument("--quick", action="store_true", help="60 sentences, alpha 0.75 only, no clip rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default=None, help="where the QAT fine-tuning runs (e.g. cuda)")
@@ -279,7 +303,7 @@ def main(argv=None) -> dict:
     kw = dict(n_eval=a.n_eval, alphas=tuple(float(x) for x in a.alphas.split(",")), qat_steps=a.qat_steps,
               qat_lr=a.qat_lr, n_snn=a.snn, mixed=a.mixed, plan_sentences=a.plan_sentences,
               energy_sentences=a.energy_sentences, binary_energy=a.binary_energy, save_qanns=a.save_qanns,
-              device=a.device)
+              qat_layers=a.qat_layers, plan_file=a.plan, device=a.device)
     if a.quick:
         kw.update(n_eval=60, alphas=(0.75,), methods=())
     if a.from_qanns:
