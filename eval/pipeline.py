@@ -13,6 +13,7 @@ simulation costs T_settle forward passes.  The report states every count.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,11 +44,18 @@ DEFAULT_OUT_DIR = "snmfm-report"
 
 def default_tasks() -> list[str]:
     """The default tasks, plus the optional ones whose extra is importable."""
-    names = list(DEFAULT_TASKS)
+    return list(DEFAULT_TASKS) + [n for n in OPTIONAL_TASKS if n not in left_out_tasks()]
+
+
+def left_out_tasks() -> dict[str, str]:
+    """Optional default tasks left out because their extra is not installed -> why and the fix."""
+    out = {}
     for name, modules in OPTIONAL_TASKS.items():
-        if all(importlib.util.find_spec(m) is not None for m in modules):
-            names.append(name)
-    return names
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            out[name] = (f"left out: needs {', '.join(missing)} (pip install 'snmfm[transformers]'), "
+                         "or name it with --tasks for the error")
+    return out
 
 
 def bit_variants(w_bits: int, a_bits: int, variants) -> list[tuple[int, int]]:
@@ -270,6 +278,10 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
         from eval.paths import check_out_dir
         check_out_dir(out_dir, force=True, what="report folder")
     names = list(tasks) if tasks else default_tasks()
+    left_out = {} if tasks else left_out_tasks()
+    if progress:
+        for n, why in left_out.items():
+            print(f"snmfm run: task {n} {why}", file=sys.stderr)
     for n in names:
         get_task(n)  # unknown names fail before any work, listing the tasks
     from eval.studies import parse_study_names
@@ -337,7 +349,8 @@ def run_main(tasks: Sequence[str] | None = None, sizes: str | dict | None = None
                "bits": [list(b) for b in bits], "T": T, "limit": limit, "calib_limit": calib_limit,
                "snn_examples": {t.task: t.variant().snn["n_examples"] for t in out}, "seed": seed,
                "tolerance": tol, "hardware": echo, "accelerators": list(echo), "codings": codings,
-               "memory_policy": _policy_echo(policy), "studies": study_names, "breakeven": be_tasks}
+               "memory_policy": _policy_echo(policy), "studies": study_names, "breakeven": be_tasks,
+               "left_out_tasks": left_out}
     prov = collect(seed, started, stage_wall)
     # CPU seconds of this process: on a shared machine the wall time also measures the neighbours
     prov.update(cpu_s=time.process_time() - c0, stage_cpu_s=stage_cpu, task_stage_cpu_s=task_stage_cpu)

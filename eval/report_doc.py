@@ -316,6 +316,7 @@ def _provenance(report: Report) -> list:
             ["held-out examples (FP32 / QANN; SNN)",
              ", ".join(f"{t.task} {t.fp32.get('n_examples')}; {t.variant().snn['n_examples']}" for t in r.tasks)
              + ("" if r.options["limit"] is None else f" (limit {r.options['limit']})")],
+            *[[f"{n} (default task)", why] for n, why in (r.options.get("left_out_tasks") or {}).items()],
             ["packages", ", ".join(f"{k} {v}" for k, v in p["packages"].items())],
             ["environment", ", ".join(f"{k}={v}" for k, v in p["environment"].items())]]
     for res in r.tasks:

@@ -87,3 +87,16 @@ def test_bit_variants_and_default_tasks():
     assert bit_variants(8, 8, False) == [(8, 8)]
     assert bit_variants(4, 4, True) == [(4, 4)]
     assert default_tasks()[:4] == ["vision-digits", "medical-wdbc", "code-stdlib", "vqa-digits"]
+
+
+def test_an_optional_default_task_without_its_extra_is_left_out_with_the_fix(monkeypatch):
+    import importlib.util
+
+    from eval import pipeline
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "transformers" else real(m, *a))
+    assert "text-minilm" not in default_tasks()
+    why = pipeline.left_out_tasks()["text-minilm"]
+    assert "transformers" in why and "snmfm[transformers]" in why
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert set(pipeline.left_out_tasks()) == set(pipeline.OPTIONAL_TASKS) - set(default_tasks())
