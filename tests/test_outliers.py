@@ -10,6 +10,7 @@ from converters import ConversionError, convert, load_qann, save_qann
 from snmfm.compress import calibrate, quantize, smooth
 from snmfm.models import build_model
 from snmfm.nn import QuantLinear
+from text_helpers import WordTokenizer
 
 
 def _text_model(seed=0, outliers=True):
@@ -159,27 +160,11 @@ def test_smoothed_models_prune_and_checkpoint_without_changing_their_function(tm
         assert torch.equal(back(*x), sm(*x))
 
 
-class _Tok:
-    """A word-level stand-in for a Hugging Face tokenizer (ids 3..63, [CLS]=1, [SEP]=2, pad 0)."""
-    pad_token_id = 0
-
-    def _ids(self, s):
-        return [1] + [3 + sum(map(ord, w)) % 61 for w in s.split()] + [2]
-
-    def __call__(self, s, padding=False, return_tensors=None, truncation=False, max_length=None):
-        if isinstance(s, str):
-            return {"input_ids": self._ids(s)}
-        rows = [self._ids(x) for x in s]
-        L = max(map(len, rows))
-        ids = torch.tensor([r + [0] * (L - len(r)) for r in rows])
-        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
-
-
 def test_layerwise_recovery_matches_every_block_at_the_real_tokens_and_stays_exact():
     from snmfm.compress.qat import cosine_loss, prepare_qat
     from snmfm.tasks.text import _TokenStates, recover
     m = _text_model()
-    tok = _Tok()
+    tok = WordTokenizer()
     sentences = ["the cat sat on the mat", "spikes are integers", "a b c d e f g", "low bits", "one more here",
                  "exact to the bit", "the end of it"]
     data = [tuple(tok(sentences, padding=True)[k] for k in ("input_ids", "attention_mask"))]
