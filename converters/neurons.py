@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters import _kernels, codings
+from converters import _kernels, _triton, codings
 from snmfm.nn import Quantizer
 
 
@@ -168,8 +168,12 @@ class IFNeuron(nn.Module):
         like Quantizer.codes: float32 from the kernel, float64 from torch; every consumer in
         snmfm.nn accepts both) from the accumulated input of each step."""
         self.__dict__["input_numel"] = x.numel() // max(1, self.steps)  # per step: sizes the chunks
-        if _kernels.available() and x.device.type == "cpu" and getattr(self.coding, "kernel", None) is not None:
+        if _kernels.available() and x.device.type == "cpu" and getattr(self.coding, "kernel", None) is not None \
+                and not _triton.interpreting():
             out = self._codes_kernel(x)
+        elif getattr(self.coding, "cuda_kernel", None) is not None and _triton.available(x) \
+                and (x.shape[-1] if x.dim() >= 2 else 1) <= _triton.MAX_ROW:
+            out = self._codes_cuda(x)
         else:
             out = self._codes_torch(x)
         return out if self.fault is None else self.fault(self, out)
@@ -212,6 +216,45 @@ class IFNeuron(nn.Module):
             rec.neuron_counts(self.name, st["shape"][1:], stats, st["last"], payload_bits=self.payload_bits)
         elif t_last >= 0:
             d["last_spike_step"] = self.step0 + t_last + 1
+        return out.view(x.shape)
+
+    def _codes_cuda(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel path on the GPU (converters._triton): one fused kernel per layer and chunk,
+        counts as float32, the trace's counters and the quiet / last-event flags left on the device
+        (no host synchronisation; the run reads them once per chunk for all sites)."""
+        T = self.steps
+        B = x.shape[0] // T
+        x = x.detach()
+        xs = x.reshape(T, -1)
+        if xs.dtype not in (torch.float64, torch.float32):
+            xs = xs.to(torch.float64)
+        if not xs.is_contiguous():
+            xs = xs.contiguous()
+        M = xs.shape[1]
+        rec = self.recorder
+        st = self._kstate
+        if st is None:  # first chunk of a run
+            n = self.initial_count(torch.zeros((B, *x.shape[1:]), dtype=torch.int32, device=x.device)).reshape(-1)
+            st = {"rprev": n.clone() if rec is not None else None, "shape": (B, *x.shape[1:]),
+                  "row": x.shape[-1] if x.dim() >= 2 else 1}
+            object.__setattr__(self, "_kstate", st)
+        else:
+            n = st["n"].clone()  # a new state tensor: a caller may hold the count of the last chunk
+        out = torch.empty((T, M), dtype=torch.float32, device=x.device)
+        last = torch.full((B,), -1, dtype=torch.int32, device=x.device)
+        stats = self.coding.cuda_kernel(xs, float(self.scale), self.qmin, self.qmax, n, st["rprev"], st["row"],
+                                        M // B, out, last, rec is not None)
+        st["n"] = n
+        d = self.__dict__
+        d["count"] = n.view(st["shape"])
+        t_last = last.amax()
+        d["last_step_quiet"] = t_last.ne(T - 1)
+        if rec is not None:
+            rec.neuron_device(self.name, st["shape"][1:], stats, last, payload_bits=self.payload_bits)
+        else:
+            step = torch.where(t_last >= 0, t_last + 1 + self.step0, 0)
+            prev = self.last_spike_step
+            d["last_spike_step"] = torch.maximum(step, prev) if torch.is_tensor(prev) else step
         return out.view(x.shape)
 
     def _codes_torch(self, x: torch.Tensor) -> torch.Tensor:

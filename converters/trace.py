@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converters import _kernels
+from converters import _kernels, _triton
 
 SITE_KINDS = ("neuron", "nonspiking", "embed")
 SCHEMA = "snmfm.activity_trace/2"
@@ -275,6 +275,16 @@ class TraceRecorder:
         self.dev_last = last if self.dev_last is None else torch.maximum(self.dev_last, last)
         self._append_device(name, "neuron", tuple(o.shape[2:]), stats)
 
+    def neuron_device(self, name: str, shape: tuple, stats: torch.Tensor, last: torch.Tensor,
+                      payload_bits: int = 0) -> None:
+        """A neuron site's counters for one chunk as device tensors (the GPU kernel path): stats
+        int64 [T, 5] as in `neuron_counts`, last [B] per sample the chunk's last step with an event
+        (-1: none).  Stays on the device until `finish`."""
+        self.payload_bits[name] = int(payload_bits)
+        last = torch.where(last >= 0, last.to(torch.int64) + self.step0, -1)
+        self.dev_last = last if self.dev_last is None else torch.maximum(self.dev_last, last)
+        self._append_device(name, "neuron", tuple(shape), stats)
+
     def unit(self, name: str, kind: str, x: torch.Tensor, T: int) -> None:
         """Non-spiking unit input x [T*B, ..., D]: rows whose input changed are re-evaluated."""
         x = x.detach()
@@ -282,7 +292,14 @@ class TraceRecorder:
         prev = self.prev_inputs.get(name)
         if prev is not None and prev.numel() * T != x.numel():
             prev = None  # the unit's input changed shape since the previous input of a stream
-        if _kernels.available() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        if _triton.available(x) and x.dtype in (torch.float32, torch.float64) and D <= _triton.MAX_ROW:
+            xs = x.reshape(T, -1)
+            xs = xs if xs.is_contiguous() else xs.contiguous()
+            first = torch.full_like(xs[0], float("nan")) if prev is None else prev.reshape(-1).to(xs.dtype)
+            n_rows = _triton.changed_rows(xs, first.contiguous(), D)
+            last = xs[-1]
+            shape = tuple(x.shape[1:])
+        elif _kernels.available() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
             xs = x.reshape(T, -1).contiguous()
             first = torch.full_like(xs[0], float("nan")) if prev is None else prev.reshape(-1).to(xs.dtype)
             n_rows = np.zeros(T, dtype=np.int64)

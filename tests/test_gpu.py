@@ -76,3 +76,31 @@ def test_tf32_int_matmul_is_exact_against_float64(bits, K):
     out = int_matmul(a, b, bound, operand_max=float(hi))
     assert torch.equal(out.cpu(), ref)
     assert not torch.backends.cuda.matmul.allow_tf32  # the global flag is restored
+
+
+@cuda
+@pytest.mark.parametrize("coding", ["binary", "graded", "sigma-delta"])
+def test_fused_kernels_equal_torch_path_on_cuda(coding):
+    """converters/_triton.py against the torch rule on the GPU: same output, T_settle and every
+    trace counter of every site."""
+    from converters import _triton
+    if _triton.triton is None:
+        pytest.skip("no triton")
+    qann, inputs = _qann("decoder", 8)
+    dev = torch.device("cuda")
+    q = qann.to(dev)
+    xs = tuple(x.to(dev) for x in inputs)
+    snn = convert(q, coding=coding).to(dev)
+    k = snn.run(*xs, record=True)
+    try:
+        _triton._DISABLED = True
+        t = snn.run(*xs, record=True)
+    finally:
+        _triton._DISABLED = False
+    assert torch.equal(k.output, q(*xs)) and torch.equal(t.output, k.output)
+    assert (k.steps, k.t_settle) == (t.steps, t.t_settle)
+    assert k.trace.t_settle_per_sample == t.trace.t_settle_per_sample
+    for site, a in k.trace.sites.items():
+        b = t.trace.sites[site]
+        for f in ("pos", "neg", "active_rows", "updates", "payload_abs"):
+            assert (getattr(a, f) == getattr(b, f)).all(), (site, f)

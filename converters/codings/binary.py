@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from converters import _kernels
+from converters import _kernels, _triton
 from converters.codings import register
 from converters.codings.base import quiet_gate
 from snmfm.nn import QuantSpec
@@ -78,11 +78,21 @@ class Binary:
             quiet_gate(out, r, gate)
         return out
 
+    @property
+    def cuda_kernel(self):
+        """The fused GPU kernel (converters._triton) of the ungated walk; the gated walk runs the
+        torch rule (its per-sample gate couples all neurons of a sample at every step)."""
+        return None if self.gated else _cuda_walk
+
     def kernel(self, x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace, gate):
         if gate is None:
             return _kernels.if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace)
         return _kernels.if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last,
                                        trace, gate)
+
+
+def _cuda_walk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace):
+    return _triton.neuron_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace, jump=False)
 
 
 register("binary", Binary)

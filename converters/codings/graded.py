@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from converters import _kernels
+from converters import _kernels, _triton
 from converters.codings import register
 from converters.codings.base import quiet_gate, signed_payload_bits
 from snmfm.nn import QuantSpec
@@ -62,6 +62,9 @@ class Graded:
 
     def advance(self, r, n0, gate):
         return jump(r, n0, gate)
+
+    def cuda_kernel(self, x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace):
+        return _triton.neuron_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace, jump=True)
 
     def kernel(self, x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace, gate):
         return _kernels.graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace)
