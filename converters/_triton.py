@@ -60,8 +60,11 @@ def _blocks(row_len: int) -> tuple[int, int, int]:
 
 
 if triton is not None:
-    @triton.jit
-    def _neuron_kernel(x_ptr, n_ptr, rprev_ptr, out_ptr, part_ptr, last_ptr, s, qmin, qmax,
+    # Sizes are not specialised (Triton would compile a variant per divisibility by 16 of each:
+    # seconds of JIT per model); the block shapes and the rule are.  The threshold and the range
+    # come from a float64 tensor: a Python float argument would be passed as float32.
+    @triton.jit(do_not_specialize=["T", "M", "row_len", "rows_per_sample", "n_rows"])
+    def _neuron_kernel(x_ptr, n_ptr, rprev_ptr, out_ptr, part_ptr, last_ptr, par_ptr,
                        T, M, row_len, rows_per_sample, n_rows,
                        BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, JUMP: tl.constexpr, TRACE: tl.constexpr):
         pid = tl.program_id(0)
@@ -70,6 +73,9 @@ if triton is not None:
         rmask = rows < n_rows
         mask = rmask[:, None] & (cols[None, :] < row_len)
         offs = rows.to(tl.int64)[:, None] * row_len + cols[None, :]
+        s = tl.load(par_ptr)
+        qmin = tl.load(par_ptr + 1)
+        qmax = tl.load(par_ptr + 2)
         n = tl.load(n_ptr + offs, mask=mask, other=0)
         if TRACE:
             rp = tl.load(rprev_ptr + offs, mask=mask, other=0)
@@ -108,7 +114,7 @@ if triton is not None:
         sample = rows // rows_per_sample
         tl.atomic_max(last_ptr + sample, row_last, mask=rmask & (row_last >= 0))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["T", "M", "row_len", "n_rows"])
     def _changed_kernel(x_ptr, prev_ptr, part_ptr, T, M, row_len, n_rows,
                         BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
         pid = tl.program_id(0)
@@ -128,12 +134,26 @@ if triton is not None:
             p = a
 
 
-def neuron_chunk(x: torch.Tensor, s: float, qmin: int, qmax: int, n: torch.Tensor, rprev: torch.Tensor | None,
+def params(scale: torch.Tensor | float, qmin: int, qmax: int, device) -> torch.Tensor:
+    """The kernels' float64 [threshold, qmin, qmax] on `device`, made there by fills and a
+    device-to-device copy: a host-to-device copy of pageable memory would wait for the GPU's queue."""
+    par = torch.empty(3, dtype=torch.float64, device=device)
+    if torch.is_tensor(scale):
+        par[0].copy_(scale.detach().reshape(()))
+    else:
+        par[0].fill_(float(scale))
+    par[1].fill_(float(qmin))
+    par[2].fill_(float(qmax))
+    return par
+
+
+def neuron_chunk(x: torch.Tensor, par: torch.Tensor, n: torch.Tensor, rprev: torch.Tensor | None,
                  row_len: int, per_sample: int, out: torch.Tensor, last: torch.Tensor, trace: bool,
                  jump: bool) -> torch.Tensor | None:
     """Advance one spiking layer by a chunk of T steps on the GPU.
 
     x      float64 or float32 [T, M], contiguous: the accumulated input of each step
+    par    float64 [3] on x's device: threshold, qmin, qmax (`params`)
     n      int32 [M]     count before the chunk; updated in place to the count after it
     rprev  int32 [M]     target of the step before the chunk (read and updated when `trace`)
     out    float32 [T, M] count after each step
@@ -149,8 +169,7 @@ def neuron_chunk(x: torch.Tensor, s: float, qmin: int, qmax: int, n: torch.Tenso
     br, bd, warps = _blocks(row_len)
     grid = (triton.cdiv(n_rows, br),)
     part = torch.empty((grid[0], T, 5) if trace else (1,), dtype=torch.int64, device=x.device)
-    _neuron_kernel[grid](x, n, rprev if trace else n, out, part, last, float(s), float(qmin), float(qmax),
-                         T, M, row_len, per_sample // row_len, n_rows,
+    _neuron_kernel[grid](x, n, rprev if trace else n, out, part, last, par, T, M, row_len, per_sample // row_len, n_rows,
                          BLOCK_R=br, BLOCK_D=bd, JUMP=bool(jump), TRACE=bool(trace), num_warps=warps)
     return part.sum(0) if trace else None
 

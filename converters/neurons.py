@@ -236,13 +236,14 @@ class IFNeuron(nn.Module):
         if st is None:  # first chunk of a run
             n = self.initial_count(torch.zeros((B, *x.shape[1:]), dtype=torch.int32, device=x.device)).reshape(-1)
             st = {"rprev": n.clone() if rec is not None else None, "shape": (B, *x.shape[1:]),
+                  "par": _triton.params(self.scale, self.qmin, self.qmax, x.device),
                   "row": x.shape[-1] if x.dim() >= 2 else 1}
             object.__setattr__(self, "_kstate", st)
         else:
             n = st["n"].clone()  # a new state tensor: a caller may hold the count of the last chunk
         out = torch.empty((T, M), dtype=torch.float32, device=x.device)
         last = torch.full((B,), -1, dtype=torch.int32, device=x.device)
-        stats = self.coding.cuda_kernel(xs, float(self.scale), self.qmin, self.qmax, n, st["rprev"], st["row"],
+        stats = self.coding.cuda_kernel(xs, st["par"], n, st["rprev"], st["row"],
                                         M // B, out, last, rec is not None)
         st["n"] = n
         d = self.__dict__

@@ -64,10 +64,11 @@ class Coding(Protocol):
     # stats [T, 5] int64 (events > 0, events < 0, active rows, updates, sum |payload|) when `trace`;
     # returns the last step of the chunk with an event (-1: none).  A coding without `kernel` runs
     # `advance` on every device (tests/test_new_coding.py adds one that way).
-    # Optional too: a fused GPU path, cuda_kernel(x, s, qmin, qmax, n, rprev, row_len, per_sample,
-    # out, last, trace) -> stats int64 [T, 5] on the device or None (converters._triton: the same
-    # arguments as `kernel` as CUDA tensors, last int32 [B] holding -1 on entry, no return of the
-    # last step: it stays on the device); None or absent: `advance` runs on the GPU.
+    # Optional too: a fused GPU path, cuda_kernel(x, par, n, rprev, row_len, per_sample, out, last,
+    # trace) -> stats int64 [T, 5] on the device or None (converters._triton: the arguments of
+    # `kernel` as CUDA tensors, with par = float64 [s, qmin, qmax] (`_triton.params`), last int32 [B]
+    # holding -1 on entry, and no return of the last step: it stays on the device); None or absent:
+    # `advance` runs on the GPU.
 
 
 def signed_payload_bits(spec: QuantSpec) -> int:

@@ -91,8 +91,8 @@ class Binary:
                                        trace, gate)
 
 
-def _cuda_walk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace):
-    return _triton.neuron_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace, jump=False)
+def _cuda_walk(x, par, n, rprev, row_len, per_sample, out, last, trace):
+    return _triton.neuron_chunk(x, par, n, rprev, row_len, per_sample, out, last, trace, jump=False)
 
 
 register("binary", Binary)

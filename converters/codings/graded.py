@@ -63,8 +63,8 @@ class Graded:
     def advance(self, r, n0, gate):
         return jump(r, n0, gate)
 
-    def cuda_kernel(self, x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace):
-        return _triton.neuron_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, last, trace, jump=True)
+    def cuda_kernel(self, x, par, n, rprev, row_len, per_sample, out, last, trace):
+        return _triton.neuron_chunk(x, par, n, rprev, row_len, per_sample, out, last, trace, jump=True)
 
     def kernel(self, x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace, gate):
         return _kernels.graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last, trace)
