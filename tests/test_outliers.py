@@ -183,3 +183,24 @@ def test_layerwise_recovery_matches_every_block_at_the_real_tokens_and_stays_exa
     assert layer_loss(q) < before
     with torch.no_grad():
         assert torch.equal(convert(q, coding="graded").run(ids, mask).output, q(ids, mask))
+
+
+def test_recover_trains_from_pretokenised_batches_without_a_tokenizer():
+    """The GPU-box path: batches instead of tokenizer + sentences, wide windows, activity budget."""
+    from snmfm.nn import quantizers
+    from snmfm.tasks.text import recover
+    m = _text_model()
+    data = [_inputs(seed=s) for s in range(3)]
+    sm = smooth(m, data, alpha=0.8)
+    calibrate(sm, data)
+    costs = {n: 1.0 for n, _ in quantizers(sm)}
+    q = recover(sm, None, 8, 5, steps=6, lr=5e-4, batches=data, step_bits=3, layers=True, activity=costs,
+                activity_budget=0.9, log_every=3, log=lambda s: None)
+    st = q.snmfm_quant["qat"]
+    assert len(st["history"]) == 2 and "activity" in st["history"][0] and q.snmfm_quant["step_bits"] == 3
+    assert all(qq.bits == 5 for _, qq in quantizers(q))
+    x = data[0]
+    with torch.no_grad():
+        assert torch.equal(convert(q, coding="graded").run(*x).output, q(*x))
+    with pytest.raises(ValueError, match="tokenizer"):
+        recover(sm, None, 8, 4, steps=1)

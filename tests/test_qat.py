@@ -140,3 +140,84 @@ def test_compress_checkpoint_prunes_plans_finetunes_and_saves(tmp_path):
     assert torch.equal(r.output, qann(*x))
     with pytest.raises(ValueError, match="eval.hw_costs"):
         compress_checkpoint(src, budget=1.0, target="neuromorphic")
+
+
+def test_wide_window_keeps_the_step_of_fewer_bits_and_stays_exact():
+    """step_bits: the step of A4 with the window of A6 -- no clipping where A4 clipped, same step."""
+    from snmfm.compress.qat import wide_range
+    m = _model()
+    x = _teacher_data(m)
+    calibrate(m, [(x,)])
+    a4, wide = freeze(prepare_qat(m, 8, 4)), freeze(prepare_qat(m, 8, 6, step_bits=4))
+    for (n, q4), (_, qw) in zip(quantizers(a4), quantizers(wide)):
+        assert float(qw.scale) == pytest.approx(float(q4.scale), rel=1e-12), n
+        assert qw.qmin <= q4.qmin and qw.qmax >= q4.qmax and qw.qmax - qw.qmin + 1 <= 2 ** 6, n
+        assert qw.bits == 6
+    with torch.no_grad():
+        err4 = float((a4(x) - m(x)).abs().mean())
+        errw = float((wide(x) - m(x)).abs().mean())
+        assert errw <= err4 and torch.equal(convert(wide, coding="graded").run(x).output, wide(x))
+    over = {"trunk.blocks.0.mlp.fc1": {"a_bits": 6, "step_bits": 3}}
+    mixed = freeze(prepare_qat(m, 8, 4, overrides=over))
+    q = mixed.trunk.blocks[0].mlp.fc1.quant
+    assert q.bits == 6 and float(q.scale) == pytest.approx(float(freeze(prepare_qat(m, 8, 3)).trunk.blocks[0].mlp.fc1.quant.scale))
+    with pytest.raises(ValueError, match="step_bits 5 > a_bits 4"):
+        prepare_qat(m, 8, 4, step_bits=5)
+    s = torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 3
+    step, lo, hi = wide_range(s, 2, 5, True)
+    assert hi - lo + 1 == 32 and lo < 0 < hi
+
+
+def test_activity_penalty_counts_the_nonzero_codes_of_the_frozen_qann():
+    """Hard count of the penalty on an untrained student == events of the graded SNN of its QANN."""
+    from snmfm.compress.qat import ActivityPenalty
+    m = _model()
+    x = _teacher_data(m)
+    calibrate(m, [(x,)])
+    st = prepare_qat(m, 8, 3).eval()
+    names = [n for n, _ in quantizers(st)]
+    costs = {n: float(i + 1) for i, n in enumerate(names)}
+    pen = ActivityPenalty(st, m, costs)
+    with torch.no_grad():
+        m(x)
+        st(x)
+        pen.ratio()
+    hard = float(pen._last[1])
+    pen.remove()
+    trace = convert(freeze(st), coding="graded").run(x).trace   # graded: one event per nonzero code
+    want = sum(costs[n] * int(trace.sites[n].events.sum()) for n in names)
+    assert hard == pytest.approx(want, rel=2e-3)
+    with pytest.raises(ValueError, match="unknown quantizer"):
+        ActivityPenalty(st, m, {"nope.quant": 1.0})
+
+
+def test_activity_penalty_holds_the_student_to_its_budget():
+    from snmfm.compress.qat import ActivityPenalty
+    m = _model()
+    x = _teacher_data(m, 128, seed=3)
+    calibrate(m, [(x,)])
+    costs = {n: 1.0 for n, _ in quantizers(m)}
+
+    def ratio(st):
+        pen = ActivityPenalty(st, m, costs)
+        with torch.no_grad():
+            m(x)
+            st(x)
+            pen.ratio()
+        pen.remove()
+        return pen.hard_ratio()
+    free, held = prepare_qat(m, 8, 6, step_bits=3), prepare_qat(m, 8, 6, step_bits=3)
+    r0 = ratio(held)
+    finetune(free, m, _sample_fn(), steps=40, lr=3e-3)
+    stats = finetune(held, m, _sample_fn(), steps=40, lr=3e-3, activity=costs, activity_budget=0.8 * r0,
+                     activity_weight=5.0, log_every=10, log=lambda s: None)
+    assert stats["history"] and "activity" in stats["history"][-1]
+    assert ratio(held) < 0.85 * r0 and ratio(held) < ratio(free)
+
+
+def test_finetune_warmup_and_time_limit_end_annealed():
+    m = _model()
+    calibrate(m, [(_teacher_data(m),)])
+    st = prepare_qat(m, 4, 4)
+    stats = finetune(st, m, _sample_fn(), steps=10_000, lr=1e-2, warmup=3, time_limit_s=0.5)
+    assert stats["stopped_at"] is not None and 3 < stats["stopped_at"] < 10_000

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from snmfm.compress.quant import (CALIB_METHODS, WEIGHT_LAYERS, _as_args, activation_range,
+from snmfm.compress.quant import (CALIB_METHODS, WEIGHT_LAYERS, _as_args, activation_range, fit_window,
                                   quant_layers, quantize_weight)
-from snmfm.nn import QuantConv2d, QuantLinear, QuantMatMul, quantizers
+from snmfm.nn import QuantConv2d, QuantLinear, QuantMatMul, Quantizer, qrange, quantizers
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -86,23 +86,41 @@ def unparametrize(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in latent.items()}
 
 
+def wide_range(samples: torch.Tensor, step_bits: int, a_bits: int, signed: bool, method: str = "mse",
+               percentile: float = 99.99, window: str = "fit") -> tuple[float, int, int]:
+    """(step, qmin, qmax): the step `activation_range` finds for `step_bits` bits, the integer window
+    of `a_bits` bits (fitted as `quantize` fits it, widened to contain the `step_bits` window)."""
+    step, lo, hi = activation_range(samples, step_bits, signed, method, percentile, window)
+    wlo, whi = fit_window(samples, a_bits, signed) if window == "fit" else qrange(a_bits, signed)
+    if lo < wlo:   # (not seen in practice: both windows are placed in proportion to the range)
+        wlo, whi = lo, lo + (whi - wlo)
+    elif hi > whi:
+        wlo, whi = hi - (whi - wlo), hi
+    return step, wlo, whi
+
+
 def _check_overrides(layers: Mapping, overrides: Mapping) -> None:
     for name, o in overrides.items():
         if name not in layers:
             raise ValueError(f"bit override for unknown layer {name!r}; layers: {', '.join(layers)}")
-        bad = set(o) - {"w_bits", "a_bits"}
+        bad = set(o) - {"w_bits", "a_bits", "step_bits"}
         if bad:
-            raise ValueError(f"override for {name!r} has unknown key(s) {sorted(bad)}; allowed: a_bits, w_bits")
+            raise ValueError(f"override for {name!r} has unknown key(s) {sorted(bad)}; "
+                             "allowed: a_bits, step_bits, w_bits")
 
 
 def prepare_qat(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *,
                 overrides: Mapping[str, Mapping[str, int]] | None = None, method: str = "mse",
                 percentile: float = 99.99, scales: dict | None = None, embed_bits: int | None = None,
-                window: str = "fit") -> nn.Module:
+                window: str = "fit", step_bits: int | None = None) -> nn.Module:
     """Trainable fake-quantised copy (float32) of a calibrated float model.
 
     scales: optional cache {(quantizer path, bits, ...): (step, qmin, qmax)} read and filled here, so
-    sweeping many bit plans over one calibration searches each scale once.  window: as `quantize`."""
+    sweeping many bit plans over one calibration searches each scale once.  window: as `quantize`.
+    step_bits (also a per-layer override key): start each activation step where the search puts it
+    for `step_bits` bits, with the wider integer window of `a_bits` (`wide_range`): on a graded-spike
+    chip the energy follows the nonzero codes, i.e. the step, so this keeps `step_bits`' activity
+    without its clipping."""
     if method not in CALIB_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; allowed: {', '.join(CALIB_METHODS)}")
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
@@ -113,17 +131,25 @@ def prepare_qat(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *,
     for name, layer in quant_layers(student).items():
         o = overrides.get(name, {})
         ab = int(o.get("a_bits", a_bits))
+        sb = o.get("step_bits", step_bits)
+        sb = ab if sb is None else int(sb)
+        if sb > ab:
+            raise ValueError(f"step_bits {sb} > a_bits {ab} for {name!r}: the window must hold the step's range")
         qn = [f"{name}.quant_a", f"{name}.quant_b"] if isinstance(layer, QuantMatMul) else [f"{name}.quant"]
         qs = [layer.quant_a, layer.quant_b] if isinstance(layer, QuantMatMul) else [layer.quant]
         for qname, q in zip(qn, qs):
             q.set_bits(ab)
-            key = (qname, ab, method, percentile, window)
+            key = (qname, ab, method, percentile, window) + ((sb,) if sb != ab else ())
             if key not in scales:
                 samples = src[qname].samples
                 if not samples:
                     raise ValueError(f"uncalibrated model: quantizer {qname!r} saw no data; "
                                      "call snmfm.compress.calibrate(model, data) first")
-                scales[key] = activation_range(torch.cat(samples), ab, q.signed, method, percentile, window)
+                cat = torch.cat(samples)
+                if sb == ab:
+                    scales[key] = activation_range(cat, ab, q.signed, method, percentile, window)
+                else:
+                    scales[key] = wide_range(cat, sb, ab, q.signed, method, percentile, window)
             step, q.qmin, q.qmax = scales[key]
             q.samples = []
             q.log_scale = nn.Parameter(torch.tensor(step, dtype=torch.float64).log())
@@ -139,7 +165,7 @@ def prepare_qat(model: nn.Module, w_bits: int = 8, a_bits: int = 8, *,
             raise ValueError("a Quantizer outside a QuantLinear/QuantConv2d/QuantMatMul/QuantFeatureEmbed "
                              "cannot be paired with integer weights")
     student.snmfm_qat = {"w_bits": w_bits, "a_bits": a_bits, "method": method, "percentile": percentile,
-                         "window": window,
+                         "window": window, "step_bits": step_bits,
                          "overrides": overrides,
                          "embed_bits": embed_bits if embed_bits is not None else w_bits}
     return student
@@ -195,17 +221,91 @@ def cosine_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, temperatur
 DISTILL_LOSSES = {"kl": distill_loss, "cosine": cosine_loss}
 
 
+class ActivityPenalty:
+    """Weighted count of nonzero activation codes of a fake-quantised student, relative to a reference.
+
+    A code is nonzero where |x / s| >= 1/2 (a graded-spike chip sends one event for it and fetches
+    one weight row).  Forward hooks on the student's quantizers count that per site, hard and with
+    a sigmoid surrogate of temperature `tau` (whose gradient moves the steps and the weights); hooks
+    on the teacher's quantizers count the teacher's activations at the student's *initial* steps:
+    the reference, on the same batch.  `ratio()` = sum_site cost * soft count (student) / the same
+    for the reference; `hard_ratio()` the same with exact counts.  Call `remove()` when done."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, costs: Mapping[str, float], tau: float = 0.1):
+        sq, tq = dict(quantizers(student)), dict(quantizers(teacher))
+        unknown = [n for n in costs if n not in sq or n not in tq]
+        if unknown:
+            raise ValueError(f"activity costs for unknown quantizer(s) {unknown[:3]}; "
+                             f"quantizers: {', '.join(list(sq)[:4])}, ...")
+        self.tau = tau
+        self._cur: dict[str, list] = {}
+        self._hooks = []
+        for name, cost in costs.items():
+            q = sq[name]
+            if q.mode != "fake":
+                raise ValueError(f"activity penalty needs a prepare_qat student ({name!r} is in mode {q.mode!r})")
+            step0 = float(q.log_scale.detach().exp())
+            self._hooks.append(q.register_forward_hook(self._student_hook(name, float(cost), q)))
+            self._hooks.append(tq[name].register_forward_hook(self._teacher_hook(name, float(cost), step0, q.signed)))
+
+    def _student_hook(self, name, cost, q):
+        def hook(module, args, out):
+            x = args[0].float()
+            s = q.log_scale.exp().float()
+            m = x.abs() / s if q.signed else x / s
+            self._cur.setdefault("student", []).append(
+                (cost * torch.sigmoid((m - 0.5) / self.tau).sum(), cost * (m >= 0.5).sum().detach()))
+        return hook
+
+    def _teacher_hook(self, name, cost, step0, signed):
+        def hook(module, args, out):
+            x = args[0].detach().float()
+            m = x.abs() / step0 if signed else x / step0
+            self._cur.setdefault("teacher", []).append(
+                (cost * torch.sigmoid((m - 0.5) / self.tau).sum(), cost * (m >= 0.5).sum()))
+        return hook
+
+    def _take(self):
+        s, t = self._cur.pop("student", []), self._cur.pop("teacher", [])
+        if not s or not t:
+            raise RuntimeError("activity penalty: no quantizer ran in this step (inputs bypass the costed sites?)")
+        self._last = (sum(a for a, _ in s), sum(b for _, b in s), sum(a for a, _ in t), sum(b for _, b in t))
+        return self._last
+
+    def ratio(self) -> torch.Tensor:
+        soft, _, ref, _ = self._take()
+        return soft / ref.clamp_min(1e-30)
+
+    def hard_ratio(self) -> float:
+        _, hard, _, ref = self._last
+        return float(hard / ref.clamp_min(1e-30))
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
 def finetune(student: nn.Module, teacher: nn.Module, sample: Callable, *, steps: int = 200,
              lr: float = 2e-4, scale_lr: float | None = None, weight_decay: float = 0.0,
              alpha: float | None = None, temperature: float = 1.0, task_loss: Callable | None = None,
              inputs_of: Callable = _as_args, device: str | torch.device | None = None, seed: int = 0,
-             log_every: int = 0, distill: str = "kl") -> dict:
+             log_every: int = 0, distill: str = "kl", warmup: int = 0,
+             activity: Mapping[str, float] | None = None, activity_budget: float = 1.0,
+             activity_weight: float = 1.0, time_limit_s: float | None = None, log: Callable = print) -> dict:
     """Fine-tune a `prepare_qat` student in place against a float `teacher`.
 
     sample(gen, step) -> a training batch; inputs_of(batch) -> the model's positional inputs;
     task_loss(student_output, batch) -> scalar (omit for pure distillation).  alpha: weight of the
     distillation term (default 1 without a task loss, else 0.5).  distill: "kl" (logits) or
-    "cosine" (embeddings).  Returns training stats."""
+    "cosine" (embeddings).  Learning rate: linear warm-up over `warmup` steps, then cosine decay.
+    activity: {quantizer path: cost of one nonzero code} (e.g. pJ per event from a hardware cost
+    table) -- keeps the student's weighted count of nonzero codes, what a graded-spike chip pays
+    for, within `activity_budget` times the count the *initial* steps give the teacher's
+    activations on the same batch (`ActivityPenalty`).  Returns training stats with `history`
+    (mean loss and activity ratio per `log_every` steps).  time_limit_s: stop after this many
+    seconds: the learning-rate schedule then runs on elapsed time or steps, whichever is further on,
+    so a run cut by the clock still ends annealed (`stats["stopped_at"]`: the step it stopped at)."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if distill not in DISTILL_LOSSES:
@@ -228,32 +328,62 @@ def finetune(student: nn.Module, teacher: nn.Module, sample: Callable, *, steps:
                               "lr": scale_lr if scale_lr is not None else lr}], lr=lr)
     base = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(seed)
-    t0, losses = time.time(), []
-    for step in range(steps):
-        batch = sample(gen, step)
-        batch = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in batch) \
-            if isinstance(batch, tuple) else batch.to(dev)
-        args = inputs_of(batch)
-        with torch.no_grad():
-            t_out = teacher(*args)
-        s_out = student(*args)
-        loss = alpha * dloss(s_out, t_out, temperature) if alpha > 0 else 0.0
-        if alpha < 1.0:
-            loss = loss + (1.0 - alpha) * task_loss(s_out, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        frac = 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))  # cosine decay
-        for g, b in zip(opt.param_groups, base):
-            g["lr"] = b * frac
-        opt.step()
-        losses.append(float(loss.detach()))
-        if log_every and (step + 1) % log_every == 0:
-            print(f"qat step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}")
+    penalty = ActivityPenalty(student, teacher, activity) if activity else None
+    t0, losses, ratios, history = time.time(), [], [], []
+    stopped_at = None
+    try:
+        for step in range(steps):
+            if time_limit_s is not None and time.time() - t0 > time_limit_s:
+                stopped_at = step
+                log(f"qat: time limit {time_limit_s:.0f} s reached at step {step}/{steps}")
+                break
+            batch = sample(gen, step)
+            batch = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in batch) \
+                if isinstance(batch, tuple) else batch.to(dev)
+            args = inputs_of(batch)
+            with torch.no_grad():
+                t_out = teacher(*args)
+            s_out = student(*args)
+            loss = alpha * dloss(s_out, t_out, temperature) if alpha > 0 else 0.0
+            if alpha < 1.0:
+                loss = loss + (1.0 - alpha) * task_loss(s_out, batch)
+            if penalty is not None:
+                ratio = penalty.ratio()
+                loss = loss + activity_weight * torch.relu(ratio - activity_budget)
+                ratios.append(float(penalty.hard_ratio()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            # progress: by steps, or by time when a time limit is given (whichever is further on)
+            prog = step / max(1, steps)
+            if time_limit_s:
+                prog = max(prog, (time.time() - t0) / time_limit_s)
+            wu = warmup / max(1, steps)
+            frac = min(1.0, (step + 1) / warmup) if step < warmup else \
+                0.5 * (1 + math.cos(math.pi * min(1.0, (prog - wu) / max(1e-9, 1 - wu))))  # cosine decay
+            for g, b in zip(opt.param_groups, base):
+                g["lr"] = b * frac
+            opt.step()
+            losses.append(float(loss.detach()))
+            if log_every and (step + 1) % log_every == 0:
+                row = {"step": step + 1, "loss": sum(losses[-log_every:]) / log_every,
+                       "time_s": time.time() - t0}
+                if ratios:
+                    row["activity"] = sum(ratios[-log_every:]) / log_every
+                history.append(row)
+                log(f"qat step {step + 1}/{steps} loss {row['loss']:.5f}"
+                    + (f" activity {row['activity']:.4f}" if ratios else "") + f" ({row['time_s']:.0f} s)")
+    finally:
+        if penalty is not None:
+            penalty.remove()
     student.cpu().eval()
     teacher.cpu()
     stats = {"steps": steps, "lr": lr, "alpha": alpha, "temperature": temperature, "distill": distill,
-             "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])) if losses else None,
-             "time_s": time.time() - t0, "device": str(dev)}
+             "warmup": warmup, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])) if losses else None,
+             "time_s": time.time() - t0, "device": str(dev), "history": history,
+             "stopped_at": stopped_at}
+    if penalty is not None:
+        stats.update(activity_budget=activity_budget, activity_weight=activity_weight,
+                     final_activity=sum(ratios[-20:]) / len(ratios[-20:]) if ratios else None)
     if hasattr(student, "snmfm_qat"):
         student.snmfm_qat["trained"] = stats
     return stats

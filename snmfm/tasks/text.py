@@ -186,28 +186,43 @@ class _TokenStates(nn.Module):
         return torch.cat([s[keep] for s in states] + [emb], dim=0)
 
 
-def recover(model: nn.Module, tokenizer, w_bits: int = 8, a_bits: int = 4, *, steps: int = 100,
+def recover(model: nn.Module, tokenizer=None, w_bits: int = 8, a_bits: int = 4, *, steps: int = 100,
             lr: float = 1e-4, batch_size: int = 16, overrides=None, sentences: list[str] | None = None,
-            seed: int = 0, log_every: int = 0, device: str | None = None, layers: bool = False) -> nn.Module:
+            seed: int = 0, log_every: int = 0, device: str | None = None, layers: bool = False,
+            batches: list | None = None, step_bits: int | None = None, scale_lr: float | None = None,
+            warmup: int = 0, activity: dict | None = None, activity_budget: float = 1.0,
+            activity_weight: float = 1.0, time_limit_s: float | None = None, log=print) -> nn.Module:
     """QAT recovery of a calibrated sentence encoder: LSQ steps and weights fine-tuned to match the
     float model's sentence embeddings (cosine distillation, `snmfm.compress.qat`) on the training
     sentences (`snmfm.data.sentences.load_train_sentences`, disjoint from the shipped held-out
     ones); returns the frozen QANN (integer codes: converts to an exact SNN like any QANN).
-    layers: distil every block's token states as well as the embedding (`_TokenStates`)."""
+    layers: distil every block's token states as well as the embedding (`_TokenStates`).
+    batches: pre-tokenised training batches [(input_ids, attention_mask)] instead of tokenizer +
+    sentences (a machine without the tokenizer).  step_bits, warmup, scale_lr, activity*, time_limit_s: as
+    `prepare_qat` / `finetune` (activity costs are keyed by the model's quantizer paths); the
+    training stats (loss history included) end up in the QANN's `snmfm_quant["qat"]`."""
     from snmfm.compress.qat import finetune, freeze, prepare_qat
-    from snmfm.data.sentences import load_train_sentences
-    from snmfm.models.hf import length_batches
-    sentences = load_train_sentences() if sentences is None else sentences
-    max_len = model.config.extra.get("max_seq_length")
-    batches = [(ids, mask) for _, ids, mask in length_batches(tokenizer, sentences, batch_size, max_len)]
+    if batches is None:
+        if tokenizer is None:
+            raise ValueError("recover needs a tokenizer (with sentences) or pre-tokenised batches")
+        from snmfm.data.sentences import load_train_sentences
+        from snmfm.models.hf import length_batches
+        sentences = load_train_sentences() if sentences is None else sentences
+        max_len = model.config.extra.get("max_seq_length")
+        batches = [(ids, mask) for _, ids, mask in length_batches(tokenizer, sentences, batch_size, max_len)]
+    batches = [tuple(b) for b in batches]
     if not batches:
         raise ValueError("recover needs at least one training sentence")
-    student = prepare_qat(model, w_bits, a_bits, overrides=overrides)
+    student = prepare_qat(model, w_bits, a_bits, overrides=overrides, step_bits=step_bits)
 
     def sample(gen, step):
         return batches[int(torch.randint(len(batches), (1,), generator=gen))]
     s, t = (_TokenStates(student), _TokenStates(model)) if layers else (student, model)
+    if activity and layers:
+        activity = {f"model.{k}": v for k, v in activity.items()}
     stats = finetune(s, t, sample, steps=steps, lr=lr, distill="cosine", inputs_of=lambda b: b,
-                     seed=seed, log_every=log_every, device=device)
+                     seed=seed, log_every=log_every, device=device, scale_lr=scale_lr, warmup=warmup,
+                     activity=activity, activity_budget=activity_budget, activity_weight=activity_weight,
+                     time_limit_s=time_limit_s, log=log)
     student.snmfm_qat["trained"] = {**stats, "distilled": "token states + embedding" if layers else "embedding"}
     return freeze(student)
