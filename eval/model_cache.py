@@ -108,10 +108,9 @@ def trained_model(task_name: str, size: str | None = None, *, overrides: dict | 
         torch.manual_seed(seed)
         model = build_model(task.model_name, size, **{**task.model_overrides(), **(overrides or {})})
     outer = wrap(model) if wrap is not None else model
-    cfg = task.train_config if steps is None else task.train_config.replace(
-        steps=int(steps), warmup=min(task.train_config.warmup, max(1, int(steps) // 10)))
+    cfg = task.train_config_for(size, steps)
     if device is None or device == "cpu":
-        _, metrics = task.train(model=outer, seed=seed, steps=steps, progress=progress)
+        _, metrics = task.train(model=outer, seed=seed, config=cfg, progress=progress)
     else:
         metrics = _train_on(task, outer, cfg, seed, device, progress)
     meta = {"task": task.name, "model_name": task.model_name, "size": size, "seed": seed,
@@ -133,9 +132,10 @@ def ensure_default_checkpoint(task_name: str, device: str | None = None, progres
         return task.default_checkpoint(progress=progress)
     with torch.random.fork_rng(devices=[]):
         model = task.build_model(task.default_size, seed=0)
-    metrics = _train_on(task, model, task.train_config, 0, device, progress)
+    cfg = task.train_config_for(task.default_size)
+    metrics = _train_on(task, model, cfg, 0, device, progress)
     meta = {"task": task.name, "model_name": task.model_name, "size": task.default_size, "seed": 0,
-            "metrics": metrics, "train": task.train_config.to_dict(), "task_info": task.info(),
+            "metrics": metrics, "train": cfg.to_dict(), "task_info": task.info(),
             "train_device": device}
     return save_checkpoint(model, cached, meta)
 

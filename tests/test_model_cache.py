@@ -95,3 +95,32 @@ def test_ship_member_half_stores_float16_that_loads_into_float32(tmp_path, monke
         assert torch.equal(v, w[k].detach().half().float())
     with pytest.raises(FileExistsError):
         mc.ship_member(task.name, "tiny", half=True)
+
+
+def test_shipped_members_were_trained_by_the_recipe_their_size_gets():
+    """A size may get its own recipe (vqa-digits medium: a lower lr); every shipped checkpoint --
+    the tasks' defaults and the members -- records exactly the recipe of its task at its size, so a
+    per-size change never leaves a stale member that `shipped_member` would still hand out."""
+    from snmfm.tasks import get_task
+    checked = 0
+    for js in sorted(SHIPPED_DIR.glob("*.json")):
+        meta = json.loads(js.read_text())
+        if "draft" in js.stem or "train" not in meta:
+            continue
+        recipe = get_task(meta["task"]).train_config_for(meta["size"]).to_dict()
+        assert meta["train"] == json.loads(json.dumps(recipe)), js.name
+        checked += 1
+    assert checked >= 6
+
+
+def test_vqa_medium_recipe_is_the_one_trained_and_recorded(tmp_path):
+    from snmfm.tasks import get_task
+    task = get_task("vqa-digits")
+    small, medium = task.train_config_for("small"), task.train_config_for("medium")
+    assert small == task.train_config and task.train_config_for("tiny") == task.train_config
+    assert medium.lr == 5e-4 < small.lr and medium.replace(lr=small.lr) == small
+    short = task.train_config_for("medium", steps=20)
+    assert (short.steps, short.warmup, short.lr) == (20, 2, 5e-4)
+    assert get_task("vision-digits").train_config_for("medium") == get_task("vision-digits").train_config
+    _, meta = mc.trained_model("vqa-digits", "medium", steps=1, cache=tmp_path)
+    assert meta["train"] == task.train_config_for("medium", steps=1).to_dict() and meta["train"]["lr"] == 5e-4

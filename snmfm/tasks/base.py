@@ -55,6 +55,9 @@ class Task:
     kind: str = ""
     description: str = ""
     train_config: TrainConfig = TrainConfig()
+    # Changes to train_config for other sizes, e.g. {"medium": {"lr": 5e-4}}: a wider, deeper member
+    # may need a gentler schedule than the default size it was tuned on (see VQADigits).
+    size_train_overrides: dict[str, dict] = {}
     eval_batch_size: int = 256
 
     # -- model ----------------------------------------------------------------------------------
@@ -68,6 +71,14 @@ class Task:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(self.model_name, size or self.default_size, **self.model_overrides())
+
+    def train_config_for(self, size: str | None = None, steps: int | None = None) -> TrainConfig:
+        """The training recipe at `size` (None: the default size): `train_config` with that size's
+        entry of `size_train_overrides`; `steps` shortens or lengthens it (warm-up at most a tenth)."""
+        cfg = self.train_config.replace(**self.size_train_overrides.get(size or self.default_size, {}))
+        if steps is not None:
+            cfg = cfg.replace(steps=int(steps), warmup=min(cfg.warmup, max(1, int(steps) // 10)))
+        return cfg
 
     # -- data -----------------------------------------------------------------------------------
     def data(self, split: str, seed: int = 0) -> TensorData:
@@ -113,7 +124,7 @@ class Task:
         """Train (a fresh model of `size` from `seed`, or `model` in place); returns
         (model, metrics) with the test metrics of `evaluate` (on at most `eval_limit` examples)
         plus train_loss / train_time_s / steps."""
-        cfg = config or self.train_config
+        cfg = config or self.train_config_for(size)
         if steps is not None:
             cfg = cfg.replace(steps=int(steps), warmup=min(cfg.warmup, max(1, int(steps) // 10)))
         if model is None:
@@ -171,7 +182,7 @@ class Task:
         model, metrics = self.train(seed=seed, steps=steps, progress=progress, size=size)
         if out is None:
             out = cache_dir() / "checkpoints" / f"{self.name}-{size}-seed{seed}"
-        cfg = self.train_config if steps is None else self.train_config.replace(steps=int(steps))
+        cfg = self.train_config_for(size, steps)
         meta = {"task": self.name, "model_name": self.model_name, "size": size, "seed": seed,
                 "metrics": metrics, "train": cfg.to_dict(), "task_info": self.info()}
         path = save_checkpoint(model, out, meta)
