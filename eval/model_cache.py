@@ -155,12 +155,13 @@ def _train_on(task, model: nn.Module, cfg, seed: int, device: str, progress: boo
 
 
 def ship_member(task_name: str, size: str, progress: bool = False, device: str | None = None,
-                half: bool = False) -> Path:
+                half: bool = False, out: Path | str | None = None) -> Path:
     """Train the recipe member (`trained_model` with defaults, in a temporary cache) and copy it to
     snmfm/checkpoints/<task>-<size>: how the shipped members were made
     (`python -m eval.model_cache vision-digits tiny`).  half: store the weights as float16 (half
     the bytes, for the medium members; the metrics are re-measured on the rounded weights, which
-    load back into a float32 model)."""
+    load back into a float32 model).  out: write <out>/<task>-<size>.* instead (e.g. on a training
+    machine; copy the two files into snmfm/checkpoints to ship them)."""
     import shutil
     import tempfile
 
@@ -168,7 +169,10 @@ def ship_member(task_name: str, size: str, progress: bool = False, device: str |
     from snmfm.tasks import get_task
     if shipped_member(task_name, size) is not None:
         raise FileExistsError(f"{task_name}-{size} is already shipped in {SHIPPED_DIR}; delete it to re-make it")
-    dest = SHIPPED_DIR / f"{task_name}-{size}"
+    dest = (SHIPPED_DIR if out is None else Path(out)) / f"{task_name}-{size}"
+    if any(f.exists() for f in checkpoint_files(dest)):
+        raise FileExistsError(f"{dest} exists; delete it to re-make it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         _, meta = trained_model(task_name, size, cache=tmp, progress=progress, device=device)
         if "path" not in meta:
@@ -192,6 +196,7 @@ if __name__ == "__main__":
     import time
     t0, c0 = time.perf_counter(), time.process_time()
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    dev = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--device=")), None)
-    print(ship_member(args[0], args[1], progress=True, device=dev, half="--half" in sys.argv),
+    opt = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--") and "=" in a}
+    print(ship_member(args[0], args[1], progress=True, device=opt.get("--device"), half="--half" in sys.argv,
+                      out=opt.get("--out")),
           f"{time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")

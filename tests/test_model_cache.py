@@ -95,6 +95,13 @@ def test_ship_member_half_stores_float16_that_loads_into_float32(tmp_path, monke
         assert torch.equal(v, w[k].detach().half().float())
     with pytest.raises(FileExistsError):
         mc.ship_member(task.name, "tiny", half=True)
+    # a training machine writes the member elsewhere (to copy into snmfm/checkpoints), never over one
+    (tmp_path / "ship" / "vision-digits-tiny.json").unlink()
+    elsewhere = mc.ship_member(task.name, "tiny", out=tmp_path / "out" / "sub")
+    assert elsewhere == tmp_path / "out" / "sub" / "vision-digits-tiny"
+    assert all(f.is_file() for f in checkpoint_files(elsewhere)) and load_checkpoint(elsewhere)[1]["size"] == "tiny"
+    with pytest.raises(FileExistsError, match="exists"):
+        mc.ship_member(task.name, "tiny", out=tmp_path / "out" / "sub")
 
 
 def test_shipped_members_were_trained_by_the_recipe_their_size_gets():
