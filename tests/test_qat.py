@@ -221,3 +221,70 @@ def test_finetune_warmup_and_time_limit_end_annealed():
     st = prepare_qat(m, 4, 4)
     stats = finetune(st, m, _sample_fn(), steps=10_000, lr=1e-2, warmup=3, time_limit_s=0.5)
     assert stats["stopped_at"] is not None and 3 < stats["stopped_at"] < 10_000
+
+
+def _two_trained(m, x):
+    a = qat(m, _sample_fn(), 8, 4, steps=8, lr=3e-3, seed=0)
+    b = qat(m, _sample_fn(), 8, 4, steps=8, lr=1e-2, seed=1)
+    return a, b
+
+
+def test_average_of_one_qann_is_itself_and_of_two_lies_between():
+    from snmfm.compress.qat import average_qanns
+    m = _model()
+    x = _teacher_data(m)
+    calibrate(m, [(x,)])
+    a, b = _two_trained(m, x)
+    same = average_qanns([a], [1.0])
+    assert torch.equal(same(x), a(x))
+    assert torch.equal(average_qanns([a, b], [1.0, 0.0])(x), a(x))
+    mid = average_qanns([a, b])
+    for (n, qa), (_, qb), (_, qm) in zip(quantizers(a), quantizers(b), quantizers(mid)):
+        assert float(qm.scale) == pytest.approx((float(qa.scale) * float(qb.scale)) ** 0.5, rel=1e-12), n
+        assert (qm.qmin, qm.qmax) == (qa.qmin, qa.qmax)
+    for n, la in quant_layers(a).items():
+        if isinstance(la, QuantMatMul):
+            continue
+        lb, lm = b.get_submodule(n), mid.get_submodule(n)
+        wa, wb = la.w_int * la.w_scale[:, None], lb.w_int * lb.w_scale[:, None]
+        wm = lm.w_int * lm.w_scale[:, None]
+        assert torch.equal(lm.w_int, lm.w_int.round()) and float(lm.w_int.abs().max()) <= 127
+        assert torch.allclose(wm, (wa + wb) / 2, atol=float(lm.w_scale.max()) / 2 + 1e-12), n
+    assert torch.equal(convert(mid).run(x).output, mid(x))   # still an exact integer-code QANN
+    assert torch.equal(convert(mid, coding="graded").run(x).output, mid(x))
+    assert mid.snmfm_quant["average"] == {"weights": [0.5, 0.5], "n": 2}
+
+
+def test_average_refuses_mismatched_qanns_and_bad_weights():
+    from snmfm.compress.qat import average_qanns
+    m = _model()
+    x = _teacher_data(m)
+    calibrate(m, [(x,)])
+    a4, a6 = freeze(prepare_qat(m, 8, 4)), freeze(prepare_qat(m, 8, 6))
+    with pytest.raises(ValueError, match="window"):
+        average_qanns([a4, a6])
+    with pytest.raises(ValueError, match="sum to 1"):
+        average_qanns([a4, a4], [0.7, 0.7])
+    with pytest.raises(ValueError, match="one weight per QANN"):
+        average_qanns([a4, a4], [1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        average_qanns([])
+
+
+def test_scale_steps_spends_events_for_accuracy_and_stays_exact():
+    from snmfm.compress.qat import scale_steps
+    m = _model()
+    x = _teacher_data(m)
+    calibrate(m, [(x,)])
+    q = freeze(prepare_qat(m, 8, 6, step_bits=4))   # wide windows: room for finer steps
+    fine = scale_steps(q, 0.5)
+    for (_, a), (_, b) in zip(quantizers(q), quantizers(fine)):
+        assert float(b.scale) == pytest.approx(float(a.scale) * 0.5) and (a.qmin, a.qmax) == (b.qmin, b.qmax)
+    ev = [int(convert(z, coding="graded").run(x).trace.total_events()) for z in (q, fine)]
+    assert ev[1] > ev[0]
+    with torch.no_grad():
+        assert float((fine(x) - m(x)).abs().mean()) < float((q(x) - m(x)).abs().mean())
+    assert torch.equal(convert(fine, coding="graded").run(x).output, fine(x))
+    assert fine.snmfm_quant["step_scale"] == 0.5 and torch.equal(scale_steps(q, 1.0)(x), q(x))
+    with pytest.raises(ValueError, match="> 0"):
+        scale_steps(q, 0)

@@ -245,6 +245,81 @@ def import_qanns(folder, save_qanns, inputs=None, log=print) -> dict:
     return out
 
 
+# ---- step 4 (here): average and re-step imported QANNs, checked on the calib split -------------
+def _recipe_model():
+    from snmfm.compress import calibrate
+    from snmfm.tasks import get_task
+    task = get_task("text-minilm")
+    model = task.build_model()
+    calibrate(model, [tuple(b) for b in task.batches("calib", 64)])
+    return task, model
+
+
+def start_qann(model, like) -> torch.nn.Module:
+    """The un-trained QANN of `like`'s bit plan (`freeze(prepare_qat(...))` of the calibrated recipe
+    model): the QAT's starting point, for averaging the trained weights back towards it."""
+    from snmfm.compress.qat import freeze, prepare_qat
+    info = like.snmfm_quant
+    return freeze(prepare_qat(model, info["w_bits"], info["a_bits"], overrides=info.get("overrides") or None,
+                              step_bits=info.get("step_bits"), method=info.get("method", "mse"),
+                              embed_bits=info.get("embed_bits")))
+
+
+def parse_parts(text: str) -> dict[str, float]:
+    """'wide-act=0.25,wide-act-lr5=0.25,start=0.5' -> {label: weight}."""
+    out = {}
+    for part in text.split(","):
+        label, eq, w = part.strip().partition("=")
+        if not eq or not label:
+            raise SystemExit(f"--parts: {part!r} is not LABEL=WEIGHT (e.g. wide-act=0.5,start=0.5)")
+        try:
+            out[label] = float(w)
+        except ValueError:
+            raise SystemExit(f"--parts: weight {w!r} of {label} is not a number") from None
+    return out
+
+
+def validation(qann, model_fp32=None, tok=None, batch=None, ref_energy=None) -> dict:
+    """Cosine to FP32 on the 60 sentences of the text-minilm calib split (never in the QAT's
+    gradient: the training machine only calibrates on them; not held-out) and the graded energy on
+    neuromorphic-ideal of the first 8 of them relative to uniform W8A4's."""
+    from eval.benchmarks.bench_minilm import _cos, embed_batches, split, tokenize
+    from eval.benchmarks.bench_minilm_techniques import plan_energy
+    from snmfm.data.sentences import load_sentences
+    S = load_sentences()
+    val = tokenize(tok, [S[i] for i in split(len(S), None)["calib"]], 32)
+    c = _cos(embed_batches(qann, val), embed_batches(model_fp32, val))
+    out = {"n": int(c.numel()), "mean": float(c.mean()), "min": float(c.min())}
+    if batch is not None and ref_energy:
+        out["energy_vs_w8a4"] = plan_energy(qann, batch) / ref_energy
+    return out
+
+
+def average(qdir, parts: dict[str, float], label: str, step_scale: float = 1.0, log=print) -> dict:
+    """QDIR/LABEL.qann.pt = `scale_steps(average_qanns(parts), step_scale)`; a part named "start"
+    is the un-trained QANN of the other parts' plan (`start_qann`).  Logs the calib-split check."""
+    from snmfm.compress import quantize
+    from snmfm.compress.qat import average_qanns, scale_steps
+    from snmfm.models.hf import load_minilm
+    from eval.benchmarks.bench_minilm_exact import save_qann
+    from eval.benchmarks.bench_minilm_techniques import plan_energy
+    qdir = Path(qdir)
+    trained = {k: torch.load(qdir / f"{k}.qann.pt", weights_only=False) for k in parts if k != "start"}
+    if not trained:
+        raise SystemExit("--parts needs at least one trained QANN of QDIR besides 'start'")
+    task, model = _recipe_model()
+    qs = [trained[k] if k != "start" else start_qann(model, next(iter(trained.values()))) for k in parts]
+    q = scale_steps(average_qanns(qs, list(parts.values())), step_scale)
+    q.snmfm_quant["average"]["parts"] = dict(parts)
+    fp32, tok = load_minilm()
+    eb = tuple(next(iter(task.batches("calib", 8))))
+    val = validation(q, fp32, tok, eb, plan_energy(quantize(model, 8, 4), eb))
+    save_qann(q, qdir / f"{label}.qann.pt")
+    log(f"{label}: {parts}, steps x{step_scale}: calib-split cosine mean {val['mean']:.5f} min {val['min']:.5f} "
+        f"({val['n']} sentences), graded energy {val['energy_vs_w8a4']:.4f} x W8A4 -> {qdir / (label + '.qann.pt')}")
+    return val
+
+
 def _vocab_of(inputs) -> torch.Tensor:
     if not Path(inputs).exists():
         raise SystemExit(f"{inputs}: the inputs file the training ran on is needed (its vocabulary rows); "
@@ -260,6 +335,11 @@ def main(argv=None):
     ap.add_argument("--save-qanns", metavar="QDIR")
     ap.add_argument("--inputs", metavar="FILE", help=f"with --import: the inputs file of the training "
                     f"(default .gpu/qat/{INPUTS})")
+    ap.add_argument("--average", metavar="QDIR", help="average imported QANNs of QDIR (--parts) into "
+                    "QDIR/LABEL.qann.pt, checked on the calib split")
+    ap.add_argument("--parts", default="wide-act=0.25,wide-act-lr5=0.25,start=0.5",
+                    help="with --average: LABEL=WEIGHT,... ('start': the un-trained QANN of their plan)")
+    ap.add_argument("--step-scale", type=float, default=1.0, help="with --average: multiply every activation step")
     ap.add_argument("--out", metavar="DIR", default=".")
     ap.add_argument("--label", default="wide")
     ap.add_argument("--plan", default="wide", choices=("wide", "uniform", "mixed"))
@@ -294,7 +374,9 @@ def main(argv=None):
         if not a.save_qanns:
             ap.error("--import needs --save-qanns QDIR")
         return import_qanns(a.import_, a.save_qanns, a.inputs)
-    ap.error("give one of --export-inputs, --train-from, --import")
+    if a.average:
+        return average(a.average, parse_parts(a.parts), a.label, a.step_scale)
+    ap.error("give one of --export-inputs, --train-from, --import, --average")
 
 
 if __name__ == "__main__":

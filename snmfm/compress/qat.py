@@ -410,3 +410,87 @@ def qat(model: nn.Module, sample: Callable, w_bits: int = 8, a_bits: int = 8, *,
     student = prepare_qat(model, w_bits, a_bits, overrides=overrides, scales=scales)
     finetune(student, model, sample, steps=steps, **finetune_kw)
     return freeze(student)
+
+
+# ---- after training: weight-space averaging and step scaling ------------------------------------
+def _int_weight_layers(qann: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in quant_layers(qann).items() if isinstance(m, WEIGHT_LAYERS) and getattr(m, "is_int", False)}
+
+
+@torch.no_grad()
+def average_qanns(qanns: list[nn.Module], weights: list[float] | None = None) -> nn.Module:
+    """One QANN from the weighted average of several QANNs of the same model and bit plan.
+
+    A model soup (Wortsman et al., ICML 2022) of fine-tuned QANNs, or with the un-trained start
+    (`freeze(prepare_qat(...))`) a WiSE-FT interpolation (Wortsman et al., CVPR 2022) that pulls an
+    over-fitted QAT back towards the pretrained weights.  Each integer weight layer's dequantised
+    weights (w_int * s_w) are averaged and re-quantised at the weighted geometric mean of the
+    per-channel steps (clamped to the layer's bits, as `freeze` rounds LSQ weights); embedding
+    tables (max-abs rows) re-quantised at the plan's ``embed_bits``; activation steps by the
+    weighted geometric mean (steps are scales); every other float tensor (biases,
+    LayerNorm, smoothing divisors must agree) by the weighted mean.  Integer windows stay: the
+    QANNs must have the same quantizer windows and weight bits, else ValueError.  The result is a
+    QANN like any other (integer codes), so `converters.convert` reproduces it exactly."""
+    if not qanns:
+        raise ValueError("average_qanns needs at least one QANN")
+    weights = [1.0 / len(qanns)] * len(qanns) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(qanns):
+        raise ValueError(f"{len(weights)} weights for {len(qanns)} QANNs; give one weight per QANN")
+    if min(weights) < 0 or abs(sum(weights) - 1.0) > 1e-9:
+        raise ValueError(f"weights must be >= 0 and sum to 1, got {weights}")
+    out = copy.deepcopy(qanns[0])
+    sds = [q.state_dict() for q in qanns]
+    keys = list(sds[0])
+    for i, sd in enumerate(sds[1:], 1):
+        if list(sd) != keys or any(sd[k].shape != sds[0][k].shape for k in keys):
+            raise ValueError(f"QANN {i} is not the same model as QANN 0 (state keys or shapes differ)")
+    zq = [dict(quantizers(q)) for q in qanns]
+    for name, qz in quantizers(out):
+        for i, d in enumerate(zq[1:], 1):
+            if (d[name].qmin, d[name].qmax) != (qz.qmin, qz.qmax):
+                raise ValueError(f"quantizer {name}: window [{d[name].qmin}, {d[name].qmax}] in QANN {i} vs "
+                                 f"[{qz.qmin}, {qz.qmax}] in QANN 0; only QANNs of one bit plan can be averaged")
+        qz.scale = torch.exp(sum(w * torch.log(d[name].scale) for w, d in zip(weights, zq))).reshape(()).to(qz.scale)
+    zl = [_int_weight_layers(q) for q in qanns]
+    skip = set()
+    for name, layer in _int_weight_layers(out).items():
+        if any(d[name].w_bits != layer.w_bits for d in zl):
+            raise ValueError(f"layer {name}: weight bits differ between the QANNs")
+        shape = (-1, *[1] * (layer.w_int.dim() - 1))
+        w = sum(wt * d[name].w_int * d[name].w_scale.reshape(shape) for wt, d in zip(weights, zl))
+        s = torch.exp(sum(wt * torch.log(d[name].w_scale) for wt, d in zip(weights, zl)))
+        qmax = 2 ** (layer.w_bits - 1) - 1
+        layer.set_int_weight(torch.clamp(torch.round(w / s.reshape(shape)), -qmax, qmax), s, layer.w_bits)
+        skip |= {f"{name}.w_int", f"{name}.w_scale"}
+    skip |= {f"{name}.scale" for name, _ in quantizers(out)}
+    sd = out.state_dict()
+    for k in keys:
+        if k in skip or not sd[k].is_floating_point():
+            continue
+        if k.endswith("in_div") and any(not torch.equal(s[k], sds[0][k]) for s in sds):
+            raise ValueError(f"{k}: the smoothing divisors differ; only QANNs of one smoothed model can be averaged")
+        sd[k].copy_(sum(w * s[k] for w, s in zip(weights, sds)))
+    info = dict(getattr(out, "snmfm_quant", {}))
+    eb = info.get("embed_bits")
+    if eb:
+        for m in out.modules():
+            if isinstance(m, nn.Embedding):
+                w_int, s = quantize_weight(m.weight, eb)
+                m.weight.copy_(w_int * s[:, None])
+    out.snmfm_quant = {**info, "average": {"weights": weights, "n": len(qanns)}}
+    return out.eval()
+
+
+def scale_steps(qann: nn.Module, factor: float) -> nn.Module:
+    """A copy of `qann` with every activation step multiplied by `factor` (integer windows kept).
+
+    factor < 1 gives finer codes -- more nonzero codes, i.e. more graded-chip events and energy,
+    less rounding error; where a QAT left energy below its budget this spends it."""
+    if not factor > 0:
+        raise ValueError(f"step factor must be > 0, got {factor}")
+    out = copy.deepcopy(qann)
+    for _, qz in quantizers(out):
+        qz.scale = qz.scale * float(factor)
+    info = dict(getattr(out, "snmfm_quant", {}))
+    out.snmfm_quant = {**info, "step_scale": float(factor) * float(info.get("step_scale", 1.0))}
+    return out
