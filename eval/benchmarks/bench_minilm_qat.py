@@ -1,6 +1,6 @@
 """all-MiniLM-L6-v2 recovery (QAT) on a machine without transformers (a GPU box), evaluated here.
 
-Three steps, each a mode of this module:
+Four steps, each a mode of this module:
 
 1. ``--export-inputs DIR`` (here: needs the packaged model and its tokenizer) writes
    DIR/minilm_qat_inputs.pt: the text-minilm recipe model (smoothed, float, *uncalibrated*) with the
@@ -19,6 +19,13 @@ Three steps, each a mode of this module:
    writes QDIR/L.qann.pt (``--inputs FILE``: the step-1 file, for its vocabulary) plus the recipe's uniform W8A4 as the energy reference, for
    ``bench_minilm_techniques --from-qanns QDIR`` (held-out cosine to the FP32 model, energy per
    accelerator) and ``bench_minilm_exact --qanns QDIR --no-recipe`` (SNN == QANN per sentence).
+4. ``--average QDIR --parts wide-act=0.25,wide-act-lr5=0.25,start=0.5 --step-scale 0.7 --label L``
+   (here) writes QDIR/L.qann.pt: the weight-space average of imported QANNs of one plan ("start":
+   the un-trained QANN of that plan), activation steps times --step-scale
+   (`snmfm.compress.qat.average_qanns`, `scale_steps`), and prints its cosine on the 60 calib-split
+   sentences (never in the QAT's gradient, not held-out) and its graded energy vs uniform W8A4: the
+   long GPU QATs over-fit the 996 training sentences, and averaging back towards the start is
+   chosen on the calib split, then measured once on the held-out sentences.
 
 The wide plan (``--step-bits 4 --a-bits 6``): every activation site starts at the step the MSE
 search picks for 4 bits but gets a 6-bit integer window.  On a graded-spike chip a site's energy
@@ -304,6 +311,10 @@ def average(qdir, parts: dict[str, float], label: str, step_scale: float = 1.0, 
     from eval.benchmarks.bench_minilm_exact import save_qann
     from eval.benchmarks.bench_minilm_techniques import plan_energy
     qdir = Path(qdir)
+    missing = [k for k in parts if k != "start" and not (qdir / f"{k}.qann.pt").exists()]
+    if missing:
+        raise SystemExit(f"--parts: no {', '.join(f'{k}.qann.pt' for k in missing)} in {qdir} "
+                         "(import the trained QANNs first: --import DIR --save-qanns QDIR)")
     trained = {k: torch.load(qdir / f"{k}.qann.pt", weights_only=False) for k in parts if k != "start"}
     if not trained:
         raise SystemExit("--parts needs at least one trained QANN of QDIR besides 'start'")
