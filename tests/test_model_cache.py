@@ -35,7 +35,8 @@ def test_model_key_depends_on_training_code(monkeypatch):
 
 
 @pytest.mark.parametrize("task,size,max_bytes", [("vision-digits", "tiny", 1_000_000), ("vqa-digits", "tiny", 1_000_000),
-                                                ("vision-digits", "medium", 1_200_000)])  # medium: float16
+                                                ("vision-digits", "medium", 1_200_000),
+                                                ("vqa-digits", "medium", 2_300_000)])  # medium: float16
 def test_shipped_members_are_small_and_load_without_training(task, size, max_bytes, tmp_path):
     base = mc.shipped_member(task, size)
     assert base is not None, f"{task}-{size} should ship in {SHIPPED_DIR}"
