@@ -58,3 +58,72 @@ def dequant(acc, scale, bias, out):
         else:
             for j in range(N):
                 o[j] = np.float64(a[j]) * s0
+
+
+# ---- skipping unchanged rows (snmfm.rowskip) ----------------------------------------------------
+@_njit
+def row_changes(x, prev, has_prev, mask):
+    """mask[t, r] = 1 where row r of step t differs from row r of step t - 1 (of `prev` [R, D]
+    for t = 0 when `has_prev`, else every row of step 0 counts as changed); returns the number of
+    changed rows.  x [T, R, D] holds the bit patterns (an integer view of the floats), so a row
+    is unchanged only when it is the same bits: -0.0 and 0.0 differ, NaN equals the same NaN."""
+    T, R, D = x.shape
+    n = 0
+    for t in range(T):
+        for r in range(R):
+            ch = 1
+            if t > 0:
+                ch = 0
+                a = x[t, r]
+                b = x[t - 1, r]
+                for e in range(D):
+                    if a[e] != b[e]:
+                        ch = 1
+                        break
+            elif has_prev:
+                ch = 0
+                a = x[0, r]
+                b = prev[r]
+                for e in range(D):
+                    if a[e] != b[e]:
+                        ch = 1
+                        break
+            mask[t, r] = ch
+            n += ch
+    return n
+
+
+@_njit
+def gather_rows(mask, x, out):
+    """out [n, D] = the rows x[t, r] (x [T, R, D]) with mask[t, r] != 0, in (t, r) order."""
+    T, R, D = x.shape
+    k = 0
+    for t in range(T):
+        for r in range(R):
+            if mask[t, r]:
+                o = out[k]
+                a = x[t, r]
+                for e in range(D):
+                    o[e] = a[e]
+                k += 1
+
+
+@_njit
+def fill_rows(mask, src, prev, out):
+    """out [T, R, N]: row r of step t is the next row of src [n, N] where mask[t, r] != 0 (rows
+    in (t, r) order), else the same row of the step before (of prev [R, N] at t = 0)."""
+    T, R = mask.shape
+    N = out.shape[2]
+    k = 0
+    for t in range(T):
+        for r in range(R):
+            o = out[t, r]
+            if mask[t, r]:
+                a = src[k]
+                k += 1
+            elif t > 0:
+                a = out[t - 1, r]
+            else:
+                a = prev[r]
+            for e in range(N):
+                o[e] = a[e]

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snmfm import _kernels
+from snmfm import _kernels, rowskip
 
 QUANT_MODES = ("off", "calib", "fake", "int")
 
@@ -371,9 +371,17 @@ class QuantLinear(_IntWeight):
             return self.linear(x)
         if not self.is_int:
             raise RuntimeError("QuantLinear in int mode has no integer weights; call snmfm.compress.quantize")
-        return int_matmul(self.quant.codes(x), self.w_int.t(), self.acc_bound(),
-                          scale=self.quant.scale * self.w_scale, bias=self.linear.bias,
-                          operand_max=self.operand_max())
+        codes = self.quant.codes(x)
+        w, bound, scale, omax = self.w_int.t(), self.acc_bound(), self.quant.scale * self.w_scale, self.operand_max()
+
+        def gemm(c):
+            return int_matmul(c, w, bound, scale=scale, bias=self.linear.bias, operand_max=omax)
+        chunk = rowskip.chunk_of(self.quant)  # set on a spiking model's neurons while it runs
+        if chunk is not None:  # an SNN chunk: only rows whose counts changed (snmfm/rowskip.py)
+            y = rowskip.rowwise(self, codes, gemm, chunk, n_out=self.out_features)
+            if y is not None:
+                return y
+        return gemm(codes)
 
 
 class QuantConv2d(_IntWeight):
@@ -467,6 +475,14 @@ class LayerNorm(NonSpiking):
         self.ln = nn.LayerNorm(d, eps=eps)
 
     def forward(self, x):
+        chunk = rowskip.chunk_of(self)
+        if chunk is not None and len(self.ln.normalized_shape) == 1:
+            y = rowskip.rowwise(self, x, self._norm, chunk)
+            if y is not None:
+                return y
+        return self._norm(x)
+
+    def _norm(self, x):
         return F.layer_norm(x, self.ln.normalized_shape, self.ln.weight.to(x.dtype),
                             self.ln.bias.to(x.dtype), self.ln.eps)
 
@@ -475,7 +491,16 @@ class Softmax(NonSpiking):
     kind = "softmax"
 
     def forward(self, x):
+        chunk = rowskip.chunk_of(self)
+        if chunk is not None:
+            y = rowskip.rowwise(self, x, _softmax_rows, chunk)
+            if y is not None:
+                return y
         return torch.softmax(x, dim=-1)
+
+
+def _softmax_rows(x):
+    return torch.softmax(x, dim=-1)
 
 
 class GELU(NonSpiking):
