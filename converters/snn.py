@@ -272,9 +272,9 @@ class SpikingModel(nn.Module):
         # Quiet = no neuron spiked in the last step run.  Inputs are constant after step 1, so every
         # count then equals its target and no target can move again: the network stays quiet.
         kept, done, quiet, out = [], 0, False, None
-        # Modules that may skip rows whose input did not change since the previous step (snmfm/
-        # rowskip.py): the neurons (their consumers ask them) and the non-spiking units.
-        timed = [n for _, n in neurons] + [u for u in net.modules() if isinstance(u, NonSpiking)]
+        # The neurons tell their consumers which chunk runs (snmfm/rowskip.py: rows whose input
+        # did not change since the previous step may be skipped).
+        timed = [n for _, n in neurons]
         try:
             while done < limit and not quiet:
                 if sizes is None and done > 0:

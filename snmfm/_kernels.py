@@ -61,35 +61,35 @@ def dequant(acc, scale, bias, out):
 
 
 # ---- skipping unchanged rows (snmfm.rowskip) ----------------------------------------------------
+# Each kernel also keeps the run's last step in its state buffer (`prev`), in place, so the state
+# costs no torch copy per chunk.
 @_njit
 def row_changes(x, prev, has_prev, mask):
     """mask[t, r] = 1 where row r of step t differs from row r of step t - 1 (of `prev` [R, D]
     for t = 0 when `has_prev`, else every row of step 0 counts as changed); returns the number of
-    changed rows.  x [T, R, D] holds the bit patterns (an integer view of the floats), so a row
-    is unchanged only when it is the same bits: -0.0 and 0.0 differ, NaN equals the same NaN."""
+    changed rows, and leaves the last step's rows in `prev`.  x [T, R, D] holds the bit patterns
+    (an integer view of the floats), so a row is unchanged only when it is the same bits: -0.0
+    and 0.0 differ, NaN equals the same NaN.  (An OR of XORs over the row, no early exit: LLVM
+    vectorises it.)"""
     T, R, D = x.shape
     n = 0
-    for t in range(T):
-        for r in range(R):
+    for r in range(R):
+        p = prev[r]
+        for t in range(T):
+            a = x[t, r]
             ch = 1
-            if t > 0:
-                ch = 0
-                a = x[t, r]
-                b = x[t - 1, r]
-                for e in range(D):
-                    if a[e] != b[e]:
-                        ch = 1
-                        break
-            elif has_prev:
-                ch = 0
-                a = x[0, r]
-                b = prev[r]
-                for e in range(D):
-                    if a[e] != b[e]:
-                        ch = 1
-                        break
+            if t > 0 or has_prev:
+                acc = a[0] ^ p[0]
+                for e in range(1, D):
+                    acc |= a[e] ^ p[e]
+                ch = 1 if acc != 0 else 0
             mask[t, r] = ch
             n += ch
+            p = a
+        last = prev[r]
+        a = x[T - 1, r]
+        for e in range(D):
+            last[e] = a[e]
     return n
 
 
@@ -111,7 +111,8 @@ def gather_rows(mask, x, out):
 @_njit
 def fill_rows(mask, src, prev, out):
     """out [T, R, N]: row r of step t is the next row of src [n, N] where mask[t, r] != 0 (rows
-    in (t, r) order), else the same row of the step before (of prev [R, N] at t = 0)."""
+    in (t, r) order), else the same row of the step before (of prev [R, N] at t = 0); then the
+    last step's rows are copied into `prev`."""
     T, R = mask.shape
     N = out.shape[2]
     k = 0
@@ -127,3 +128,48 @@ def fill_rows(mask, src, prev, out):
                 a = prev[r]
             for e in range(N):
                 o[e] = a[e]
+    for r in range(R):
+        p = prev[r]
+        a = out[T - 1, r]
+        for e in range(N):
+            p[e] = a[e]
+
+
+@_njit
+def fill_rows_dequant(mask, acc, scale, bias, prev, out):
+    """`fill_rows` whose changed rows come as float32 integer accumulators acc [n, N] and are
+    written as float64(acc) * scale[j or 0] + bias[j] (no bias if len(bias) == 0): `dequant`'s
+    arithmetic, operation for operation, so the same bits, without a float64 copy in between."""
+    T, R = mask.shape
+    N = out.shape[2]
+    per_col = scale.shape[0] == N and N != 1
+    has_bias = bias.shape[0] > 0
+    s0 = scale[0]
+    k = 0
+    for t in range(T):
+        for r in range(R):
+            o = out[t, r]
+            if mask[t, r]:
+                a = acc[k]
+                k += 1
+                if per_col and has_bias:
+                    for j in range(N):
+                        o[j] = np.float64(a[j]) * scale[j] + bias[j]
+                elif per_col:
+                    for j in range(N):
+                        o[j] = np.float64(a[j]) * scale[j]
+                elif has_bias:
+                    for j in range(N):
+                        o[j] = np.float64(a[j]) * s0 + bias[j]
+                else:
+                    for j in range(N):
+                        o[j] = np.float64(a[j]) * s0
+            else:
+                b = out[t - 1, r] if t > 0 else prev[r]
+                for j in range(N):
+                    o[j] = b[j]
+    for r in range(R):
+        p = prev[r]
+        a2 = out[T - 1, r]
+        for j in range(N):
+            p[j] = a2[j]

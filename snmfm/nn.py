@@ -139,6 +139,26 @@ def _fused_epilogue(acc: torch.Tensor, scale, bias) -> torch.Tensor | None:
     return out
 
 
+def _epilogue_arrays(scale, bias, N: int):
+    """(scale, bias) as the float64 numpy arrays `_fused_epilogue` hands to the dequant kernel, or
+    None where that epilogue does not apply."""
+    if not _kernels.available() or torch.backends.cuda.matmul.allow_tf32:
+        return None
+    if scale is None:
+        s = _ONE
+    elif scale.dim() == 0 or (scale.dim() == 1 and scale.shape[0] in (1, N)):
+        s = scale.detach().to(torch.float64).reshape(-1)
+    else:
+        return None
+    if bias is None:
+        bb = _NO_BIAS
+    elif bias.dim() == 1 and bias.shape[0] == N:
+        bb = bias.detach().to(torch.float64)
+    else:
+        return None
+    return s.contiguous().numpy(), bb.contiguous().numpy()
+
+
 _ONE = torch.ones(1, dtype=torch.float64)
 _NO_BIAS = torch.zeros(0, dtype=torch.float64)
 
@@ -377,8 +397,14 @@ class QuantLinear(_IntWeight):
         def gemm(c):
             return int_matmul(c, w, bound, scale=scale, bias=self.linear.bias, operand_max=omax)
         chunk = rowskip.chunk_of(self.quant)  # set on a spiking model's neurons while it runs
-        if chunk is not None:  # an SNN chunk: only rows whose counts changed (snmfm/rowskip.py)
-            y = rowskip.rowwise(self, codes, gemm, chunk, n_out=self.out_features)
+        if chunk is not None and rowskip.ENABLED:  # opt-in: only rows whose counts changed (snmfm/rowskip.py)
+            ep = _epilogue_arrays(scale, self.linear.bias, self.out_features) if bound < _F32_EXACT else None
+            if ep is not None:  # int_matmul's float32 GEMM, its epilogue fused into the row copy
+                w32 = w.to(torch.float32)
+                y = rowskip.rowwise(self, codes, lambda c: c.to(torch.float32) @ w32, chunk,
+                                    n_out=self.out_features, epilogue=ep)
+            else:
+                y = rowskip.rowwise(self, codes, gemm, chunk, n_out=self.out_features)
             if y is not None:
                 return y
         return gemm(codes)
@@ -475,14 +501,6 @@ class LayerNorm(NonSpiking):
         self.ln = nn.LayerNorm(d, eps=eps)
 
     def forward(self, x):
-        chunk = rowskip.chunk_of(self)
-        if chunk is not None and len(self.ln.normalized_shape) == 1:
-            y = rowskip.rowwise(self, x, self._norm, chunk)
-            if y is not None:
-                return y
-        return self._norm(x)
-
-    def _norm(self, x):
         return F.layer_norm(x, self.ln.normalized_shape, self.ln.weight.to(x.dtype),
                             self.ln.bias.to(x.dtype), self.ln.eps)
 
@@ -491,16 +509,7 @@ class Softmax(NonSpiking):
     kind = "softmax"
 
     def forward(self, x):
-        chunk = rowskip.chunk_of(self)
-        if chunk is not None:
-            y = rowskip.rowwise(self, x, _softmax_rows, chunk)
-            if y is not None:
-                return y
         return torch.softmax(x, dim=-1)
-
-
-def _softmax_rows(x):
-    return torch.softmax(x, dim=-1)
 
 
 class GELU(NonSpiking):

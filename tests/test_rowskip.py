@@ -19,6 +19,11 @@ from snmfm.nn import int_matmul
 pytestmark = pytest.mark.skipif(not _kernels.available(), reason="numba not installed")
 
 
+@pytest.fixture(autouse=True)
+def _skipping_on(monkeypatch):
+    monkeypatch.setattr(rowskip, "ENABLED", True)  # opt-in (module docstring says why)
+
+
 def _series(rng, T, rows, D, p_change, dtype, ints):
     """[T, rows, D] inputs where each row changes from one step to the next with p_change."""
     if ints:
@@ -40,8 +45,13 @@ def _ops(rng, D, N):
     with torch.no_grad():
         ln.weight.normal_()
         ln.bias.normal_()
+    w32 = w.to(torch.float32)
     return {
         "linear": (lambda r: int_matmul(r, w, 9.0 * 127 * D, scale=scale, bias=bias, operand_max=127.0), N, True),
+        # QuantLinear's path: float32 accumulators, dequantised while copied; dense = int_matmul
+        "linear-fused": ((lambda r: r.to(torch.float32) @ w32, (scale.numpy(), bias.numpy()),
+                          lambda r: int_matmul(r, w, 9.0 * 127 * D, scale=scale, bias=bias, operand_max=127.0)),
+                         N, True),
         "softmax": (lambda r: torch.softmax(r, dim=-1), D, False),
         "layernorm": (lambda r: F.layer_norm(r, (D,), ln.weight.detach().to(r.dtype), ln.bias.detach().to(r.dtype),
                                              1e-5), D, False),
@@ -49,12 +59,16 @@ def _ops(rng, D, N):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["linear", "softmax", "layernorm"]), st.lists(st.integers(1, 5), min_size=1, max_size=5),
+@given(st.sampled_from(["linear", "linear-fused", "softmax", "layernorm"]),
+       st.lists(st.integers(1, 5), min_size=1, max_size=5),
        st.integers(1, 4), st.integers(1, 6), st.integers(1, 37), st.integers(1, 19),
        st.sampled_from([0.0, 0.1, 0.5, 1.0]), st.sampled_from(["float32", "float64"]), st.integers(0, 2**31 - 1))
 def test_skipped_rows_equal_the_dense_op_bitwise_on_random_shapes(op, chunks, B, L, D, N, p_change, dtype, seed):
     rng = np.random.default_rng(seed)
     fn, n_out, ints = _ops(rng, D, N)[op]
+    epilogue, dense_fn = None, fn
+    if isinstance(fn, tuple):
+        fn, epilogue, dense_fn = fn
     T = sum(chunks)
     x = _series(rng, T, B * L, D, p_change, getattr(torch, dtype), ints).reshape(T * B, L, D)
     module = nn.Module()
@@ -62,8 +76,8 @@ def test_skipped_rows_equal_the_dense_op_bitwise_on_random_shapes(op, chunks, B,
     with torch.no_grad():
         for steps in chunks:
             xc = x[t0 * B:(t0 + steps) * B]
-            dense = fn(xc.reshape(-1, D)).reshape(steps * B, L, n_out)
-            got = rowskip.rowwise(module, xc, fn, (t0, steps), n_out=n_out)
+            dense = dense_fn(xc.reshape(-1, D)).reshape(steps * B, L, n_out)
+            got = rowskip.rowwise(module, xc, fn, (t0, steps), n_out=n_out, epilogue=epilogue)
             assert got is not None
             assert got.dtype == dense.dtype and got.shape == dense.shape
             ints_view = {torch.float64: torch.int64, torch.float32: torch.int32}[dense.dtype]
@@ -133,8 +147,10 @@ def test_snn_with_row_skipping_equals_dense_snn_at_every_step_and_in_its_trace(m
     qann, x = _qann(name, a_bits)
     snn = convert(qann)
     runs, filled = {}, []
-    fill = _kernels.fill_rows
-    monkeypatch.setattr(_kernels, "fill_rows", lambda mask, *a: (filled.append(int((mask == 0).sum())), fill(mask, *a)))
+    for k in ("fill_rows", "fill_rows_dequant"):
+        fill = getattr(_kernels, k)
+        monkeypatch.setattr(_kernels, k, lambda mask, *a, fill=fill: (filled.append(int((mask == 0).sum())),
+                                                                      fill(mask, *a)))
     for flag in (False, True):
         monkeypatch.setattr(rowskip, "ENABLED", flag)
         runs[flag] = snn.run(*x, keep_steps=True)
