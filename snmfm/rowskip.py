@@ -23,7 +23,9 @@ so 34-79% of the rows change at an average step (text), and copying an unchanged
 forward costs about as much memory traffic as recomputing it.  Measured per call, both paths on
 the same inputs back to back (shared 2-core host, noisy): QuantLinear 0.78x the dense time on
 text, 0.86x on vit, 1.17x on decoder (its 256-wide LM head); softmax 0.98-1.5x and LayerNorm
-1.05x, so those stay dense.  Only `QuantLinear` calls it.
+1.05x, so those stay dense.  Only `QuantLinear` calls it.  Whole runs on two threads (bench_snn,
+one off/on pair per model, same host, +-20%) moved synaptic events/s with the trace by -3% to
++24% (README): not conclusive on a shared host, hence opt-in until measured on an idle one.
 
 Who decides: `converters.snn.SpikingModel.run` puts `time_chunk = (step0, steps)` on its neurons
 for each chunk (None outside a run); a consumer's forward asks `chunk_of(its quantizer)`.  The
