@@ -92,7 +92,9 @@ def test_milp_plan_equals_brute_force_search(s, c, f, where):
     budget = cheapest + where * (most - cheapest) * 1.2
     plan = plan_bits(model, budget, costs, "neuromorphic", sensitivity=sens, choices=bits)
     best, _ = _brute(sens, costs, bits, budget)
-    assert plan.objective == pytest.approx(best, abs=1e-9)
+    # HiGHS proves optimality within its absolute tolerances (about 1e-7 on the objective): plans
+    # whose sensitivities differ by less (hypothesis found a 2^-24 difference) may tie
+    assert plan.objective == pytest.approx(best, abs=1e-6)
     assert plan.cost <= budget * (1 + 1e-9)
     assert plan.cost == pytest.approx(plan_cost(plan, costs))
 
