@@ -8,7 +8,7 @@ same function, so both get the same numbers and the same speed-up.
 
 The arithmetic is torch's, operation for operation: ``float64(acc) * scale`` rounded, then
 ``+ bias`` rounded (no fused multiply-add: numba does not contract without fastmath), so the
-result is bitwise what the torch path gives; tests/test_nn_ops.py checks it on odd shapes.
+result is bitwise what the torch path gives; tests/test_quant_calib.py checks it on odd shapes.
 `available()` is False without numba (the torch path is then used) and in tests that flip
 `_DISABLED` to compare both.
 """
@@ -34,6 +34,31 @@ def _njit(fn):
     return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
 
 
+def _inline(fn):
+    """A helper inlined into the kernels by numba (a call would keep LLVM from vectorising)."""
+    if numba is None:
+        return fn
+    return numba.njit(inline="always", cache=True, nogil=True, boundscheck=False)(fn)
+
+
+@_inline
+def _dequant_row(a, o, scale, bias, per_col, has_bias, s0):
+    """o[j] = float64(a[j]) * scale[j or 0] (+ bias[j]): one row of `dequant`."""
+    N = o.shape[0]
+    if per_col and has_bias:
+        for j in range(N):
+            o[j] = np.float64(a[j]) * scale[j] + bias[j]
+    elif per_col:
+        for j in range(N):
+            o[j] = np.float64(a[j]) * scale[j]
+    elif has_bias:
+        for j in range(N):
+            o[j] = np.float64(a[j]) * s0 + bias[j]
+    else:
+        for j in range(N):
+            o[j] = np.float64(a[j]) * s0
+
+
 @_njit
 def dequant(acc, scale, bias, out):
     """out[i, j] = float64(acc[i, j]) * scale[j or 0] + bias[j] (no bias if len(bias) == 0).
@@ -44,20 +69,7 @@ def dequant(acc, scale, bias, out):
     has_bias = bias.shape[0] > 0
     s0 = scale[0]
     for i in range(R):
-        a = acc[i]
-        o = out[i]
-        if per_col and has_bias:
-            for j in range(N):
-                o[j] = np.float64(a[j]) * scale[j] + bias[j]
-        elif per_col:
-            for j in range(N):
-                o[j] = np.float64(a[j]) * scale[j]
-        elif has_bias:
-            for j in range(N):
-                o[j] = np.float64(a[j]) * s0 + bias[j]
-        else:
-            for j in range(N):
-                o[j] = np.float64(a[j]) * s0
+        _dequant_row(acc[i], out[i], scale, bias, per_col, has_bias, s0)
 
 
 # ---- skipping unchanged rows (snmfm.rowskip) ----------------------------------------------------
@@ -150,20 +162,8 @@ def fill_rows_dequant(mask, acc, scale, bias, prev, out):
         for r in range(R):
             o = out[t, r]
             if mask[t, r]:
-                a = acc[k]
+                _dequant_row(acc[k], o, scale, bias, per_col, has_bias, s0)
                 k += 1
-                if per_col and has_bias:
-                    for j in range(N):
-                        o[j] = np.float64(a[j]) * scale[j] + bias[j]
-                elif per_col:
-                    for j in range(N):
-                        o[j] = np.float64(a[j]) * scale[j]
-                elif has_bias:
-                    for j in range(N):
-                        o[j] = np.float64(a[j]) * s0 + bias[j]
-                else:
-                    for j in range(N):
-                        o[j] = np.float64(a[j]) * s0
             else:
                 b = out[t - 1, r] if t > 0 else prev[r]
                 for j in range(N):

@@ -120,30 +120,18 @@ def _fused_epilogue(acc: torch.Tensor, scale, bias) -> torch.Tensor | None:
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (acc, scale, bias)):
         return None  # autograd needs torch's ops
     N = acc.shape[-1]
-    if scale is None:
-        s = _ONE
-    elif scale.dim() == 0 or (scale.dim() == 1 and scale.shape[0] in (1, N)):
-        s = scale.detach().to(torch.float64).reshape(-1)
-    else:
-        return None
-    if bias is None:
-        bb = _NO_BIAS
-    elif bias.dim() == 1 and bias.shape[0] == N:
-        bb = bias.detach().to(torch.float64)
-    else:
+    arrs = _scale_bias_arrays(scale, bias, N)
+    if arrs is None:
         return None
     acc = acc.contiguous()
     out = torch.empty(acc.shape, dtype=torch.float64)
-    _kernels.dequant(acc.view(-1, N).numpy(), s.contiguous().numpy(), bb.contiguous().numpy(),
-                     out.view(-1, N).numpy())
+    _kernels.dequant(acc.view(-1, N).numpy(), *arrs, out.view(-1, N).numpy())
     return out
 
 
-def _epilogue_arrays(scale, bias, N: int):
-    """(scale, bias) as the float64 numpy arrays `_fused_epilogue` hands to the dequant kernel, or
-    None where that epilogue does not apply."""
-    if not _kernels.available() or torch.backends.cuda.matmul.allow_tf32:
-        return None
+def _scale_bias_arrays(scale, bias, N: int):
+    """(scale, bias) as float64 numpy arrays for the dequant kernels (scale [1] or [N], bias [0]
+    or [N]), or None where the kernels' layout does not apply."""
     if scale is None:
         s = _ONE
     elif scale.dim() == 0 or (scale.dim() == 1 and scale.shape[0] in (1, N)):
@@ -157,6 +145,14 @@ def _epilogue_arrays(scale, bias, N: int):
     else:
         return None
     return s.contiguous().numpy(), bb.contiguous().numpy()
+
+
+def _epilogue_arrays(scale, bias, N: int):
+    """(scale, bias) as the float64 numpy arrays `_fused_epilogue` hands to the dequant kernel, or
+    None where that epilogue does not apply."""
+    if not _kernels.available() or torch.backends.cuda.matmul.allow_tf32:
+        return None
+    return _scale_bias_arrays(scale, bias, N)
 
 
 _ONE = torch.ones(1, dtype=torch.float64)

@@ -76,6 +76,21 @@ def _unpack(v):
     return v["int"].to(getattr(torch, v["dtype"])) if isinstance(v, dict) else v
 
 
+def unpack_entry(e: dict):
+    """The QANN of one packed entry (skeleton, packed state, embedding rows): int8 codes back to
+    float64, and each QuantLinear's float weight as w_int * w_scale, as `quantize` leaves it."""
+    from snmfm.compress.quant import quant_layers
+    from snmfm.nn import QuantLinear
+    q = e["skeleton"]
+    state = {k: _unpack(v) for k, v in e["state"].items()}
+    state[f"{e['embedding']}.weight"] = _unpack(e["embedding_rows"])
+    for name, layer in quant_layers(q).items():
+        if isinstance(layer, QuantLinear):
+            state[f"{name}.linear.weight"] = state[f"{name}.w_int"] * state[f"{name}.w_scale"][:, None]
+    q.load_state_dict(state, assign=True)
+    return q.eval()
+
+
 def _pack_rows(t: torch.Tensor):
     """A quantised embedding table (rows w_int * s, `quantize_weight` at 8 bits) as int8 rows and
     their scales when that reproduces it bit for bit, else as it is."""
@@ -129,21 +144,10 @@ def export(path, qanns: dict, tokenizer, sentences: list[str], batch_size: int =
 
 def load_export(path, n_eval: int | None = None, batch_size: int = 32) -> tuple[dict, list]:
     """({label: QANN}, batches) from `export`; n_eval: only the first n sentences (re-batched)."""
-    from snmfm.compress.quant import quant_layers
-    from snmfm.nn import QuantLinear
     d = torch.load(Path(path) / "minilm_qanns.pt", weights_only=False)
     if d.get("format") != FORMAT:
         raise ValueError(f"{path}: not a MiniLM QANN export ({FORMAT})")
-    qanns = {}
-    for label, e in d["qanns"].items():
-        q = e["skeleton"]
-        state = {k: _unpack(v) for k, v in e["state"].items()}
-        state[f"{e['embedding']}.weight"] = _unpack(e["embedding_rows"])
-        for name, layer in quant_layers(q).items():
-            if isinstance(layer, QuantLinear):
-                state[f"{name}.linear.weight"] = state[f"{name}.w_int"] * state[f"{name}.w_scale"][:, None]
-        q.load_state_dict(state, assign=True)
-        qanns[label] = q.eval()
+    qanns = {label: unpack_entry(e) for label, e in d["qanns"].items()}
     batches = d["batches"]
     if n_eval:
         from eval.benchmarks.bench_minilm import rebatch

@@ -140,19 +140,10 @@ def pack_qann(qann) -> dict:
 
 
 def unpack_qann(d: dict):
-    from eval.benchmarks.bench_minilm_exact import _unpack
-    from snmfm.compress.quant import quant_layers
-    from snmfm.nn import QuantLinear
+    from eval.benchmarks.bench_minilm_exact import unpack_entry
     if d.get("format") != FORMAT_OUT:
         raise ValueError(f"not a packed MiniLM QANN ({FORMAT_OUT})")
-    q = d["skeleton"]
-    state = {k: _unpack(v) for k, v in d["state"].items()}
-    state[f"{d['embedding']}.weight"] = _unpack(d["embedding_rows"])
-    for name, layer in quant_layers(q).items():
-        if isinstance(layer, QuantLinear):
-            state[f"{name}.linear.weight"] = state[f"{name}.w_int"] * state[f"{name}.w_scale"][:, None]
-    q.load_state_dict(state, assign=True)
-    return q.eval()
+    return unpack_entry(d)
 
 
 def train(inputs, label: str, out, *, plan: str = "wide", step_bits: int | None = 4, a_bits: int = 6,
