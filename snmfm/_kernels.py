@@ -59,6 +59,17 @@ def _dequant_row(a, o, scale, bias, per_col, has_bias, s0):
             o[j] = np.float64(a[j]) * s0
 
 
+@_inline
+def _keep_last(out, prev):
+    """prev [R, N] = the last step's rows of out [T, R, N] (the next chunk's previous rows)."""
+    T, R, N = out.shape
+    for r in range(R):
+        p = prev[r]
+        a = out[T - 1, r]
+        for e in range(N):
+            p[e] = a[e]
+
+
 @_njit
 def dequant(acc, scale, bias, out):
     """out[i, j] = float64(acc[i, j]) * scale[j or 0] + bias[j] (no bias if len(bias) == 0).
@@ -140,11 +151,7 @@ def fill_rows(mask, src, prev, out):
                 a = prev[r]
             for e in range(N):
                 o[e] = a[e]
-    for r in range(R):
-        p = prev[r]
-        a = out[T - 1, r]
-        for e in range(N):
-            p[e] = a[e]
+    _keep_last(out, prev)
 
 
 @_njit
@@ -168,8 +175,4 @@ def fill_rows_dequant(mask, acc, scale, bias, prev, out):
                 b = out[t - 1, r] if t > 0 else prev[r]
                 for j in range(N):
                     o[j] = b[j]
-    for r in range(R):
-        p = prev[r]
-        a2 = out[T - 1, r]
-        for j in range(N):
-            p[j] = a2[j]
+    _keep_last(out, prev)
