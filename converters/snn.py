@@ -272,9 +272,6 @@ class SpikingModel(nn.Module):
         # Quiet = no neuron spiked in the last step run.  Inputs are constant after step 1, so every
         # count then equals its target and no target can move again: the network stays quiet.
         kept, done, quiet, out = [], 0, False, None
-        # The neurons tell their consumers which chunk runs (snmfm/rowskip.py: rows whose input
-        # did not change since the previous step may be skipped).
-        timed = [n for _, n in neurons]
         try:
             while done < limit and not quiet:
                 if sizes is None and done > 0:
@@ -287,8 +284,9 @@ class SpikingModel(nn.Module):
                     n.steps = steps
                     n.step0 = done
                     n.gate = gate
-                for m in timed:
-                    m.__dict__["time_chunk"] = (done, steps)
+                    # tells the consumers which chunk runs (snmfm/rowskip.py: rows whose input
+                    # did not change since the previous step may be skipped)
+                    n.__dict__["time_chunk"] = (done, steps)
                 if recorder is not None:
                     recorder.step0 = done
                 big = [_repeat(x, steps) if isinstance(x, torch.Tensor) else x for x in inputs]
@@ -318,8 +316,7 @@ class SpikingModel(nn.Module):
                 n.settled = None
                 n.gate = None
                 n.carry = None
-            for m in timed:
-                m.__dict__["time_chunk"] = None
+                n.__dict__["time_chunk"] = None
             for m in net.modules():  # rows kept from the run's last step (snmfm/rowskip.py)
                 m.__dict__.pop("_rowskip", None)
         if caches is not None:  # the settled (last-step) keys and values of every position

@@ -269,11 +269,8 @@ class TraceRecorder:
         stats = torch.stack([pos, neg, rows, upd, pabs], 1).to(torch.int64)
         if stats.device.type == "cpu":
             self.neuron_counts(name, tuple(o.shape[2:]), stats.numpy(), last.numpy(), payload_bits)
-            return
-        self.payload_bits[name] = int(payload_bits)
-        last = torch.where(last >= 0, last + self.step0, last)
-        self.dev_last = last if self.dev_last is None else torch.maximum(self.dev_last, last)
-        self._append_device(name, "neuron", tuple(o.shape[2:]), stats)
+        else:
+            self.neuron_device(name, tuple(o.shape[2:]), stats, last, payload_bits)
 
     def neuron_device(self, name: str, shape: tuple, stats: torch.Tensor, last: torch.Tensor,
                       payload_bits: int = 0) -> None:
