@@ -41,6 +41,15 @@ _PARALLEL = os.environ.get("SNMFM_PARALLEL_KERNELS", "1") != "0"
 
 prange = numba.prange if numba is not None else range
 
+if numba is not None:
+    # Start numba's thread pool now, and give torch back its thread count: with the OpenMP
+    # threading layer the pool's start resets this thread's OpenMP thread count to numba's (every
+    # core), which torch reads as its own, so the first SNN run after torch.set_num_threads(1)
+    # silently went on with 2 threads.
+    _n = torch.get_num_threads()
+    numba.get_num_threads()
+    torch.set_num_threads(_n)
+
 
 def available() -> bool:
     return numba is not None and not _DISABLED

@@ -218,6 +218,20 @@ class IFNeuron(nn.Module):
             d["last_spike_step"] = self.step0 + t_last + 1
         return out.view(x.shape)
 
+    def compact(self, keep: np.ndarray, B: int) -> None:
+        """Keep only the samples `keep` (sorted indices into the batch of B) of the kernel path's
+        state, for the next chunk of a run whose other samples have gone quiet
+        (converters.snn._compact)."""
+        st = self._kstate
+        if st is None or st["shape"][0] != B:
+            raise RuntimeError(f"site {self.name!r}: compact needs the kernel state of a batch of {B}")
+        st["n"] = st["n"].reshape(B, -1)[keep].reshape(-1)
+        if st["rprev"].size:
+            st["rprev"] = st["rprev"].reshape(B, -1)[keep].reshape(-1)
+        st["last"] = np.empty(len(keep), np.int64)
+        st["shape"] = (len(keep), *st["shape"][1:])
+        self.__dict__["count"] = torch.from_numpy(st["n"]).view(st["shape"])
+
     def _codes_cuda(self, x: torch.Tensor) -> torch.Tensor:
         """The kernel path on the GPU (converters._triton): one fused kernel per layer and chunk,
         counts as float32, the trace's counters and the quiet / last-event flags left on the device

@@ -199,6 +199,7 @@ class TraceRecorder:
         self.last_spike_step = np.full(n_samples, -1, dtype=np.int64)
         self.step0 = 0  # global index of the chunk's first step
         self.prev_inputs: dict[str, torch.Tensor] = {}
+        self.active: np.ndarray | None = None  # samples still running, after `compact`
         # Off the CPU (a GPU run) the counters stay on the device until `finish`: per site a list
         # of [T, 5] int64 tensors, one per chunk, and the per-sample last step with an event; so
         # recording adds no host synchronisation to a chunk.
@@ -239,8 +240,21 @@ class TraceRecorder:
         event.  Called once per layer and chunk: numpy only."""
         self.payload_bits[name] = int(payload_bits)
         last = np.asarray(last, dtype=np.int64)
-        np.maximum(self.last_spike_step, np.where(last >= 0, last + self.step0, -1), out=self.last_spike_step)
+        vals = np.where(last >= 0, last + self.step0, -1)
+        if self.active is None:
+            np.maximum(self.last_spike_step, vals, out=self.last_spike_step)
+        else:  # a compacted run: last is per sample still running
+            self.last_spike_step[self.active] = np.maximum(self.last_spike_step[self.active], vals)
         self._append(name, "neuron", shape, stats)
+
+    def compact(self, keep: np.ndarray, B: int) -> None:
+        """The run goes on with the samples `keep` (sorted indices into its current batch of B;
+        converters.snn._compact): per-sample state follows them, counts stay summed over all."""
+        self.active = keep if self.active is None else self.active[keep]
+        idx = torch.from_numpy(np.asarray(keep, dtype=np.int64))
+        for name, p in list(self.prev_inputs.items()):
+            q = p.reshape(B, -1).index_select(0, idx.to(p.device))
+            self.prev_inputs[name] = q.reshape(-1) if p.dim() == 1 else q.reshape(len(keep), *p.shape[1:])
 
     def neuron(self, name: str, n: torch.Tensor, n0: torch.Tensor, r: torch.Tensor,
                payload_bits: int = 0) -> None:
