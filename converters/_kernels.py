@@ -19,6 +19,9 @@ GEMMs'.  The parallel variant runs only where there are >= 2 samples and enough 
 a [B, T, 5] buffer summed after the loop, so the counts do not depend on the thread count.
 `SNMFM_PARALLEL_KERNELS=0` keeps the kernels on one thread whatever torch's count (an A/B switch:
 numba's OpenMP pool and torch's are two pools, and both spin a while after a parallel region).
+A CPU run on several threads is usually split into shards of samples, one thread each
+(converters.snn, `SpikingModel._run_sharded`): each shard's thread has one torch thread, so its
+kernels run the serial variant and the parallel one serves runs that are not split.
 
 `available()` is False without numba or for tensors off the CPU; the callers then use torch.
 """

@@ -416,6 +416,8 @@ class SpikingModel(nn.Module):
         buffers (the same tensors, so weights are held once), made afresh for each sharded run: a
         module attribute changed between runs is then never stale in a replica (a deep copy of a
         small model's modules takes about a millisecond per replica)."""
+        for _, neuron in self.neurons():  # a run starts from reset neurons anyway; their last
+            neuron.reset()                # counts (a batch of activations) need no copies
         shared = {id(t): t for t in (*self.net.parameters(), *self.net.buffers())}
         out = []
         for _ in range(n):

@@ -20,8 +20,9 @@ best (smallest) wall time of the SNN run with the trace on: with several threads
 time adds the threads up, so wall time is the clock of a throughput.  Wall times are only as good
 as the machine is idle.
 
-Every measurement runs in a fresh subprocess with `--threads` torch threads (default 1; the
-numba kernels of the SNN follow torch's thread count) (`--worker`), so its peak memory
+Every measurement runs in a fresh subprocess with `--threads` torch threads (default 1; with 2 or
+more the SNN run splits its batch into one shard of samples per thread, converters.snn, and an
+unsplit run's numba kernels follow torch's thread count) (`--worker`), so its peak memory
 (Linux VmHWM, reset through /proc/self/clear_refs just before the timed runs; torch allocations are
 invisible to tracemalloc) is its own.  Times are medians over repeats of process CPU time and of wall
 time; CPU time is the default in the tables because it is robust to other load on the machine.
