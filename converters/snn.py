@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters import _alloc, codings
+from converters import _alloc, _triton, codings
 from converters.neurons import IFNeuron
 from converters.trace import _COUNTERS as _COUNTER_FIELDS
 from converters.trace import ActivityTrace, TraceRecorder
@@ -301,7 +301,9 @@ class SpikingModel(nn.Module):
                     hooks.append(m.register_forward_pre_hook(self._embed_hook(recorder, prefix + name)))
         # Quiet = no neuron spiked in the last step run.  Inputs are constant after step 1, so every
         # count then equals its target and no target can move again: the network stays quiet.
-        active, out_all = None, None  # the samples still running (indices into the batch), outputs
+        # compacted runs: the samples still running (indices into the batch), every sample's output
+        # and, per neuron and unit, the final state of the samples that left (`_hold`)
+        active, out_all, held = None, None, {}
         kept, done, quiet, out = [], 0, False, None
         try:
             while done < limit and not quiet:
@@ -346,9 +348,9 @@ class SpikingModel(nn.Module):
                             out_all, active = out.clone(), torch.arange(B)
                         out_all[active] = out
                         keep = torch.from_numpy(np.flatnonzero(~settled))
-                        active = active[keep]
                         inputs = [x.index_select(0, keep) if isinstance(x, torch.Tensor) else x for x in inputs]
-                        _compact(net, neurons, recorder, keep.numpy(), B)
+                        _compact(net, neurons, recorder, keep.numpy(), active, held)
+                        active = active[keep]
                         B = len(keep)
         finally:
             for h in hooks:
@@ -373,9 +375,14 @@ class SpikingModel(nn.Module):
         if trace is None:  # no recorder: the neurons tracked their last spike
             last = _last_spike_step(neurons)
             t_settle = last if last < done or proven else None
-        if out_all is not None:
+        if out_all is not None:  # every sample's output, final counts and units' last inputs
             out_all[active] = out
             out = out_all
+            for name, n in neurons:
+                n.__dict__["count"] = _restore(held, name, n.count, active)
+            if recorder is not None:
+                for name, p in recorder.prev_inputs.items():
+                    recorder.prev_inputs[name] = _restore(held, name, p, active)
         res = SNNResult(output=out, steps=done, t_settle=t_settle, trace=trace,
                         per_step=torch.cat(kept) if keep_steps else None)
         if recorder is not None:
@@ -396,8 +403,8 @@ class SpikingModel(nn.Module):
         if threads is not None and n < 1:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
         n = min(n, B)
-        if n < 2 or not SHARDING or device.type != "cpu":
-            return 1
+        if n < 2 or not SHARDING or device.type != "cpu" or _triton.interpreting():
+            return 1  # (Triton's CPU interpreter, a test mode, keeps global state: one thread)
         if step_fn is not None or caches is not None or carry or prev_units:
             return 1
         if any(isinstance(x, torch.Tensor) and (x.dim() == 0 or x.shape[0] != B or x.device != device)
@@ -433,10 +440,11 @@ class SpikingModel(nn.Module):
 
         Why: the samples of a batch never interact, so the slices need no synchronisation at all,
         whereas one run over the batch on n threads forks and joins both thread pools (torch's
-        OpenMP and numba's) in every operation of every chunk, for operations of 0.1-1 ms; on 2
-        cores the sharded run took 0.67-0.80x the time of the intra-op parallel one (bench_snn,
-        text, W8A8, binary, trace on).  The kernels and torch release the GIL, so the threads'
-        C work overlaps; only their Python (about a tenth of a run) takes turns.
+        OpenMP and numba's) in every operation of every chunk, for operations of 0.1-1 ms.  On 2
+        cores (bench_snn, text, W8A8, binary, trace on, best of 3) a sharded run took 0.69x the
+        time of the intra-op parallel one without compaction (`_compact`), about the same with
+        it.  The kernels and torch release the GIL, so the threads' C work overlaps; only their
+        Python (about a tenth of a run) takes turns.
 
         Why the merge is exact: a sample's counts depend on that sample alone (the ops are row-wise
         or per sample, integer GEMMs are exact in any order), every shard runs the whole batch's
@@ -458,7 +466,7 @@ class SpikingModel(nn.Module):
             with torch.no_grad():       # grad mode is per thread too
                 return replicas[i]._run(parts[i], T=T, max_T=max_T, chunk=chunk, record=record,
                                         keep_steps=keep_steps, entry=entry, forward_kw=forward_kw,
-                                        threads=1, chunk_batch=None if os.environ.get("XX") else B)
+                                        threads=1, chunk_batch=B)
         try:
             results = list(_shard_pool(shards).map(work, range(shards)))
         finally:
@@ -628,18 +636,42 @@ def _quiet_samples(neurons, steps: int):
     return np.maximum.reduce(lasts) < steps - 1
 
 
-def _compact(net: nn.Module, neurons, recorder, keep: np.ndarray, B: int) -> None:
+def _compact(net: nn.Module, neurons, recorder, keep: np.ndarray, active: torch.Tensor, held: dict) -> None:
     """Drop the samples that went quiet from a run's state: keep (sorted indices into the current
-    batch of B) the samples that still run.  A quiet sample's counts, targets and units' inputs
-    never change again, so its remaining steps would record nothing and compute its output again;
-    its output is kept by the run.  Exact: every kernel works per sample, and the trace's counts
-    of a quiet sample are zero from then on (tests/test_convert.py checks runs with and without)."""
-    for _, n in neurons:
+    batch, whose samples are `active`, indices into the run's batch) the samples that still run.
+    A quiet sample's counts, targets and units' inputs never change again, so its remaining steps
+    would record nothing and compute its output again; the run keeps its output, and `held` its
+    final counts and units' inputs (`_hold`).  Exact: every kernel works per sample, and the
+    trace's counts of a quiet sample are zero from then on (tests/test_shard.py checks runs with
+    and without)."""
+    B = len(active)
+    for name, n in neurons:
+        _hold(held, name, n.count, active)
         n.compact(keep, B)
     if recorder is not None:
+        for name, p in recorder.prev_inputs.items():
+            _hold(held, name, p, active)
         recorder.compact(keep, B)
     for m in net.modules():  # rows kept from the last step (snmfm/rowskip.py): of the old batch
         m.__dict__.pop("_rowskip", None)
+
+
+def _hold(held: dict, key: str, cur: torch.Tensor, active: torch.Tensor) -> None:
+    """Keep `cur` (per-sample state whose leading rows are the samples `active`, flat or [B, ...])
+    in held[key], a store over the run's whole batch made at the first compaction."""
+    rows = cur.reshape(len(active), -1)
+    if key not in held:  # the first compaction: every sample of the run is still active
+        held[key] = (rows.clone(), tuple(cur.shape))
+    else:
+        held[key][0][active] = rows
+
+
+def _restore(held: dict, key: str, cur: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """The whole batch's state at the end of a compacted run: held[key] with the samples still
+    `active` at the end set from `cur`."""
+    full, shape = held[key]
+    full[active] = cur.reshape(len(active), -1).to(full.dtype)
+    return full.reshape(shape)
 
 
 def _all_quiet(neurons) -> bool:

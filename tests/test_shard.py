@@ -82,17 +82,25 @@ def test_compaction_happens_and_keeps_the_trace_of_quiet_samples(modes, monkeypa
     snn = convert(q)
     modes(False, False)
     whole = snn.run(x)
+    counts = [n.count.clone() for _, n in snn.neurons()]
     seen = []
     real = snn_mod._compact
 
-    def spy(net, neurons, recorder, keep, B):
-        seen.append((B, len(keep)))
-        return real(net, neurons, recorder, keep, B)
+    def spy(net, neurons, recorder, keep, active, held):
+        seen.append((len(active), len(keep)))
+        return real(net, neurons, recorder, keep, active, held)
     monkeypatch.setattr(snn_mod, "_compact", spy)
     modes(False, True)
     compact = snn.run(x)
     assert seen and seen[0][0] == 6 and all(k < b for b, k in seen)
     _same(whole, compact)
+    # every sample's final counts and units' last inputs, as one run over the batch leaves them
+    for c, (_, n) in zip(counts, snn.neurons()):
+        assert torch.equal(c, n.count.to(c.dtype))
+    units = whole.extra["unit_inputs"]
+    assert units.keys() == compact.extra["unit_inputs"].keys() and units
+    for k, v in units.items():
+        assert torch.equal(v, compact.extra["unit_inputs"][k])
     assert min(whole.trace.t_settle_per_sample) < max(whole.trace.t_settle_per_sample)
 
 
