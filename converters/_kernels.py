@@ -103,10 +103,23 @@ def _targets(xt, o, s, qmin, qmax, r):
 
 @_inline
 def _active_rows(spk, row_len):
-    """Rows of `row_len` neurons with >= 1 event (stops at each row's first event).  Kept out of
-    the walk: counters per row inside it (a short inner loop with a reduction and a branch per
-    row) kept the walk scalar, 3-4x slower."""
+    """Rows of `row_len` neurons with >= 1 event; spk uint8 [per_sample], 1 where a neuron sent
+    one.  Kept out of the walk: counters per row inside it (a short inner loop with a reduction
+    and a branch per row) kept the walk scalar, 3-4x slower.  Rows of a multiple of 8 neurons
+    are OR-ed as 64-bit words, without a branch: scanning byte by byte to each row's first event
+    cost 0.3 ns per neuron and step once most rows were quiet (a settling network), a third of
+    the walk with the trace; as words, 0.6 against 0.9 ns per neuron and step in all
+    (tail-like inputs, one core).  Other row lengths stop at each row's first event."""
     rows = 0
+    if row_len % 8 == 0:
+        words = spk.view(np.uint64)
+        per = row_len // 8
+        for q in range(0, words.shape[0], per):
+            acc = np.uint64(0)
+            for k in range(q, q + per):
+                acc |= words[k]
+            rows += np.int64(acc != 0)
+        return rows
     for q in range(0, spk.shape[0], row_len):
         for k in range(q, q + row_len):
             if spk[k] != 0:
@@ -166,7 +179,7 @@ def _if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last,
     for b in prange(B):
         o = b * per_sample
         r = np.empty(per_sample, np.int32)
-        spk = np.empty(per_sample, np.int32)
+        spk = np.empty(per_sample, np.uint8)
         lb = -1
         for t in range(T):
             _targets(x[t], o, s, qmin, qmax, r)
@@ -183,7 +196,7 @@ def _if_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, last,
                     n[o + e] = c
                     ot[o + e] = np.float32(c)
                     ad = abs(d)
-                    spk[e] = ad
+                    spk[e] = np.uint8(ad)
                     a += ad
                     net += d
                     u += ad | np.int32(re != rprev[o + e])
@@ -223,7 +236,7 @@ def _if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats,
     for b in prange(B):
         o = b * per_sample
         r = np.empty(per_sample, np.int32)
-        spk = np.empty(per_sample, np.int32)
+        spk = np.empty(per_sample, np.uint8)
         lb = -1
         for t in range(T):
             _targets(x[t], o, s, qmin, qmax, r)
@@ -241,7 +254,7 @@ def _if_chunk_gated(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats,
                 n[o + e] = c
                 ot[o + e] = np.float32(c)
                 ad = abs(d)
-                spk[e] = ad
+                spk[e] = np.uint8(ad)
                 a += ad
                 net += d
                 off += np.int32(re != c)
@@ -273,7 +286,7 @@ def _graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, l
     for b in prange(B):
         o = b * per_sample
         r = np.empty(per_sample, np.int32)
-        spk = np.empty(per_sample, np.int32)
+        spk = np.empty(per_sample, np.uint8)
         lb = -1
         for t in range(T):
             _targets(x[t], o, s, qmin, qmax, r)
@@ -290,7 +303,7 @@ def _graded_chunk(x, s, qmin, qmax, n, rprev, row_len, per_sample, out, stats, l
                     n[o + e] = re
                     ot[o + e] = np.float32(re)
                     nz = np.int32(d != 0)
-                    spk[e] = nz
+                    spk[e] = np.uint8(nz)
                     a += nz
                     p += np.int32(d > 0)
                     m += np.int32(d < 0)
