@@ -608,17 +608,18 @@ def _clone_modules(m: nn.Module) -> nn.Module:
     return new
 
 
-_POOL: list = [None, 0]  # the shards' thread pool and its size, kept between runs
+_POOL: list = [None, 0, 0]  # the shards' thread pool, its size and the process that made it
 
 
 def _shard_pool(n: int):
     """A thread pool of at least n threads, kept for later runs: its threads keep their malloc
-    arenas (warm, already faulted in) from one run to the next."""
-    if _POOL[1] < n:
+    arenas (warm, already faulted in) from one run to the next.  A forked child makes its own
+    (the parent's threads do not exist there, and the inherited pool would wait for them)."""
+    if _POOL[1] < n or _POOL[2] != os.getpid():
         from concurrent.futures import ThreadPoolExecutor
-        if _POOL[0] is not None:
+        if _POOL[0] is not None and _POOL[2] == os.getpid():
             _POOL[0].shutdown(wait=False)
-        _POOL[0], _POOL[1] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="snmfm-shard"), n
+        _POOL[:] = [ThreadPoolExecutor(max_workers=n, thread_name_prefix="snmfm-shard"), n, os.getpid()]
     return _POOL[0]
 
 

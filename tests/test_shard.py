@@ -152,3 +152,21 @@ def test_a_torch_thread_count_of_one_is_kept_by_the_kernels():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_forked_child_runs_sharded_after_its_parent(modes):
+    """The shards' thread pool of the parent does not exist in a forked child: it makes its own."""
+    import multiprocessing as mp
+    q = _qann("vit", 4)
+    x = torch.rand(4, 1, 8, 8) * 16
+    snn = convert(q)
+    modes(True, True)
+    ref = snn.run(x, threads=2).output  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        out = pool.apply_async(_run_in_child, (snn, x)).get(timeout=120)
+    assert torch.equal(out, ref)
+
+
+def _run_in_child(snn, x):
+    return snn.run(x, threads=2).output
