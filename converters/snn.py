@@ -245,10 +245,10 @@ class SpikingModel(nn.Module):
                 raise ValueError("input contains NaN or Inf; the SNN (like the QANN) needs finite inputs")
         B = tensors[0].shape[0]
         device = tensors[0].device
-        shards = self._shard_plan(inputs, B, device, threads, entry, forward_kw,
+        shards = self._shard_plan(inputs, B, device, threads, forward_kw,
                                   step_fn=step_fn, caches=caches, carry=carry, prev_units=prev_units)
         if shards > 1:
-            return self._run_sharded(inputs, shards, T=T, max_T=max_T, chunk=chunk, record=record,
+            return self._run_sharded(inputs, B, shards, T=T, max_T=max_T, chunk=chunk, record=record,
                                      keep_steps=keep_steps, entry=entry, forward_kw=forward_kw)
         _alloc.tune()  # keep freed chunk-sized tensors mapped (converters/_alloc.py says why)
         net = self.net if entry is None else self.net.get_submodule(entry)
@@ -390,7 +390,7 @@ class SpikingModel(nn.Module):
                                         if recorder.kinds.get(k) not in (None, "neuron")}
         return res
 
-    def _shard_plan(self, inputs, B: int, device, threads, entry, forward_kw, *, step_fn, caches, carry,
+    def _shard_plan(self, inputs, B: int, device, threads, forward_kw, *, step_fn, caches, carry,
                     prev_units) -> int:
         """How many shards of samples a run is split into (1: not split).  Split only where the
         pieces are independent and their results merge into the whole run's exactly: on the CPU,
@@ -427,7 +427,7 @@ class SpikingModel(nn.Module):
         return [SpikingModel(_clone_modules(self.net), meta=self.meta, coding=self.coding_spec,
                              source_qann=self.source_qann) for _ in range(n)]
 
-    def _run_sharded(self, inputs, shards: int, *, T, max_T, chunk, record, keep_steps, entry,
+    def _run_sharded(self, inputs, B: int, shards: int, *, T, max_T, chunk, record, keep_steps, entry,
                      forward_kw) -> SNNResult:
         """A run split into `shards` contiguous slices of the batch, each on its own thread and
         replica of the network (`_replicas`), one torch and kernel thread each (or
@@ -449,7 +449,6 @@ class SpikingModel(nn.Module):
         (`converters.trace.merge_traces`, shorter ones padded with quiet steps), per-step outputs
         padded with their last step."""
         from converters.trace import merge_traces
-        B = next(x for x in inputs if isinstance(x, torch.Tensor)).shape[0]
         total = torch.get_num_threads()
         per = max(1, total // shards)
         bounds = [(i * B // shards, (i + 1) * B // shards) for i in range(shards)]

@@ -126,7 +126,7 @@ def test_runs_that_cannot_be_split_are_not(modes):
     x = torch.rand(4, 1, 8, 8) * 16
     snn = convert(q)
     modes(True, True)
-    plan = lambda **kw: snn._shard_plan((x,), 4, x.device, kw.pop("threads", 2), None, None,  # noqa: E731
+    plan = lambda **kw: snn._shard_plan((x,), 4, x.device, kw.pop("threads", 2), None,  # noqa: E731
                                         **{"step_fn": None, "caches": None, "carry": False,
                                            "prev_units": None, **kw})
     assert plan() == 2 and plan(threads=8) == 4 and plan(threads=1) == 1
